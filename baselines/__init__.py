@@ -1,0 +1,1 @@
+"""Baselines, each behind the same fit/predict contract (bench.models)."""

@@ -1,0 +1,136 @@
+"""python -m bench {list,run,table,plot,check}."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def _csv(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
+def _ints(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def cmd_list(args) -> int:
+    from bench.datasets import DATASETS, FAMILIES
+    from bench.models import MODELS
+    from bench.suites import available_suites, load_suite
+
+    print("datasets:", ", ".join([*DATASETS, *(f"{f}:<arg>" for f in FAMILIES)]))
+    print("models:  ", ", ".join(sorted(MODELS)))
+    print("suites:")
+    for name in available_suites():
+        s = load_suite(name)
+        print(f"  {name:8s} {len(s.datasets)} dataset(s) x {len(s.variants)} variant(s) x {len(s.seeds)} seed(s)  {s.description}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bench.runner import run_suite
+    from bench.suites import load_suite
+    from bench.tables import render_tables
+
+    suite = load_suite(args.suite)
+    run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force)
+    written = write_tables(suite, args.results, render_tables(suite, args.results))
+    print(f"runs in {args.results / 'runs' / suite.name}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
+    return 0
+
+
+def write_tables(suite, results: Path, files: dict[str, str]) -> list[Path]:
+    from bench.store import atomic_write_text
+
+    out = []
+    for name, text in files.items():
+        path = results / "tables" / suite.name / name
+        atomic_write_text(path, text)
+        out.append(path)
+    return out
+
+
+def cmd_table(args) -> int:
+    from bench.suites import load_suite
+    from bench.tables import render_tables
+
+    suite = load_suite(args.suite)
+    files = render_tables(suite, args.results, args.test)
+    write_tables(suite, args.results, files)
+    suffix = {"markdown": ".md", "latex": ".tex"}[args.format]
+    for name, text in files.items():
+        if name.endswith(suffix):
+            print(text)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from bench.plots import plot_suite
+    from bench.suites import load_suite
+
+    for p in plot_suite(load_suite(args.suite), args.results):
+        print(p)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from bench.check import check_reference, check_tables
+
+    failures = check_reference(args.suite, args.results, update=args.update)
+    if args.update:
+        print(f"reference written: {args.results / 'reference' / (args.suite + '.json')}")
+    for name in args.tables:
+        failures += check_tables(name, args.results)
+    for f in failures:
+        print(f"REGRESSION {f}")
+    print(f"check: {'FAILED, ' + str(len(failures)) + ' problem(s)' if failures else 'ok'}")
+    return 1 if failures else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: the repo's results/)")
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="datasets, models and suites", parents=[common]).set_defaults(func=cmd_list)
+    r = sub.add_parser("run", parents=[common], help="run every (dataset, model variant, seed) cell of a suite")
+    r.add_argument("--suite", required=True)
+    r.add_argument("--models", type=_csv, help="only these model variants (comma-separated)")
+    r.add_argument("--datasets", type=_csv, help="only these datasets")
+    r.add_argument("--seeds", type=_ints, help="only these seeds")
+    r.add_argument("--force", action="store_true", help="rerun cells even if stored with the same config")
+    r.set_defaults(func=cmd_run)
+    t = sub.add_parser("table", parents=[common], help="build markdown and LaTeX tables from stored runs")
+    t.add_argument("--suite", required=True)
+    t.add_argument("--format", choices=["markdown", "latex"], default="markdown", help="which one to print")
+    t.add_argument("--test", choices=["t-test", "permutation", "wilcoxon"], default="t-test")
+    t.set_defaults(func=cmd_table)
+    pl = sub.add_parser("plot", parents=[common], help="metric@K curves, ablation bars with CIs, training curves")
+    pl.add_argument("--suite", required=True)
+    pl.set_defaults(func=cmd_plot)
+    c = sub.add_parser("check", parents=[common], help="rerun a suite and compare with the committed reference")
+    c.add_argument("--suite", default="smoke")
+    c.add_argument("--update", action="store_true", help="write the reference from this run instead of comparing")
+    c.add_argument("--tables", type=_csv, default=[], help="also rebuild these suites' committed tables and compare")
+    c.set_defaults(func=cmd_check)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished cells are stored; rerun the same command to resume", file=sys.stderr)
+        return 130

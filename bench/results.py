@@ -1,0 +1,56 @@
+"""Loads stored runs of a suite back into per-user metric frames, for tables, plots and checks."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.evaluate import Ranks, metrics_from_ranks
+from bench.runner import plan
+from bench.store import RunStore, config_hash
+from bench.suites import Suite
+
+
+@dataclass
+class VariantRuns:
+    variant: str
+    seeds: list[int]
+    records: list[dict]
+    per_user: list[pd.DataFrame]  # one frame per seed: user, target, above, ties
+    metrics: list[dict] = field(default_factory=list)  # stored means per seed
+
+    def ranks(self, i: int) -> Ranks:
+        df = self.per_user[i]
+        return Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
+
+    def user_metric(self, metric: str, ks) -> np.ndarray:
+        """Per-user metric averaged over seeds (users aligned by id)."""
+        frames = []
+        for i, df in enumerate(self.per_user):
+            m = metrics_from_ranks(self.ranks(i), ks)[metric]
+            frames.append(pd.Series(m, index=df["user"].to_numpy()))
+        return pd.concat(frames, axis=1).mean(axis=1).sort_index().to_numpy()
+
+    def seed_means(self, metric: str) -> np.ndarray:
+        return np.array([m[metric] for m in self.metrics])
+
+
+def load_runs(suite: Suite, root: Path, dataset: str) -> tuple[dict[str, VariantRuns], list[str]]:
+    """Runs whose stored config hash matches the suite as it is now; also the cells still missing."""
+    store = RunStore(root)
+    runs: dict[str, VariantRuns] = {}
+    missing: list[str] = []
+    for cell in plan(suite, datasets=[dataset]):
+        out = store.cell_dir(suite.name, dataset, cell.variant.key, cell.seed)
+        if not store.is_done(out, config_hash(cell.config())):
+            missing.append(cell.name)
+            continue
+        vr = runs.setdefault(cell.variant.key, VariantRuns(cell.variant.key, [], [], []))
+        vr.seeds.append(cell.seed)
+        vr.records.append(store.record(out))
+        vr.per_user.append(store.read_per_user(out))
+        vr.metrics.append(json.loads((out / "metrics.json").read_text()))
+    return runs, missing

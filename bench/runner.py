@@ -1,0 +1,209 @@
+"""Runs a suite's cells: fit on train, score test users through the one evaluator, store the run."""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import random
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bench.datasets import load_dataset
+from bench.errors import BenchError
+from bench.evaluate import Ranks, metric_names, metrics_from_ranks, ranks_from_lists, ranks_from_scores
+from bench.models import FitContext, is_scores, make_model
+from bench.split import Split, leave_one_out
+from bench.store import RunStore, config_hash, dumps, per_user_csv
+from bench.suites import DatasetEntry, Suite, Variant
+
+PROTOCOL = {
+    "split": "leave-one-out by time (stable sort; file order breaks timestamp ties); users with < 3 events dropped",
+    "ranking": "full ranking over all items",
+    "ties": "exact expected value over random tie orders (McSherry & Najork 2008)",
+    "unranked": "items outside a ranked list tie after it",
+}
+VERSIONED = ("numpy", "scipy", "pandas", "torch", "transformers", "peft", "bm25s", "recbole")
+
+
+@dataclass(frozen=True)
+class Cell:
+    suite: Suite
+    dataset: DatasetEntry
+    variant: Variant
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset.key}/{self.variant.key}/seed{self.seed}"
+
+    def config(self) -> dict:
+        s = self.suite
+        return {
+            "suite": s.name,
+            "dataset": {"key": self.dataset.key, "spec": self.dataset.spec, "params": self.dataset.params},
+            "model": {"variant": self.variant.key, "name": self.variant.model, "params": self.variant.params_for(self.dataset.key)},
+            "seed": self.seed,
+            "ks": s.ks,
+            "history_masking": s.history_masking,
+            "user_sample": s.user_sample,
+            "valid_sample": s.valid_sample,
+            "protocol": PROTOCOL,
+        }
+
+
+@lru_cache(maxsize=4)
+def _split(spec: str, params_key: tuple) -> Split:
+    return leave_one_out(load_dataset(spec, **dict(params_key)))
+
+
+def get_split(entry: DatasetEntry) -> Split:
+    return _split(entry.spec, tuple(sorted(entry.params.items())))
+
+
+def sample_users(n_users: int, sample: dict | None) -> np.ndarray:
+    if sample is None or sample["size"] >= n_users:
+        return np.arange(n_users)
+    rng = np.random.default_rng(sample["seed"])
+    return np.sort(rng.choice(n_users, size=sample["size"], replace=False))
+
+
+def plan(suite: Suite, models=None, datasets=None, seeds=None) -> list[Cell]:
+    for name, wanted, known in (("model variant", models, [v.key for v in suite.variants]),
+                                ("dataset", datasets, [d.key for d in suite.datasets])):
+        for w in wanted or []:
+            if w not in known:
+                raise BenchError(f"suite {suite.name}: no {name} {w!r} (has {', '.join(known)})")
+    cells = []
+    for d in suite.datasets:
+        if datasets and d.key not in datasets:
+            continue
+        for v in suite.variants:
+            if models and v.key not in models:
+                continue
+            for seed in (v.seeds or suite.seeds):
+                if seeds and seed not in seeds:
+                    continue
+                cells.append(Cell(suite, d, v, seed))
+    return cells
+
+
+def git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in VERSIONED:
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def score_users(model, split: Split, users: np.ndarray, stage: str, masking: bool, batch: int, desc: str) -> Ranks:
+    """Feed users to the model in batches and reduce each batch to ranks right away (bounded memory)."""
+    above, ties = [], []
+    for start in tqdm(range(0, len(users), batch), desc=desc, leave=False, unit="batch"):
+        chunk = users[start : start + batch]
+        histories = split.inputs(stage, chunk)
+        targets = split.targets(stage, chunk)
+        pred = model.predict(histories, chunk)
+        mask = histories if masking else None
+        if is_scores(pred):
+            if pred.shape != (len(chunk), split.n_items):
+                raise BenchError(f"model returned scores of shape {pred.shape}, expected {(len(chunk), split.n_items)}")
+            r = ranks_from_scores(pred, targets, mask)
+        else:
+            r = ranks_from_lists(pred, targets, split.n_items, mask)
+        above.append(r.above)
+        ties.append(r.ties)
+    return Ranks(np.concatenate(above), np.concatenate(ties))
+
+
+def run_cell(cell: Cell, store: RunStore, force: bool = False) -> str:
+    config = cell.config()
+    chash = config_hash(config)
+    out = store.cell_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed)
+    if not force and store.is_done(out, chash):
+        return "cached"
+    split = get_split(cell.dataset)
+    users = sample_users(split.n_users, cell.suite.user_sample)
+    ctx = FitContext(
+        seed=cell.seed,
+        workdir=store.cache_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed),
+        valid_users=sample_users(split.n_users, cell.suite.valid_sample),
+        ks=cell.suite.ks,
+    )
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    model = make_model(cell.variant.model, config["model"]["params"])
+    seed_everything(cell.seed)
+    t0 = time.perf_counter()
+    model.fit(split, ctx)
+    t1 = time.perf_counter()
+    ranks = score_users(model, split, users, "test", cell.suite.history_masking, cell.suite.eval_batch, cell.name)
+    t2 = time.perf_counter()
+    per_user = metrics_from_ranks(ranks, cell.suite.ks)
+    metrics = {m: float(per_user[m].mean()) for m in metric_names(cell.suite.ks)}
+    record = {
+        "config": config,
+        "config_hash": chash,
+        "commit": git_commit(),
+        "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "bench", *sys.argv[1:]]),
+        "versions": versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (t2 - t0))),
+        "fit_seconds": round(t1 - t0, 3),
+        "predict_seconds": round(t2 - t1, 3),
+        "evaluated_users": int(len(users)),
+        "dataset_stats": split.stats(),
+        "model_info": getattr(model, "info", lambda: {})(),
+    }
+    files = {
+        "run.json": dumps(record),
+        "metrics.json": dumps(metrics),
+        "per_user.csv.gz": per_user_csv(split.user_ids[users], split.item_ids[split.test[users]], ranks),
+    }
+    if ctx.curves:
+        import pandas as pd
+
+        files["curves.csv"] = pd.DataFrame(ctx.curves).to_csv(index=False)
+    store.write_cell(out, files)
+    return f"R@10={metrics.get('Recall@10', float('nan')):.4f} N@10={metrics.get('NDCG@10', float('nan')):.4f} fit {t1 - t0:.1f}s"
+
+
+def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False) -> list[tuple[Cell, str]]:
+    store = RunStore(root)
+    cells = plan(suite, models, datasets, seeds)
+    if not cells:
+        raise BenchError(f"suite {suite.name}: the filters select no cell")
+    done = []
+    bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell")
+    for cell in bar:
+        bar.set_postfix_str(cell.name)
+        status = run_cell(cell, store, force)
+        tqdm.write(f"{cell.name}: {status}")
+        done.append((cell, status))
+    return done

@@ -1,0 +1,177 @@
+"""Result tables in markdown and LaTeX (booktabs), built only from stored runs.
+
+Each table: models x metrics (mean over seeds of the per-user mean), best in bold, second
+underlined, a dagger where the paired test against the table's reference row survives Holm's
+correction over all comparisons of the table, and a protocol line under it. Output is a pure
+function of the stored runs, so `bench check` can rebuild committed tables byte for byte.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tabulate import tabulate
+
+from bench.results import VariantRuns, load_runs
+from bench.stats import holm, paired_pvalue, relative_improvement
+from bench.suites import Suite
+
+ALPHA = 0.05
+DAGGER = "†"
+
+
+def table_metrics(ks) -> list[str]:
+    # NDCG@1 equals Recall@1 under leave-one-out, so it is left out.
+    return [f"Recall@{k}" for k in ks] + [f"NDCG@{k}" for k in ks if k > 1] + ["MRR"]
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[str]  # row labels
+    values: np.ndarray  # rows x columns, nan where missing
+    significant: np.ndarray  # bool, rows x columns
+    headline: list[float] | None  # relative improvement of best "ours" over best baseline
+    notes: list[str]
+
+
+def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], reference: str | None,
+                title: str, test: str, missing: list[str], headline: bool) -> Table:
+    metrics = table_metrics(suite.ks)
+    rows = [r for r in rows if r in runs]
+    values = np.full((len(rows), len(metrics)), np.nan)
+    for i, r in enumerate(rows):
+        for j, m in enumerate(metrics):
+            values[i, j] = runs[r].seed_means(m).mean()
+    significant = np.zeros_like(values, dtype=bool)
+    n_comparisons = 0
+    if reference in rows:
+        cmp, pvals = [], []
+        for i, r in enumerate(rows):
+            if r == reference:
+                continue
+            for j, m in enumerate(metrics):
+                a = runs[r].user_metric(m, suite.ks)
+                b = runs[reference].user_metric(m, suite.ks)
+                cmp.append((i, j))
+                pvals.append(paired_pvalue(a, b, test))
+        _, reject = holm(pvals, ALPHA)
+        n_comparisons = len(pvals)
+        for (i, j), rej in zip(cmp, reject):
+            significant[i, j] = rej
+    head = None
+    groups = {r: suite.variant(r).group for r in rows}
+    ours = [i for i, r in enumerate(rows) if groups[r] == "ours"]
+    base = [i for i, r in enumerate(rows) if groups[r] != "ours"]
+    if headline and ours and base:
+        head = [relative_improvement(values[ours, j].max(), values[base, j].max()) for j in range(len(metrics))]
+    notes = protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing)
+    labels = [suite.variant(r).label for r in rows]
+    return Table(title, metrics, labels, values, significant, head, notes)
+
+
+def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -> list[str]:
+    if not rows:
+        return ["No stored runs for this table yet."]
+    rec = runs[rows[0]].records[0]
+    st = rec["dataset_stats"]
+    n_eval = rec["evaluated_users"]
+    sample = suite.user_sample
+    seeds = sorted({s for r in rows for s in runs[r].seeds})
+    commits = sorted({x["commit"][:12] for r in rows for x in runs[r].records})
+    notes = [
+        f"Dataset {st['dataset']} ({st['version']}; {st['preprocessing']}): {st['users']} users "
+        f"({st['dropped_users']} dropped with < 3 events), {st['items']} items, {st['interactions']} interactions.",
+        f"Leave-one-out by time, timestamp ties broken by file order (stable sort); full ranking over all items; "
+        f"history masking {'on' if suite.history_masking else 'off'}; score ties: exact expectation over random tie orders.",
+        f"Test users: {n_eval}" + (f" (seeded sample, seed {sample['seed']})" if sample and n_eval < st["users"] else " (all)")
+        + f"; cold test targets in the dataset: {st['cold_test_targets']}. Seeds: {', '.join(map(str, seeds))}. "
+        f"Commits: {', '.join(commits)}.",
+    ]
+    if reference in rows:
+        notes.append(f"{DAGGER}: differs from {suite.variant(reference).label} by a paired {test} on per-user values "
+                     f"(averaged over seeds), Holm-corrected over the {n_comparisons} comparisons of this table, alpha={ALPHA}.")
+    if missing:
+        notes.append(f"Not run yet ({len(missing)}): {', '.join(missing)}.")
+    return notes
+
+
+def _ranks(col: np.ndarray) -> tuple[int | None, int | None]:
+    order = [i for i in np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable") if not np.isnan(col[i])]
+    best = order[0] if order else None
+    second = next((i for i in order[1:] if col[i] < col[best]), None) if best is not None else None
+    return best, second
+
+
+def _cells(t: Table, bold, underline, fmt_sig) -> list[list[str]]:
+    out = []
+    marks = [_ranks(t.values[:, j]) for j in range(len(t.columns))]
+    for i, label in enumerate(t.rows):
+        row = [label]
+        for j in range(len(t.columns)):
+            v = t.values[i, j]
+            s = "–" if np.isnan(v) else f"{v:.4f}"
+            best, second = marks[j]
+            if not np.isnan(v) and v == t.values[best, j]:
+                s = bold(s)
+            elif second is not None and v == t.values[second, j]:
+                s = underline(s)
+            if t.significant[i, j]:
+                s += fmt_sig
+            row.append(s)
+        out.append(row)
+    if t.headline is not None:
+        out.append(["Improvement (best ours vs best baseline)"]
+                   + ["–" if np.isnan(h) else f"{h * 100:+.1f}%" for h in t.headline])
+    return out
+
+
+def to_markdown(t: Table) -> str:
+    cells = _cells(t, lambda s: f"**{s}**", lambda s: f"<u>{s}</u>", DAGGER)
+    body = tabulate(cells, headers=["Model", *t.columns], tablefmt="pipe", disable_numparse=True, colalign=("left",) + ("right",) * len(t.columns))
+    return f"### {t.title}\n\n{body}\n\n" + "\n".join(f"- {n}" for n in t.notes) + "\n"
+
+
+def _tex(s: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
+        s = s.replace(a, b)
+    return s
+
+
+def to_latex(t: Table) -> str:
+    cells = _cells(t, lambda s: rf"\textbf{{{s}}}", lambda s: rf"\underline{{{s}}}", r"$^\dagger$")
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_tex(t.title)}}}",
+             r"\begin{tabular}{l" + "r" * len(t.columns) + "}", r"\toprule",
+             " & ".join(["Model", *(_tex(c) for c in t.columns)]) + r" \\", r"\midrule"]
+    for k, row in enumerate(cells):
+        if t.headline is not None and k == len(cells) - 1:
+            lines.append(r"\midrule")
+        lines.append(" & ".join([_tex(row[0]), *(c.replace("%", r"\%").replace("–", "--") for c in row[1:])]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize "
+              + " ".join(_tex(n).replace(DAGGER, r"$^\dagger$") for n in t.notes) + "}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def suite_tables(suite: Suite, root: Path, test: str = "t-test") -> dict[str, Table]:
+    """Every table of a suite: a main table per dataset and one per declared ablation group."""
+    tables: dict[str, Table] = {}
+    for d in suite.datasets:
+        runs, missing = load_runs(suite, root, d.key)
+        tables[f"{d.key}-main"] = build_table(suite, runs, [v.key for v in suite.variants], suite.reference,
+                                              f"{suite.name}: {d.key}, all models", test, missing, headline=True)
+        for name, rows in suite.ablations.items():
+            miss = [m for m in missing if m.split("/")[1] in rows]
+            tables[f"{d.key}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {d.key}, ablation: {name}",
+                                                             test, miss, headline=False)
+    return tables
+
+
+def render_tables(suite: Suite, root: Path, test: str = "t-test") -> dict[str, str]:
+    """File name -> content, for results/tables/<suite>/."""
+    out = {}
+    for key, t in suite_tables(suite, root, test).items():
+        out[f"{key}.md"] = to_markdown(t)
+        out[f"{key}.tex"] = to_latex(t)
+    return out
