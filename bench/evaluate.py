@@ -5,9 +5,9 @@ Every model's output is reduced to two integers per user (see PROTOCOL.md):
 The target's position is then uniform on above+1 .. above+ties+1, and Recall@K, NDCG@K and MRR
 are their exact expectations over random tie orders (McSherry & Najork, ECIR 2008).
 
-A target the model never ranked (outside a list, or hidden by history masking) is placed after
-every ranked item, tied with all other unranked candidates: a miss at every K up to the list
-length, and a defined (tiny) MRR.
+A target outside a model's ranked list is placed after the list, tied with the other unlisted
+candidates: a miss at every K up to the list length. A target hidden by history masking (possible
+only on repeat-consumption data) gets above = MISS (-1): a miss at every K, reciprocal rank 0.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 DEFAULT_KS = (1, 5, 10, 20)
+MISS = -1  # `above` of a target that was never ranked
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ def ranks_from_scores(
     """Ranks of `targets` in a (users x items) score matrix; higher score = better.
 
     With `histories`, those items are excluded from the candidates (history masking). The caller's
-    array is never modified. Works chunk by chunk so memory stays at `chunk` rows of float32.
+    array is never modified. Works chunk by chunk so memory stays at `chunk` rows.
     """
     scores = np.asarray(scores)
     targets = np.asarray(targets, dtype=np.int64)
@@ -63,7 +64,9 @@ def ranks_from_scores(
     ties = np.empty(n_users, dtype=np.int64)
     for start in range(0, n_users, chunk):
         stop = min(start + chunk, n_users)
-        block = np.asarray(scores[start:stop], dtype=np.float32)
+        block = np.asarray(scores[start:stop])
+        if block.dtype.kind != "f":  # never downcast floats: that could create ties
+            block = block.astype(np.float64)
         if np.isnan(block).any():
             bad = start + int(np.flatnonzero(np.isnan(block).any(axis=1))[0])
             raise ValueError(f"score matrix has NaN in row {bad}")
@@ -77,7 +80,7 @@ def ranks_from_scores(
         a = ((block > t) & candidate).sum(axis=1)
         e = ((block == t) & candidate).sum(axis=1) - 1
         hidden = ~candidate[rows, tgt]  # target is a history item: masked out, a miss
-        above[start:stop] = np.where(hidden, candidate.sum(axis=1), a)
+        above[start:stop] = np.where(hidden, MISS, a)
         ties[start:stop] = np.where(hidden, 0, e)
     return Ranks(above, ties)
 
@@ -106,7 +109,7 @@ def ranks_from_lists(
         n_candidates = n_items - masked.size
         hit = np.flatnonzero(ranked == target)
         if masked.size and np.isin(target, masked):  # target hidden by masking: a miss
-            above[u], ties[u] = n_candidates, 0
+            above[u], ties[u] = MISS, 0
         elif hit.size:
             above[u], ties[u] = hit[0], 0
         else:  # unlisted candidates, the target among them, share the tail after the list
@@ -129,7 +132,8 @@ def _harmonic_prefix(n: int) -> np.ndarray:
 
 def metrics_from_ranks(ranks: Ranks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, np.ndarray]:
     """Per-user expected Recall@K (= HR@K), NDCG@K and MRR from ranks."""
-    g, t = ranks.above, ranks.ties
+    ranked = ranks.above != MISS
+    g, t = np.where(ranked, ranks.above, 0), np.where(ranked, ranks.ties, 0)
     last = g + t + 1  # last possible position; first is g + 1
     n = int(last.max()) if len(last) else 1
     disc = _discount_prefix(n)
@@ -138,9 +142,9 @@ def metrics_from_ranks(ranks: Ranks, ks: Sequence[int] = DEFAULT_KS) -> dict[str
     for k in ks:
         top = np.minimum(k, last)
         inside = np.clip(top - g, 0, None)
-        out[f"Recall@{k}"] = inside / (t + 1)
-        out[f"NDCG@{k}"] = np.where(inside > 0, disc[top] - disc[np.minimum(g, top)], 0.0) / (t + 1)
-    out["MRR"] = (harm[last] - harm[g]) / (t + 1)
+        out[f"Recall@{k}"] = np.where(ranked, inside / (t + 1), 0.0)
+        out[f"NDCG@{k}"] = np.where(ranked & (inside > 0), disc[top] - disc[np.minimum(g, top)], 0.0) / (t + 1)
+    out["MRR"] = np.where(ranked, (harm[last] - harm[g]) / (t + 1), 0.0)
     return out
 
 

@@ -80,7 +80,7 @@ def leave_one_out(data: Interactions) -> Split:
     seqs = np.split(item_code.astype(np.int64), bounds)
     missing = [i for i in item_ids if i not in data.item_text] if data.item_text else []
     if missing:
-        raise BenchError(f"{data.name}: item {missing[0]!r} has interactions but no entry in the item file")
+        raise BenchError(f"{data.name}: item {str(missing[0])!r} has interactions but no entry in the item file")
     fields = next(iter(data.item_text.values())).keys() if data.item_text else []
     item_text = [data.item_text.get(i, {f: "unknown" for f in fields}) for i in item_ids]
     return Split(

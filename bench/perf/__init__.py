@@ -1,0 +1,1 @@
+"""Benchmarks that print throughput and ratios (`python -m bench.perf.<name>`); never timed unit tests."""

@@ -1,0 +1,139 @@
+"""Suites, run store, CLI and the regression check, on tiny synthetic suites written to tmp_path."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.errors import BenchError
+from bench.store import RunStore
+from bench.suites import load_suite
+
+SUITE = """
+description: tiny
+seeds: [0, 1]
+ks: [1, 5, 10]
+user_sample: {size: 40, seed: 0}
+datasets:
+  syn: {spec: synthetic, n_users: 60, n_items: 50, seed: 1}
+models:
+  pop: {model: pop}
+  random: {model: random}
+  knn: {model: itemknn, params: {neighbours: 10}, group: ours}
+reference: pop
+ablations:
+  knn-vs-random: [random, knn]
+"""
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(SUITE)
+    return p
+
+
+def run(*args) -> int:
+    return main(list(args))
+
+
+def test_run_is_resumable_and_tables_are_written(suite_file, tmp_path, capsys):
+    res = tmp_path / "res"
+    assert run("run", "--suite", str(suite_file), "--results", str(res)) == 0
+    cell = res / "runs/tiny/syn/knn/seed1"
+    rec = json.loads((cell / "run.json").read_text())
+    assert {"config", "config_hash", "commit", "command", "versions", "fit_seconds", "dataset_stats"} <= rec.keys()
+    assert rec["evaluated_users"] == 40
+    mtime = os.stat(cell / "run.json").st_mtime_ns
+    capsys.readouterr()
+    assert run("run", "--suite", str(suite_file), "--results", str(res)) == 0
+    assert "cached" in capsys.readouterr().out
+    assert os.stat(cell / "run.json").st_mtime_ns == mtime  # skipped, not rewritten
+    md = (res / "tables/tiny/syn-main.md").read_text()
+    assert "Improvement (best ours vs best baseline)" in md and "Holm" in md and "Seeds: 0, 1" in md
+    tex = (res / "tables/tiny/syn-ablation-knn-vs-random.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex
+
+
+def test_changed_config_reruns_the_cell(suite_file, tmp_path, capsys):
+    res = tmp_path / "res"
+    run("run", "--suite", str(suite_file), "--results", str(res), "--models", "knn", "--seeds", "0")
+    suite_file.write_text(SUITE.replace("neighbours: 10", "neighbours: 20"))
+    capsys.readouterr()
+    run("run", "--suite", str(suite_file), "--results", str(res), "--models", "knn", "--seeds", "0")
+    assert "cached" not in capsys.readouterr().out
+
+
+def test_interrupted_write_leaves_no_half_cell(tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    cell = store.cell_dir("s", "d", "m", 0)
+    store.write_cell(cell, {"run.json": "{}", "a": "1"})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_bytes", boom)
+    with pytest.raises(OSError):
+        store.write_cell(cell, {"run.json": "{}", "a": "2"})
+    assert (cell / "a").read_text() == "1"  # the old complete cell survives
+    assert [p.name for p in cell.parent.iterdir()] == ["seed0"]  # no temp folder left behind
+
+
+def test_check_passes_then_fails_when_reference_is_edited(suite_file, tmp_path, capsys):
+    res = tmp_path / "res"
+    assert run("check", "--suite", str(suite_file), "--results", str(res), "--update") == 0
+    assert run("check", "--suite", str(suite_file), "--results", str(res)) == 0
+    ref = res / "reference/tiny.json"
+    data = json.loads(ref.read_text())
+    data["syn/knn/seed0"]["NDCG@10"] += 0.01
+    ref.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert run("check", "--suite", str(suite_file), "--results", str(res)) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION syn/knn/seed0: NDCG@10" in out and out.count("REGRESSION") == 1
+
+
+def test_check_tables_detects_edited_table(suite_file, tmp_path, capsys):
+    res = tmp_path / "res"
+    run("run", "--suite", str(suite_file), "--results", str(res))
+    run("check", "--suite", str(suite_file), "--results", str(res), "--update")
+    assert run("check", "--suite", str(suite_file), "--results", str(res), "--tables", str(suite_file)) == 0
+    t = res / "tables/tiny/syn-main.md"
+    t.write_text(t.read_text().replace("0.", "1.", 1))
+    capsys.readouterr()
+    assert run("check", "--suite", str(suite_file), "--results", str(res), "--tables", str(suite_file)) == 1
+    assert "syn-main.md: differs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [
+    ("models: {a: {model: pop}}", "'datasets' is missing"),
+    ("datasets: {synthetic: {}}\nmodels: {a: {model: pop}}\nbogus: 1", "unknown key 'bogus'"),
+    ("datasets: {synthetic: {}}\nmodels: {a: {modle: pop}}", "models.a: unknown key 'modle'"),
+    ("datasets: {synthetic: {}}\nmodels: {a: {model: pop}}\nreference: b", "reference 'b'"),
+    ("datasets: {synthetic: {}}\nmodels: [a, b", "line 2: not valid YAML"),
+    ("datasets: {synthetic: {}}\nmodels: {a: {model: pop}}\nseeds: [x]", "seeds must be"),
+])
+def test_malformed_suites_give_one_line_errors(tmp_path, text, message):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(BenchError, match=message):
+        load_suite(str(p))
+
+
+def test_cli_errors_exit_2_and_write_nothing(tmp_path, capsys):
+    res = tmp_path / "res"
+    assert run("run", "--suite", "nope", "--results", str(res)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown suite 'nope'") and err.count("\n") == 1
+    p = tmp_path / "s.yaml"
+    p.write_text("datasets: {synthetic: {n_users: 30}}\nmodels: {m: {model: nosuchmodel}}")
+    assert run("run", "--suite", str(p), "--results", str(res)) == 2
+    assert "unknown model 'nosuchmodel'" in capsys.readouterr().err
+    assert not (res / "runs").exists()
+
+
+def test_list_shows_everything(capsys):
+    assert run("list") == 0
+    out = capsys.readouterr().out
+    assert "ml-1m" in out and "amazon2018:<arg>" in out and "smoke" in out and "pop" in out
