@@ -45,6 +45,7 @@ MODELS: dict[str, str] = {
     "itemknn": "baselines.itemknn:ItemKNN",
     "bm25-text": "baselines.text_bm25:BM25Text",
     "sasrec": "baselines.sasrec:SASRec",
+    "bert4rec": "baselines.bert4rec:BERT4Rec",
     "calrec": "calrec.recommender:CALRec",
 }
 

@@ -1,0 +1,38 @@
+"""BERT4Rec (Sun et al. 2019): bidirectional encoder trained with the cloze objective and
+full-softmax cross-entropy; at inference a mask token after the history is scored."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from baselines.neural import autocast, pad_left
+from baselines.sasrec import SASRec
+
+
+class BERT4Rec(SASRec):
+    causal = False
+
+    def __init__(self, mask_prob: float = 0.2, **kwargs):
+        kwargs.setdefault("max_len", 200)
+        super().__init__(**kwargs)
+        self.mask_prob = mask_prob
+
+    def _tokens(self, split) -> int:
+        return split.n_items + 2  # padding, items, mask
+
+    def loss(self, batch: list[np.ndarray], rng) -> torch.Tensor:
+        tok = pad_left(batch, self.max_len)
+        real = tok > 0
+        masked = torch.from_numpy(rng.random(tok.shape) < self.mask_prob) & real
+        # Every sequence gets its last item masked half of the time: the inference task.
+        last = torch.from_numpy(rng.random(len(batch)) < 0.5)
+        masked[:, -1] |= last & real[:, -1]
+        masked[~masked.any(dim=1) & real.any(dim=1), -1] = True
+        inp = tok.masked_fill(masked, self.n_items + 1)
+        with autocast(self.bf16):
+            logits = self.item_logits(self.net(inp)[masked])
+        return F.cross_entropy(logits.float(), tok[masked] - 1)
+
+    def _final_state(self, histories):
+        return self.net(pad_left(histories, self.max_len, extra=[self.n_items + 1]))[:, -1]

@@ -1,0 +1,70 @@
+"""SASRec (Kang & McAuley 2018) trained on all positions at once with full-softmax cross-entropy
+(the SASRec+ / gSASRec practice), not on one prefix per row as RecBole does."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from baselines.neural import SequenceEncoder, autocast, pad_left, train_with_early_stopping
+from bench.models import FitContext
+from bench.split import Split
+
+
+class SASRec:
+    causal = True
+
+    def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 1, max_len: int = 200, dropout: float = 0.2,
+                 lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 200,
+                 patience: int = 5, eval_every: int = 1, bf16: bool = False, threads: int | None = None):
+        self.hidden, self.layers, self.heads, self.max_len, self.dropout = hidden, layers, heads, max_len, dropout
+        self.lr, self.weight_decay, self.batch_size, self.epochs = lr, weight_decay, batch_size, epochs
+        self.patience, self.eval_every, self.bf16, self.threads = patience, eval_every, bf16, threads
+
+    def _tokens(self, split: Split) -> int:
+        return split.n_items + 1
+
+    def fit(self, split: Split, ctx: FitContext) -> None:
+        torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        torch.manual_seed(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        self.n_items = split.n_items
+        self.net = SequenceEncoder(self._tokens(split), self.max_len + 1, self.hidden, self.layers, self.heads,
+                                   self.dropout, self.causal)
+        seqs = [s for s in split.train if len(s) >= 2]
+
+        def batches():
+            perm = rng.permutation(len(seqs))
+            for start in range(0, len(perm), self.batch_size):
+                yield [seqs[i] for i in perm[start : start + self.batch_size]]
+
+        train_with_early_stopping(self, self.net, split, ctx, lambda b: self.loss(b, rng), batches, self.epochs,
+                                  self.patience, self.lr, self.weight_decay, self.eval_every)
+
+    def item_logits(self, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.net.item.weight[1 : self.n_items + 1].T
+
+    def loss(self, batch: list[np.ndarray], rng) -> torch.Tensor:
+        tok = pad_left(batch, self.max_len + 1)
+        inp, tgt = tok[:, :-1], tok[:, 1:]
+        with autocast(self.bf16):
+            h = self.net(inp)
+            keep = (tgt > 0) & (inp > 0)
+            # Logits only at real positions: the full-softmax head is the costly part.
+            logits = self.item_logits(h[keep])
+        return F.cross_entropy(logits.float(), tgt[keep] - 1)
+
+    def _final_state(self, histories: list[np.ndarray]) -> torch.Tensor:
+        return self.net(pad_left(histories, self.max_len))[:, -1]
+
+    @torch.no_grad()
+    def predict(self, histories: list[np.ndarray], users: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        return self.item_logits(self._final_state(histories)).float().numpy()
+
+    def info(self) -> dict:
+        return {"epochs_run": self.epochs_run, "best_epoch": getattr(self, "best_epoch", None),
+                "best_valid_NDCG@10": self.best_valid_ndcg10,
+                "parameters": sum(p.numel() for p in self.net.parameters())}
