@@ -156,6 +156,7 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False) -> str:
         workdir=store.cache_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed),
         valid_users=sample_users(split.n_users, cell.suite.valid_sample),
         ks=cell.suite.ks,
+        extra={"shared_cache": store.root / "cache" / "shared"},  # e.g. CALRec's stage-I weights
     )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     model = make_model(cell.variant.model, config["model"]["params"])

