@@ -46,6 +46,7 @@ MODELS: dict[str, str] = {
     "bm25-text": "baselines.text_bm25:BM25Text",
     "sasrec": "baselines.sasrec:SASRec",
     "bert4rec": "baselines.bert4rec:BERT4Rec",
+    "recbole": "baselines.recbole_adapter:RecBoleModel",
     "calrec": "calrec.recommender:CALRec",
 }
 

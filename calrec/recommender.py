@@ -21,7 +21,7 @@ from bench.evaluate import metrics_from_ranks, ranks_from_lists, ranks_from_scor
 from bench.models import FitContext
 from bench.split import Split, leave_one_out
 from bench.text import BM25Catalog
-from calrec.backbone import BUNDLED, add_lora, load_backbone
+from calrec.backbone import BUNDLED, add_lora, load_backbone, resolve_bf16
 from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin, reciprocal_rank_fusion
 from calrec.text import PromptBuilder, domain_noun
@@ -39,12 +39,13 @@ class CALRec:
                  tau: float = 0.05, pooling: str = "mean", head: bool = False,
                  max_history: int = 20, max_item_tokens: int = 48, max_prompt_tokens: int = 768,
                  inference: str = "qrr", n_samples: int = 10, temperature: float = 0.7, max_new_tokens: int = 40,
-                 list_length: int = 100, shuffle_history: bool = False, bf16: bool = True, user_batch: int = 4,
+                 list_length: int = 100, shuffle_history: bool = False, bf16: bool | str = "auto", user_batch: int = 4,
                  valid_users: int = 32, threads: int | None = None):
         if inference not in INFERENCE:
             raise ValueError(f"inference must be one of {INFERENCE}, not {inference!r}")
         self.p = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self.__dict__.update(self.p)
+        self.bf16 = resolve_bf16(bf16)  # the stored config keeps "auto"; info() records the choice
         self.timings: dict = {}
         self._inference_model = None
         self._item_vectors = None
@@ -103,15 +104,16 @@ class CALRec:
             self.timings["stage1"] = {**saved["timing"], "cached": str(path)}
             return
         domains, offset = [], 0
-        for spec in s1["datasets"]:
-            dsplit = split if spec == split.dataset else leave_one_out(load_dataset(spec))
+        for entry in s1["datasets"]:  # a spec string, or {spec: ..., loader params...}
+            spec, params = (entry, {}) if isinstance(entry, str) else (entry["spec"], {k: v for k, v in entry.items() if k != "spec"})
+            dsplit = split if spec == split.dataset else leave_one_out(load_dataset(spec, **params))
             domains.append(Domain(spec, dsplit, self._builder(dsplit), offset))
             offset += dsplit.n_items
         probs = domain_probabilities(domains, s1["exponent"])
         # No model selection in stage I: the target's validation users belong to stage II.
         timing = train_stage(self.model, self.head, domains, probs, self._stage_config(s1["steps"], 0), weights, rng,
                              self.tok.pad_token_id, None, ctx.curves, "stage1")
-        timing["domain_probabilities"] = dict(zip(s1["datasets"], probs.round(4).tolist()))
+        timing["domain_probabilities"] = {d.name: p for d, p in zip(domains, probs.round(4).tolist())}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"state": trainable_state(self.model, self.head), "timing": timing, "key": key}, tmp)
@@ -131,10 +133,10 @@ class CALRec:
 
     # --------------------------------------------------------------- inference
     def _infer(self):
-        """A bf16 copy for inference (1.6x faster generation on this CPU); rebuilt after training."""
+        """The model for inference: a bf16 copy where bf16 is native (faster generation), else the
+        model itself. Reset after every weight change."""
         if self._inference_model is None:
-            dtype = torch.bfloat16 if self.bf16 else torch.float32
-            self._inference_model = copy.deepcopy(self.model).to(dtype).eval()
+            self._inference_model = copy.deepcopy(self.model).to(torch.bfloat16).eval() if self.bf16 else self.model.eval()
             self._item_vectors = None
         return self._inference_model
 
@@ -192,4 +194,4 @@ class CALRec:
         return lists
 
     def info(self) -> dict:
-        return {"timings": self.timings, "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
+        return {"timings": self.timings, "bf16": self.bf16, "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}

@@ -1,0 +1,112 @@
+"""Plots from stored runs (PNG and PDF): metric@K curves, ablation bars with bootstrap CIs,
+training curves. `python -m bench plot --suite NAME` writes them to results/plots/<suite>/."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.evaluate import metrics_from_ranks  # noqa: E402
+from bench.results import VariantRuns, load_runs  # noqa: E402
+from bench.stats import bootstrap_ci  # noqa: E402
+from bench.store import RunStore  # noqa: E402
+from bench.suites import Suite  # noqa: E402
+
+CURVE_KS = list(range(1, 51))
+
+
+def _save(fig, path: Path) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "pdf"):
+        p = path.with_suffix(f".{ext}")
+        fig.savefig(p, dpi=130, bbox_inches="tight", metadata={"CreationDate": None} if ext == "pdf" else None)
+        out.append(p)
+    plt.close(fig)
+    return out
+
+
+def _curve(vr: VariantRuns, metric: str) -> np.ndarray:
+    per_seed = [np.array([metrics_from_ranks(vr.ranks(i), CURVE_KS)[f"{metric}@{k}"].mean() for k in CURVE_KS])
+                for i in range(len(vr.per_user))]
+    return np.mean(per_seed, axis=0)
+
+
+def metric_at_k(suite: Suite, runs: dict[str, VariantRuns], dataset: str, out: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("Recall", "NDCG")):
+        for key, vr in runs.items():
+            ax.plot(CURVE_KS, _curve(vr, metric), label=suite.variant(key).label,
+                    linestyle="-" if suite.variant(key).group == "ours" else "--")
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{metric}@K")
+        ax.set_title(f"{dataset}: {metric}@K")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    return _save(fig, out / f"{dataset}-metric-at-k")
+
+
+def ablation_bars(suite: Suite, runs: dict[str, VariantRuns], dataset: str, name: str, rows: list[str], out: Path,
+                  metric: str = "NDCG@10") -> list[Path]:
+    rows = [r for r in rows if r in runs]
+    if not rows:
+        return []
+    means, lo, hi = [], [], []
+    for r in rows:
+        x = runs[r].user_metric(metric, suite.ks)
+        a, b = bootstrap_ci(x)
+        means.append(x.mean())
+        lo.append(x.mean() - a)
+        hi.append(b - x.mean())
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
+    ax.bar(range(len(rows)), means, yerr=[lo, hi], capsize=4, color="#4c72b0")
+    ax.set_xticks(range(len(rows)), [suite.variant(r).label for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(f"{metric} (95% bootstrap CI)")
+    ax.set_title(f"{dataset}: ablation {name}")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out / f"{dataset}-ablation-{name}")
+
+
+def training_curves(suite: Suite, root: Path, dataset: str, out: Path) -> list[Path]:
+    store, written = RunStore(root), []
+    for v in suite.variants:
+        for seed in v.seeds or suite.seeds:
+            f = store.cell_dir(suite.name, dataset, v.key, seed) / "curves.csv"
+            if not f.exists():
+                continue
+            df = pd.read_csv(f)
+            x = "step" if "step" in df else "epoch"
+            losses = [c for c in df.columns if c.startswith(("loss_", "train_loss"))]
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            for c in losses:
+                ax.plot(np.arange(len(df)) + 1, df[c], label=c, alpha=0.8)
+            ax.set_xlabel(f"{x} (all stages in order)" if "stage" in df else x)
+            ax.set_ylabel("training loss")
+            if "valid_NDCG@10" in df:
+                ax2 = ax.twinx()
+                valid = df["valid_NDCG@10"].notna()
+                ax2.plot((np.arange(len(df)) + 1)[valid], df.loc[valid, "valid_NDCG@10"], "k.-", label="valid NDCG@10")
+                ax2.set_ylabel("validation NDCG@10")
+            ax.legend(fontsize=7)
+            ax.set_title(f"{dataset} {v.label} seed {seed}")
+            written += _save(fig, out / f"{dataset}-training-{v.key}-seed{seed}")
+    return written
+
+
+def plot_suite(suite: Suite, root: Path) -> list[Path]:
+    out = root / "plots" / suite.name
+    written: list[Path] = []
+    for d in suite.datasets:
+        runs, _ = load_runs(suite, root, d.key)
+        if not runs:
+            continue
+        written += metric_at_k(suite, runs, d.key, out)
+        for name, rows in suite.ablations.items():
+            written += ablation_bars(suite, runs, d.key, name, rows, out)
+        written += training_curves(suite, root, d.key, out)
+    return written

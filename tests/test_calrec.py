@@ -1,0 +1,220 @@
+"""CALRec on a tiny random Llama with a word-level tokenizer: fast, no bundled model needed."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench.datasets import load_dataset
+from bench.models import FitContext, make_model
+from bench.runner import score_users
+from bench.split import leave_one_out
+from bench.text import BM25Catalog
+from calrec.backbone import tiny_llama, tiny_tokenizer
+from calrec.generate import sample
+from calrec.retrieve import group_generations, quasi_round_robin, reciprocal_rank_fusion
+from calrec.text import PromptBuilder
+from calrec.towers import LossWeights, calrec_loss, collate, info_nce, nig_loss, pool
+from calrec.train import Domain, StageConfig, batches, domain_probabilities, train_stage, training_examples
+
+
+@pytest.fixture(scope="module")
+def syn():
+    return leave_one_out(load_dataset("synthetic", n_users=80, n_items=40, seed=2))
+
+
+@pytest.fixture(scope="module")
+def tok(syn):
+    return tiny_tokenizer([" ".join(a.values()) for a in syn.item_text])
+
+
+def test_pool_mean_and_last_over_spans():
+    h = torch.arange(12, dtype=torch.float32).view(1, 4, 3)  # positions hold [0,1,2],[3,4,5],...
+    span = torch.tensor([[False, True, True, False]])
+    torch.testing.assert_close(pool(h, span, "mean"), torch.tensor([[4.5, 5.5, 6.5]]))
+    torch.testing.assert_close(pool(h, span, "last"), torch.tensor([[6.0, 7.0, 8.0]]))
+    empty = torch.zeros(1, 4, dtype=torch.bool)
+    torch.testing.assert_close(pool(h, empty, "mean"), torch.tensor([[0.0, 1.0, 2.0]]))
+
+
+def test_prompt_spans_cover_history_and_target(syn, tok):
+    b = PromptBuilder(tok, syn.item_text, max_history=2)
+    p = b.user_prompt(np.array([0, 1, 2]), target=3)
+    hist = p.ids[p.history[0] : p.history[1]]
+    # Only the last two history items, each after its item prefix.
+    assert hist == b.first + b.items[1] + b.newline + b.next + b.items[2] + b.newline
+    assert p.ids[p.target[0] : p.target[1]] == b.items[3] + [tok.eos_token_id]
+    assert p.ids[: p.target[0]][-len(b.next):] == b.next
+    tight = PromptBuilder(tok, syn.item_text, max_history=20, max_prompt_tokens=len(p.ids) - 1)
+    q = tight.user_prompt(np.array([0, 1, 2]), target=3)
+    assert len(q.ids) <= len(p.ids) - 1 and q.ids[q.target[0] : q.target[1]] == b.items[3] + [tok.eos_token_id]
+
+
+def test_info_nce_matches_hand_computation_and_masks_false_negatives():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    p = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    keys = torch.tensor([7, 8, 7])  # rows 0 and 2 share an item: each is the other's false negative
+    tau = 0.5
+    cos = lambda x, y: float(x @ y / (x.norm() * y.norm()))  # noqa: E731
+    def row(i, cols):
+        logits = [cos(a[i], p[j]) / tau for j in cols]
+        return -(cos(a[i], p[i]) / tau - math.log(sum(math.exp(v) for v in logits)))
+    want = (row(0, [0, 1]) + row(1, [0, 1, 2]) + row(2, [1, 2])) / 3
+    assert float(info_nce(a, p, keys, tau)) == pytest.approx(want, rel=1e-5)
+
+
+def test_nig_loss_uses_target_tokens_only(syn, tok):
+    torch.manual_seed(0)
+    model = tiny_llama(len(tok))
+    b = PromptBuilder(tok, syn.item_text)
+    batch = collate([b.user_prompt(np.array([0, 1]), 2)], [b.item_ids(2)], [2], tok.pad_token_id)
+    h = model.model(input_ids=batch.user_ids, attention_mask=batch.user_mask).last_hidden_state
+    got = nig_loss(model, h, batch.user_ids, batch.target_span)
+    logits = model(input_ids=batch.user_ids, attention_mask=batch.user_mask).logits[0]
+    s, e = b.user_prompt(np.array([0, 1]), 2).target
+    want = torch.nn.functional.cross_entropy(logits[s - 1 : e - 1], batch.user_ids[0, s:e])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_quasi_round_robin_hand_example():
+    item_text = [{"Title": t} for t in ["red ball", "red kite", "blue ball", "green tree", "red tree"]]
+    cat = BM25Catalog(item_text)
+    groups = group_generations(["red ball", "green tree", "red ball", "green tree", "red ball", "blue"],
+                               [-1, -2, -1, -2, -1, -0.1])
+    assert groups == ["red ball", "green tree", "blue"]  # by count, then mean log-prob
+    got = quasi_round_robin(groups, cat, length=4, exclude={3})
+    # rank 1: red ball -> 0; green tree -> 3 (history, skipped); blue -> 2
+    # rank 2: red ball -> 2 or 1 (2 taken, so only 1 if it is rank 2); green tree -> 4 ...
+    assert got[:2] == [0, 2] and 3 not in got and len(set(got)) == len(got) == 4
+    assert quasi_round_robin(groups, cat, length=10, exclude=set(), depth=1) == [0, 3, 2]
+
+
+def test_rrf_prefers_items_ranked_well_in_both():
+    fused = reciprocal_rank_fusion([[2, 0]], np.array([0.1, 0.9, 0.8]), n_items=3)
+    assert fused.argmax() == 2 and fused[1] > 0
+
+
+def test_stage1_domain_probabilities_follow_user_counts(syn):
+    big = leave_one_out(load_dataset("synthetic", n_users=160, n_items=40, seed=3))
+    doms = [Domain("a", syn, None, 0), Domain("b", big, None, 40)]
+    p = domain_probabilities(doms, 0.3)
+    assert p[1] / p[0] == pytest.approx((160 / 80) ** 0.3)
+    rng = np.random.default_rng(0)
+    picks = [rng.choice(2, p=p) for _ in range(4000)]
+    assert np.mean(picks) == pytest.approx(p[1], abs=0.03)
+
+
+def with_unique_holdout(seed: int):
+    """Synthetic data where every user's last two events are items nobody else has: any of them
+    showing up in a training prompt is a leak."""
+    from bench.datasets.base import Interactions
+
+    d = load_dataset("synthetic", n_users=60, n_items=40, seed=seed)
+    users, items, ts = list(d.user), list(d.item), list(d.timestamp)
+    text = dict(d.item_text)
+    for u in sorted(set(d.user)):
+        for k in (1, 2):
+            users.append(u); items.append(f"{u}-holdout{k}"); ts.append(3e6 + k)
+            text[f"{u}-holdout{k}"] = {"Title": f"holdout {u} {k}", "Category": "Secret"}
+    return leave_one_out(Interactions(f"leak{seed}", "v", np.array(users), np.array(items), np.array(ts), text))
+
+
+def test_no_validation_or_test_item_enters_training(monkeypatch, tmp_path):
+    seen: list[str] = []  # rendered texts of every item that entered a training prompt
+    original = PromptBuilder.user_prompt
+
+    def recording(self, history, target=None):
+        if target is not None:  # prompts with a target are training prompts
+            seen.extend(self.texts[int(i)] for i in [*history, target])
+        return original(self, history, target)
+
+    target_split, other = with_unique_holdout(0), with_unique_holdout(1)
+    monkeypatch.setattr(PromptBuilder, "user_prompt", recording)
+    monkeypatch.setattr("calrec.recommender.leave_one_out", lambda data: other)  # the stage-I second domain
+    m = make_model("calrec", {"backbone": "tiny", "stage1": {"datasets": ["leak0", "synthetic"], "steps": 15},
+                              "stage2_steps": 15, "eval_every": 0, "inference": "greedy", "bf16": False,
+                              "shuffle_history": True, "target": "random"})
+    m.fit(target_split, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4), extra={"shared_cache": tmp_path}))
+    for split in (target_split, other):  # the construction really holds out unique items
+        assert all("holdout" in split.item_ids[i] for i in np.concatenate([split.valid, split.test]))
+    assert len(seen) > 100
+    assert not [t for t in seen if "holdout" in t]
+
+
+def test_tiny_model_loss_falls(syn, tok):
+    torch.manual_seed(0)
+    model = tiny_llama(len(tok))
+    b = PromptBuilder(tok, syn.item_text)
+    curves = []
+    cfg = StageConfig(steps=40, batch_size=8, lr=3e-3, warmup=2, bf16=False)
+    train_stage(model, None, [Domain("syn", syn, b, 0)], np.ones(1), cfg, LossWeights(), np.random.default_rng(0),
+                tok.pad_token_id, None, curves, "stage2")
+    first = np.mean([r["loss_total"] for r in curves[:5]])
+    last = np.mean([r["loss_total"] for r in curves[-5:]])
+    assert last < 0.8 * first
+    assert {"loss_nig", "loss_tt", "loss_ut"} <= curves[0].keys()
+
+
+def greedy_reference(model, prompt, steps, stop):
+    ids = list(prompt)
+    for _ in range(steps):
+        nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+        if nxt in stop:
+            break
+        ids.append(nxt)
+    return ids[len(prompt):]
+
+
+def test_shared_prefill_sampling_matches_full_forward_greedy(syn, tok):
+    torch.manual_seed(0)
+    model = tiny_llama(len(tok)).eval()
+    b = PromptBuilder(tok, syn.item_text)
+    prompts = [b.user_prompt(np.array([0, 1, 2])).ids, b.user_prompt(np.array([5])).ids, b.user_prompt(np.array([7, 8])).ids]
+    free = [greedy_reference(model, p, 6, set()) for p in prompts]
+    # Stop on the 3rd token of the first prompt's continuation: samples finish at different steps,
+    # so rows leave the batch mid-way; left padding and the shrinking KV cache must not matter.
+    stop = {free[0][2]}
+    got = sample(model, prompts, n=1, temperature=0.0, max_new_tokens=6, stop_ids=stop, pad_id=tok.pad_token_id)
+    for p, s in zip(prompts, got):
+        assert s[0].tokens == greedy_reference(model, p, 6, stop)
+    assert len(got[0][0].tokens) == free[0].index(free[0][2])
+    assert {len(u[0].tokens) for u in got} != {6} or not stop  # at least one sample stopped early
+    many = sample(model, prompts, n=3, temperature=0.7, max_new_tokens=5, stop_ids=stop, pad_id=tok.pad_token_id,
+                  generator=torch.Generator().manual_seed(0))
+    assert [len(u) for u in many] == [3, 3, 3] and all(np.isfinite(s.logprob) for u in many for s in u)
+
+
+@pytest.mark.parametrize("inference", ["qrr", "top1", "greedy", "dense", "fused"])
+def test_end_to_end_through_the_evaluator(syn, inference, tmp_path):
+    m = make_model("calrec", {"backbone": "tiny", "stage2_steps": 6, "eval_every": 3, "lr": 3e-3, "n_samples": 3,
+                              "max_new_tokens": 8, "inference": inference, "valid_users": 4, "bf16": False})
+    ctx = FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(syn.n_users), extra={"shared_cache": tmp_path})
+    m.fit(syn, ctx)
+    r = score_users(m, syn, np.arange(10), "test", True, 5, "t")
+    assert len(r) == 10 and (r.above >= 0).all()
+    assert any("valid_NDCG@10" in row for row in ctx.curves)
+
+
+def test_stage1_checkpoint_is_reused(syn, tmp_path):
+    params = {"backbone": "tiny", "stage1": {"datasets": ["synthetic"], "steps": 3}, "stage2_steps": 0,
+              "inference": "greedy", "max_new_tokens": 4, "bf16": False}
+    ctx = FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4), extra={"shared_cache": tmp_path})
+    a = make_model("calrec", params)
+    a.fit(syn, ctx)
+    assert "cached" not in a.info()["timings"]["stage1"]
+    b = make_model("calrec", {**params, "inference": "qrr"})
+    b.fit(syn, ctx)
+    assert "cached" in b.info()["timings"]["stage1"]
+    for (n1, p1), (n2, p2) in zip(a.model.named_parameters(), b.model.named_parameters()):
+        torch.testing.assert_close(p1, p2)
+
+
+def test_inverse_cdf_sampling_matches_the_distribution():
+    from calrec.generate import sample_categorical
+
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3]]).repeat(20000, 1)
+    draws = sample_categorical(probs, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    torch.testing.assert_close(freq, probs[0], atol=0.01, rtol=0)
+    assert (draws != 1).all()  # a zero-probability token is never drawn

@@ -1,0 +1,69 @@
+"""Loaders: Amazon-2018 on fixture files in the real format, atomic files, and their errors."""
+import gzip
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.datasets import load_dataset
+from bench.errors import BenchError
+from bench.split import leave_one_out
+
+FIXTURES = Path(__file__).parent / "fixtures" / "amazon2018"
+
+
+def test_amazon_fixture_text_kcore_and_duplicates():
+    d = load_dataset("amazon2018:Beauty", directory=str(FIXTURES), k=3)
+    assert "ASHORTUSER" not in set(d.user)  # removed by the 3-core filter
+    pairs = list(zip(d.user, d.item))
+    assert len(pairs) == len(set(pairs))  # the repeated review is kept once
+    t = d.item_text["B000000000"]
+    assert list(t) == ["Title", "Category", "Brand", "Price"]
+    assert t["Title"] == "Gentle Cleanser & Toner 0" and t["Price"] == "$4.99" and t["Category"] == "Beauty"
+    assert d.item_text["B000000002"]["Brand"] == "unknown" and d.item_text["B000000003"]["Price"] == "unknown"
+    assert d.item_text["B000000001"]["Title"] == "Product 1 deluxe"  # HTML tags dropped
+    assert d.item_text["B000000007"]["Title"] == "unknown"  # reviewed but no metadata line
+    s = leave_one_out(d)
+    assert s.n_users == 6 and "sha1:" in s.version
+
+
+def test_amazon_reads_gzip(tmp_path):
+    for f in FIXTURES.iterdir():
+        with open(f, "rb") as src, gzip.open(tmp_path / (f.name + ".gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    a = load_dataset("amazon2018:Beauty", directory=str(tmp_path), k=3)
+    b = load_dataset("amazon2018:Beauty", directory=str(FIXTURES), k=3)
+    assert np.array_equal(a.item, b.item)
+
+
+def test_amazon_errors_name_what_was_expected(tmp_path):
+    with pytest.raises(BenchError, match=r"expected .*Toys_5.json\[.gz\] and .*meta_Toys.json\[.gz\]"):
+        load_dataset("amazon2018:Toys", directory=str(tmp_path))
+    with pytest.raises(BenchError, match="set the dataset parameter 'directory'"):
+        load_dataset("amazon2018:Toys")
+    shutil.copy(FIXTURES / "meta_Beauty.json", tmp_path)
+    (tmp_path / "Beauty_5.json").write_text('{"reviewerID": "a", "asin": "b", "unixReviewTime": 1}\n{broken\n')
+    with pytest.raises(BenchError, match=r"Beauty_5.json: line 2: not valid JSON"):
+        load_dataset("amazon2018:Beauty", directory=str(tmp_path))
+    (tmp_path / "Beauty_5.json").write_text('{"reviewerID": "a", "unixReviewTime": 1}\n')
+    with pytest.raises(BenchError, match=r"line 1: missing field 'asin'"):
+        load_dataset("amazon2018:Beauty", directory=str(tmp_path))
+
+
+def test_atomic_dir_and_errors(tmp_path):
+    d = tmp_path / "toy"
+    d.mkdir()
+    (d / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" +
+                                 "".join(f"u{u}\ti{(u + k) % 5}\t{k}\n" for u in range(4) for k in range(4)))
+    (d / "toy.item").write_text("item_id:token\tmovie_title:token_seq\n" + "".join(f"i{i}\tTitle {i}\n" for i in range(5)))
+    s = leave_one_out(load_dataset(f"atomic:{d}"))
+    assert s.n_users == 4 and s.item_text[0] == {"Movie Title": "Title 0"}
+    (d / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\nu1\ti1\tyesterday\n")
+    with pytest.raises(BenchError, match=r"toy.inter: line 2: timestamp 'yesterday' is not a number"):
+        load_dataset(f"atomic:{d}")
+    (d / "toy.inter").write_text("user_id\titem_id:token\n")
+    with pytest.raises(BenchError, match=r"header field 'user_id' lacks its ':type' suffix"):
+        load_dataset(f"atomic:{d}")
+    with pytest.raises(BenchError, match="expected exactly one <name>.inter"):
+        load_dataset(f"atomic:{tmp_path / 'nothing'}")
