@@ -6,7 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.neural import autocast, pad_left
+from baselines.neural import pad_left
+from bench.precision import autocast
 from baselines.sasrec import SASRec
 
 

@@ -5,7 +5,6 @@ Items are shifted by one inside these models: 0 is padding, item i is token i + 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
@@ -85,10 +84,6 @@ class SequenceEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, allowed)
         return self.norm(x)
-
-
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def validation_ndcg10(model, split: Split, users: np.ndarray, batch: int = 512) -> float:

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.neural import SequenceEncoder, autocast, pad_left, train_with_early_stopping
+from baselines.neural import SequenceEncoder, pad_left, train_with_early_stopping
+from bench.precision import autocast, resolve_bf16
 from bench.models import FitContext
 from bench.split import Split
 
@@ -18,10 +19,11 @@ class SASRec:
 
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 1, max_len: int = 200, dropout: float = 0.2,
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 200,
-                 patience: int = 5, eval_every: int = 1, bf16: bool = False, threads: int | None = None):
+                 patience: int = 5, eval_every: int = 1, bf16: bool | str = False, threads: int | None = None):
         self.hidden, self.layers, self.heads, self.max_len, self.dropout = hidden, layers, heads, max_len, dropout
         self.lr, self.weight_decay, self.batch_size, self.epochs = lr, weight_decay, batch_size, epochs
-        self.patience, self.eval_every, self.bf16, self.threads = patience, eval_every, bf16, threads
+        # bf16 measured slower at these sizes even where it is native; "auto" follows the hardware.
+        self.patience, self.eval_every, self.bf16, self.threads = patience, eval_every, resolve_bf16(bf16), threads
 
     def _tokens(self, split: Split) -> int:
         return split.n_items + 1

@@ -26,27 +26,6 @@ def bundled_gguf() -> tuple[str, str]:
     return str(folder), BUNDLED_FILE
 
 
-def native_bf16() -> bool:
-    """True where the CPU has bf16 arithmetic (avx512_bf16 or AMX). Without it torch emulates bf16:
-    measured here (Xeon with AVX-512 but no avx512_bf16) a bf16 GEMM ran at 49 GFLOP/s against
-    116 in fp32, so bf16 would make training and generation 2-3x slower, not faster."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_bf16(setting) -> bool:
-    if setting == "auto":
-        return native_bf16()
-    if isinstance(setting, bool):
-        return setting
-    raise ValueError(f"bf16 must be true, false or 'auto', not {setting!r}")
-
-
 def tiny_tokenizer(texts: list[str]):
     """Word-level tokenizer over `texts` (plus the prompt words), for fast tests."""
     from tokenizers import Tokenizer, models, pre_tokenizers

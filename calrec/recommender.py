@@ -21,7 +21,8 @@ from bench.evaluate import metrics_from_ranks, ranks_from_lists, ranks_from_scor
 from bench.models import FitContext
 from bench.split import Split, leave_one_out
 from bench.text import BM25Catalog
-from calrec.backbone import BUNDLED, add_lora, load_backbone, resolve_bf16
+from bench.precision import resolve_bf16
+from calrec.backbone import BUNDLED, add_lora, load_backbone
 from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin, reciprocal_rank_fusion
 from calrec.text import PromptBuilder, domain_noun
@@ -39,7 +40,7 @@ class CALRec:
                  tau: float = 0.05, pooling: str = "mean", head: bool = False,
                  max_history: int = 20, max_item_tokens: int = 48, max_prompt_tokens: int = 768,
                  inference: str = "qrr", n_samples: int = 10, temperature: float = 0.7, max_new_tokens: int = 40,
-                 list_length: int = 100, shuffle_history: bool = False, bf16: bool | str = "auto", user_batch: int = 4,
+                 list_length: int = 100, shuffle_history: bool = False, bf16: bool | str = "auto", user_batch: int = 8,
                  valid_users: int = 32, threads: int | None = None):
         if inference not in INFERENCE:
             raise ValueError(f"inference must be one of {INFERENCE}, not {inference!r}")

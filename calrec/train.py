@@ -7,7 +7,6 @@ Stage I samples a domain per batch with probability proportional to n_users ** e
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench.precision import autocast
 from bench.split import Split
 from calrec.text import PromptBuilder
 from calrec.towers import Batch, LossWeights, calrec_loss, collate
@@ -82,10 +82,6 @@ def batches(domains: list[Domain], probs: np.ndarray, cfg: StageConfig, rng: np.
             yield collate([e[0] for e in c], [e[1] for e in c], [e[2] for e in c], pad)
 
 
-def autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
 def trainable_state(model, head) -> dict[str, torch.Tensor]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items() if k in names}
@@ -108,7 +104,7 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
     data = batches(domains, probs, cfg, rng, pad)
-    best, best_state, bad, tokens, train_s = -1.0, None, 0, 0, 0.0
+    best, best_state, bad, tokens, train_s = None, None, 0, 0, 0.0
     model.train()
     bar = tqdm(range(1, cfg.steps + 1), desc=f"CALRec {stage}", leave=False)
     for step in bar:
@@ -129,7 +125,7 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
             model.eval()
             row["valid_NDCG@10"] = score = validate()
             model.train()
-            if score > best:
+            if best is None or score > best:
                 best, best_state, bad = score, trainable_state(model, head), 0
             else:
                 bad += 1

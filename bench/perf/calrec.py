@@ -23,12 +23,13 @@ import torch
 from bench.runner import get_split
 from bench.suites import DatasetEntry
 from bench.text import BM25Catalog
-from calrec.backbone import BUNDLED, add_lora, load_backbone, native_bf16
+from bench.precision import autocast, native_bf16
+from calrec.backbone import BUNDLED, add_lora, load_backbone
 from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin
 from calrec.text import PromptBuilder
 from calrec.towers import LossWeights, calrec_loss
-from calrec.train import Domain, StageConfig, autocast, batches
+from calrec.train import Domain, StageConfig, batches
 
 
 def train_speed(model, split, builder, steps: int, batch_size: int, plain: bool, bf16: bool) -> float:

