@@ -38,16 +38,18 @@ def _curve(vr: VariantRuns, metric: str) -> np.ndarray:
 
 
 def metric_at_k(suite: Suite, runs: dict[str, VariantRuns], dataset: str, out: Path) -> list[Path]:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))  # more models than the default 10-colour cycle
     for ax, metric in zip(axes, ("Recall", "NDCG")):
-        for key, vr in runs.items():
-            ax.plot(CURVE_KS, _curve(vr, metric), label=suite.variant(key).label,
-                    linestyle="-" if suite.variant(key).group == "ours" else "--")
+        for k, (key, vr) in enumerate(runs.items()):
+            ours = suite.variant(key).group == "ours"
+            ax.plot(CURVE_KS, _curve(vr, metric), label=suite.variant(key).label, color=colors[(2 * k) % 20 + (k // 10) % 2],
+                    linestyle="-" if ours else "--", linewidth=2.2 if ours else 1.3)
         ax.set_xlabel("K")
         ax.set_ylabel(f"{metric}@K")
         ax.set_title(f"{dataset}: {metric}@K")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _save(fig, out / f"{dataset}-metric-at-k")
 
 
