@@ -1,6 +1,7 @@
 """Result tables in markdown and LaTeX (booktabs), built only from stored runs.
 
-Each table: models x metrics (mean over seeds of the per-user mean), best in bold, second
+Each table: models x metrics (mean over seeds of the per-user mean, ± the standard deviation over
+seeds where a row has several), best in bold, second
 underlined, a dagger where the paired test against the table's reference row survives Holm's
 correction over all comparisons of the table, and a protocol line under it. Output is a pure
 function of the stored runs, so `bench check` can rebuild committed tables byte for byte.
@@ -32,6 +33,7 @@ class Table:
     columns: list[str]
     rows: list[str]  # row labels
     values: np.ndarray  # rows x columns, nan where missing
+    spread: np.ndarray  # rows x columns: standard deviation over seeds (nan with one seed)
     significant: np.ndarray  # bool, rows x columns
     headline: list[float] | None  # relative improvement of best "ours" over best baseline
     notes: list[str]
@@ -42,9 +44,13 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
     metrics = table_metrics(suite.ks)
     rows = [r for r in rows if r in runs]
     values = np.full((len(rows), len(metrics)), np.nan)
+    spread = np.full_like(values, np.nan)
     for i, r in enumerate(rows):
         for j, m in enumerate(metrics):
-            values[i, j] = runs[r].seed_means(m).mean()
+            per_seed = runs[r].seed_means(m)
+            values[i, j] = per_seed.mean()
+            if len(per_seed) > 1:
+                spread[i, j] = per_seed.std(ddof=1)
     significant = np.zeros_like(values, dtype=bool)
     n_comparisons = 0
     if reference in rows:
@@ -69,7 +75,7 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
         head = [relative_improvement(values[ours, j].max(), values[base, j].max()) for j in range(len(metrics))]
     notes = protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing)
     labels = [suite.variant(r).label for r in rows]
-    return Table(title, metrics, labels, values, significant, head, notes)
+    return Table(title, metrics, labels, values, spread, significant, head, notes)
 
 
 def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -> list[str]:
@@ -105,7 +111,7 @@ def _ranks(col: np.ndarray) -> tuple[int | None, int | None]:
     return best, second
 
 
-def _cells(t: Table, bold, underline, fmt_sig) -> list[list[str]]:
+def _cells(t: Table, bold, underline, fmt_sig, fmt_sd) -> list[list[str]]:
     out = []
     marks = [_ranks(t.values[:, j]) for j in range(len(t.columns))]
     for i, label in enumerate(t.rows):
@@ -118,6 +124,8 @@ def _cells(t: Table, bold, underline, fmt_sig) -> list[list[str]]:
                 s = bold(s)
             elif second is not None and v == t.values[second, j]:
                 s = underline(s)
+            if not np.isnan(t.spread[i, j]):
+                s += fmt_sd(f"{t.spread[i, j]:.4f}")
             if t.significant[i, j]:
                 s += fmt_sig
             row.append(s)
@@ -129,7 +137,7 @@ def _cells(t: Table, bold, underline, fmt_sig) -> list[list[str]]:
 
 
 def to_markdown(t: Table) -> str:
-    cells = _cells(t, lambda s: f"**{s}**", lambda s: f"<u>{s}</u>", DAGGER)
+    cells = _cells(t, lambda s: f"**{s}**", lambda s: f"<u>{s}</u>", DAGGER, lambda sd: f" ±{sd}")
     body = tabulate(cells, headers=["Model", *t.columns], tablefmt="pipe", disable_numparse=True, colalign=("left",) + ("right",) * len(t.columns))
     return f"### {t.title}\n\n{body}\n\n" + "\n".join(f"- {n}" for n in t.notes) + "\n"
 
@@ -141,7 +149,8 @@ def _tex(s: str) -> str:
 
 
 def to_latex(t: Table) -> str:
-    cells = _cells(t, lambda s: rf"\textbf{{{s}}}", lambda s: rf"\underline{{{s}}}", r"$^\dagger$")
+    cells = _cells(t, lambda s: rf"\textbf{{{s}}}", lambda s: rf"\underline{{{s}}}", r"$^\dagger$",
+                   lambda sd: rf"{{\scriptsize $\pm${sd}}}")
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_tex(t.title)}}}",
              r"\begin{tabular}{l" + "r" * len(t.columns) + "}", r"\toprule",
              " & ".join(["Model", *(_tex(c) for c in t.columns)]) + r" \\", r"\midrule"]

@@ -53,7 +53,11 @@ def test_run_is_resumable_and_tables_are_written(suite_file, tmp_path, capsys):
     md = (res / "tables/tiny/syn-main.md").read_text()
     assert "Improvement (best ours vs best baseline)" in md and "Holm" in md and "Seeds: 0, 1" in md
     tex = (res / "tables/tiny/syn-ablation-knn-vs-random.tex").read_text()
-    assert r"\toprule" in tex and r"\bottomrule" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\scriptsize $\pm$" in tex
+    assert " ±" in md  # two seeds: the spread over seeds is shown
+    assert run("plot", "--suite", str(suite_file), "--results", str(res)) == 0
+    plots = {p.name for p in (res / "plots/tiny").iterdir()}
+    assert {"syn-metric-at-k.png", "syn-ablation-knn-vs-random.png", "syn-ablation-knn-vs-random.pdf"} <= plots
 
 
 def test_changed_config_reruns_the_cell(suite_file, tmp_path, capsys):
