@@ -30,7 +30,7 @@ class Batch:
         return int(self.user_mask.sum() + self.item_mask.sum())
 
 
-def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -48,8 +48,8 @@ def span_mask(spans: list[tuple[int, int]], width: int) -> torch.Tensor:
 
 
 def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list[int], pad: int) -> Batch:
-    user_ids, user_mask = _pad([p.ids for p in prompts], pad)
-    item_ids, item_mask = _pad(items, pad)
+    user_ids, user_mask = pad_right([p.ids for p in prompts], pad)
+    item_ids, item_mask = pad_right(items, pad)
     width = user_ids.shape[1]
     return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width),
                  span_mask([p.target for p in prompts], width), item_ids, item_mask, torch.tensor(item_keys))
