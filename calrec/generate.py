@@ -11,21 +11,13 @@ from dataclasses import dataclass
 import torch
 from transformers import StaticCache
 
+from calrec.towers import pad_batch
+
 
 @dataclass
 class Sample:
     tokens: list[int]
     logprob: float  # sum of the model's (untempered) token log-probabilities
-
-
-def left_pad(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    return ids, mask
 
 
 def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -48,7 +40,7 @@ def _reshape_rows(cache, fn) -> None:
 def sample(model, prompts: list[list[int]], n: int, temperature: float, max_new_tokens: int, stop_ids: set[int],
            pad_id: int, generator: torch.Generator | None = None) -> list[list[Sample]]:
     """N samples per prompt. temperature <= 0 means greedy (then N should be 1)."""
-    ids, mask = left_pad(prompts, pad_id)
+    ids, mask = pad_batch(prompts, pad_id, left=True)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     # A preallocated cache written in place: the default DynamicCache concatenates every row's whole
     # K/V at every step, which was 44% of a decode step here.

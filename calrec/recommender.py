@@ -26,7 +26,7 @@ from calrec.backbone import BUNDLED, add_lora, load_backbone
 from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin, reciprocal_rank_fusion
 from calrec.text import PromptBuilder, domain_noun
-from calrec.towers import LossWeights, pad_right, hidden_states, pool, span_mask
+from calrec.towers import LossWeights, pad_batch, hidden_states, pool, span_mask
 from calrec.train import Domain, StageConfig, domain_probabilities, load_trainable_state, train_stage, trainable_state
 
 INFERENCE = ("qrr", "top1", "greedy", "dense", "fused")
@@ -167,7 +167,7 @@ class CALRec:
 
     @torch.no_grad()
     def _vectors(self, model, prompts) -> torch.Tensor:
-        ids, mask = pad_right([p.ids for p in prompts], self.tok.pad_token_id)
+        ids, mask = pad_batch([p.ids for p in prompts], self.tok.pad_token_id)
         v = pool(hidden_states(model, ids, mask), span_mask([p.history for p in prompts], ids.shape[1]), self.pooling)
         return self.head(v.float()) if self.head is not None else v.float()
 
@@ -178,7 +178,7 @@ class CALRec:
             vecs = []
             items = [self.builder.item_ids(i) for i in range(self.split.n_items)]
             for s in range(0, len(items), 64):
-                ids, mask = pad_right(items[s : s + 64], self.tok.pad_token_id)
+                ids, mask = pad_batch(items[s : s + 64], self.tok.pad_token_id)
                 v = pool(hidden_states(model, ids, mask), mask.bool(), self.pooling).float()
                 vecs.append(self.head(v) if self.head is not None else v)
             self._item_vectors = torch.nn.functional.normalize(torch.cat(vecs), dim=-1)

@@ -30,13 +30,16 @@ class Batch:
         return int(self.user_mask.sum() + self.item_mask.sum())
 
 
-def pad_right(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded to the longest: right-padded for training, left-padded for generation
+    (so every prompt ends at the last column)."""
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, cols] = torch.tensor(r, dtype=torch.long)
+        mask[i, cols] = 1
     return ids, mask
 
 
@@ -48,8 +51,8 @@ def span_mask(spans: list[tuple[int, int]], width: int) -> torch.Tensor:
 
 
 def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list[int], pad: int) -> Batch:
-    user_ids, user_mask = pad_right([p.ids for p in prompts], pad)
-    item_ids, item_mask = pad_right(items, pad)
+    user_ids, user_mask = pad_batch([p.ids for p in prompts], pad)
+    item_ids, item_mask = pad_batch(items, pad)
     width = user_ids.shape[1]
     return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width),
                  span_mask([p.target for p in prompts], width), item_ids, item_mask, torch.tensor(item_keys))
