@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from bench.evaluate import metrics_from_ranks, ranks_from_scores
 from bench.models import FitContext
+from bench.runner import validation_ndcg10
 from bench.split import Split
 
 
@@ -84,16 +84,6 @@ class SequenceEncoder(nn.Module):
         for block in self.blocks:
             x = block(x, allowed)
         return self.norm(x)
-
-
-def validation_ndcg10(model, split: Split, users: np.ndarray, batch: int = 512) -> float:
-    values = []
-    for start in range(0, len(users), batch):
-        u = users[start : start + batch]
-        hist = split.inputs("valid", u)
-        r = ranks_from_scores(model.predict(hist, u), split.targets("valid", u), hist)
-        values.append(metrics_from_ranks(r, [10])["NDCG@10"])
-    return float(np.concatenate(values).mean())
 
 
 def train_with_early_stopping(model, net: nn.Module, split: Split, ctx: FitContext, step, batches,

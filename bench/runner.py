@@ -143,6 +143,11 @@ def score_users(model, split: Split, users: np.ndarray, stage: str, masking: boo
     return Ranks(np.concatenate(above), np.concatenate(ties))
 
 
+def validation_ndcg10(model, split: Split, users: np.ndarray, batch: int = 512) -> float:
+    """Mean NDCG@10 on validation targets (history masked): what models select on, never test."""
+    return float(metrics_from_ranks(score_users(model, split, users, "valid", True, batch, "validation"), [10])["NDCG@10"].mean())
+
+
 def run_cell(cell: Cell, store: RunStore, force: bool = False) -> str:
     config = cell.config()
     chash = config_hash(config)

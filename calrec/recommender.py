@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from bench.datasets import load_dataset
-from bench.evaluate import metrics_from_ranks, ranks_from_lists, ranks_from_scores
 from bench.models import FitContext
+from bench.runner import validation_ndcg10
 from bench.split import Split, leave_one_out
 from bench.precision import resolve_bf16
 from bench.text import BM25Catalog
@@ -123,14 +123,10 @@ class CALRec:
 
     def _validate(self) -> float:
         """NDCG@10 on validation users through the real inference pipeline (never test)."""
+        self._inference_model = None  # weights changed since the last inference copy
+        score = validation_ndcg10(self, self.split, self.valid_sample)
         self._inference_model = None
-        users = self.valid_sample
-        hist = self.split.inputs("valid", users)
-        pred = self.predict(hist, users)
-        targets = self.split.targets("valid", users)
-        r = ranks_from_scores(pred, targets, hist) if isinstance(pred, np.ndarray) else ranks_from_lists(pred, targets, self.split.n_items, hist)
-        self._inference_model = None
-        return float(metrics_from_ranks(r, [10])["NDCG@10"].mean())
+        return score
 
     # --------------------------------------------------------------- inference
     def _infer(self):

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from baselines.neural import validation_ndcg10
 from bench.models import FitContext, make_model
-from bench.runner import get_split
+from bench.runner import get_split, validation_ndcg10
 from bench.suites import DatasetEntry
 
 
