@@ -103,7 +103,17 @@ def git_commit() -> str:
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # A tree copied without .git (e.g. onto a GPU machine): the caller states the commit it copied.
+        return os.environ.get("BENCH_COMMIT", "unknown")
+
+
+def machine() -> dict:
+    out = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
+    if "torch" in sys.modules:  # only models that use torch can have used a GPU
+        from bench.precision import accelerator
+
+        out["accelerator"] = accelerator()
+    return out
 
 
 def versions() -> dict:
@@ -179,7 +189,7 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False) -> str:
         "commit": git_commit(),
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "bench", *sys.argv[1:]]),
         "versions": versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (t2 - t0))),
         "fit_seconds": round(t1 - t0, 3),
         "predict_seconds": round(t2 - t1, 3),

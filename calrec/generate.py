@@ -24,7 +24,8 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     """One draw per row by inverse CDF: a single uniform per row. torch.multinomial draws one
     exponential per vocabulary entry (49k per row), 100 ms per decode step on this CPU."""
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]
+    # Uniforms come from the (CPU) generator whatever the device: the same seed, the same draws.
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype).to(cdf.device) * cdf[:, -1:]
     return torch.searchsorted(cdf, u).squeeze(1).clamp(max=probs.shape[1] - 1)
 
 
@@ -40,7 +41,8 @@ def _reshape_rows(cache, fn) -> None:
 def sample(model, prompts: list[list[int]], n: int, temperature: float, max_new_tokens: int, stop_ids: set[int],
            pad_id: int, generator: torch.Generator | None = None) -> list[list[Sample]]:
     """N samples per prompt. temperature <= 0 means greedy (then N should be 1)."""
-    ids, mask = pad_batch(prompts, pad_id, left=True)
+    device = next(model.parameters()).device
+    ids, mask = (t.to(device) for t in pad_batch(prompts, pad_id, left=True))
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     # A preallocated cache written in place: the default DynamicCache concatenates every row's whole
     # K/V at every step, which was 44% of a decode step here.
@@ -52,12 +54,12 @@ def sample(model, prompts: list[list[int]], n: int, temperature: float, max_new_
     mask = mask.repeat_interleave(n, dim=0)
     next_pos = pos[:, -1].repeat_interleave(n, dim=0) + 1
     rows = logits.shape[0]
-    alive = torch.arange(rows)  # original row of each sample still in the batch
-    dead = torch.zeros(rows, dtype=torch.bool)  # in the batch but finished: decoded, never recorded
-    logprob = torch.zeros(rows)
-    tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long)
-    length = torch.zeros(rows, dtype=torch.long)
-    stop = torch.tensor(sorted(stop_ids), dtype=torch.long)
+    alive = torch.arange(rows, device=device)  # original row of each sample still in the batch
+    dead = torch.zeros(rows, dtype=torch.bool, device=device)  # in the batch but finished: decoded, never recorded
+    logprob = torch.zeros(rows, device=device)
+    tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    length = torch.zeros(rows, dtype=torch.long, device=device)
+    stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device)
     for step in range(max_new_tokens):
         logp = torch.log_softmax(logits, dim=-1)
         if temperature > 0:
@@ -76,9 +78,10 @@ def sample(model, prompts: list[list[int]], n: int, temperature: float, max_new_
             keep = (~dead).nonzero().squeeze(1)  # each shrink copies every cache row once
             _reshape_rows(cache, lambda t: t[keep])
             alive, mask, next_pos, tok, dead = alive[keep], mask[keep], next_pos[keep], tok[keep], dead[keep]
-        mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype)], dim=1)
+        mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
         out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos[:, None], cache=cache, use_cache=True)
         logits, next_pos = out.logits[:, -1].float(), next_pos + 1
+    tokens, length, logprob = tokens.cpu(), length.cpu(), logprob.cpu()
     result = []
     for u in range(len(prompts)):
         result.append([Sample(tokens[r, : length[r]].tolist(), float(logprob[r])) for r in range(u * n, (u + 1) * n)])

@@ -6,7 +6,7 @@ v_T|U (pooled over the target span). Item tower: the target item text alone -> v
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,9 @@ class Batch:
     @property
     def n_tokens(self) -> int:
         return int(self.user_mask.sum() + self.item_mask.sum())
+
+    def to(self, device) -> "Batch":
+        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
 
 
 def pad_batch(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +95,7 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, keys: torch.Tensor, t
     same = keys[:, None] == keys[None, :]
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
-    return F.cross_entropy(logits, torch.arange(len(keys)))
+    return F.cross_entropy(logits, torch.arange(len(keys), device=logits.device))
 
 
 def nig_loss(model, hidden: torch.Tensor, ids: torch.Tensor, target_span: torch.Tensor) -> torch.Tensor:

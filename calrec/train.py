@@ -47,6 +47,7 @@ class StageConfig:
     shuffle_history: bool = False  # control: destroys order information
     bucket: int = 8  # batches drawn together and sorted by length (less padding)
     bf16: bool = True
+    device: str = "cpu"
 
 
 def domain_probabilities(domains: list[Domain], exponent: float) -> np.ndarray:
@@ -109,8 +110,8 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
     bar = tqdm(range(1, cfg.steps + 1), desc=f"CALRec {stage}", leave=False)
     for step in bar:
         t0 = time.perf_counter()
-        batch = next(data)
-        with autocast(cfg.bf16):
+        batch = next(data).to(cfg.device)
+        with autocast(cfg.bf16, cfg.device):
             loss, parts = calrec_loss(model, head, batch, weights)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

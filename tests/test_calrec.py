@@ -210,6 +210,40 @@ def test_stage1_checkpoint_is_reused(syn, tmp_path):
         torch.testing.assert_close(p1, p2)
 
 
+def test_inference_variants_share_one_trained_model(syn, tmp_path):
+    """Inference ablations compare one trained model; a training change is a new model."""
+    params = {"backbone": "tiny", "stage2_steps": 4, "eval_every": 2, "valid_users": 4, "n_samples": 2,
+              "max_new_tokens": 4, "bf16": False, "device": "cpu"}
+    ctx = lambda: FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4), extra={"shared_cache": tmp_path})
+    qrr, c1 = make_model("calrec", {**params, "inference": "qrr"}), ctx()
+    qrr.fit(syn, c1)
+    dense, c2 = make_model("calrec", {**params, "inference": "dense"}), ctx()
+    dense.fit(syn, c2)
+    assert "cached" not in qrr.info()["timings"]["stage2"] and "cached" in dense.info()["timings"]["stage2"]
+    assert c1.curves == c2.curves  # the cell still stores the training curve of the weights it uses
+    for p1, p2 in zip(qrr.model.parameters(), dense.model.parameters()):
+        torch.testing.assert_close(p1, p2)
+    no_tt = make_model("calrec", {**params, "lambda_tt": 0.0})
+    no_tt.fit(syn, ctx())
+    assert "cached" not in no_tt.info()["timings"]["stage2"]
+
+
+def test_a_cached_stage1_leaves_stage2_unchanged(syn, tmp_path):
+    """Each stage draws from its own seeded stream, so I+II gives the same weights whether stage I
+    was trained just now or loaded from the cache."""
+    params = {"backbone": "tiny", "stage1": {"datasets": ["synthetic"], "steps": 3}, "stage2_steps": 3,
+              "eval_every": 0, "bf16": False, "device": "cpu"}
+    fresh = make_model("calrec", params)
+    fresh.fit(syn, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4), extra={"shared_cache": tmp_path / "a"}))
+    warm_ctx = FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4), extra={"shared_cache": tmp_path / "b"})
+    make_model("calrec", {**params, "stage2_steps": 0}).fit(syn, warm_ctx)  # fills b's stage-I cache only
+    warm = make_model("calrec", params)
+    warm.fit(syn, warm_ctx)
+    assert "cached" in warm.info()["timings"]["stage1"] and "cached" not in warm.info()["timings"]["stage2"]
+    for p1, p2 in zip(fresh.model.parameters(), warm.model.parameters()):
+        torch.testing.assert_close(p1, p2)
+
+
 def test_inverse_cdf_sampling_matches_the_distribution():
     from calrec.generate import sample_categorical
 
