@@ -96,6 +96,10 @@ def plan(suite: Suite, models=None, datasets=None, seeds=None) -> list[Cell]:
 
 
 def git_commit() -> str:
+    """HEAD (+ "-dirty" for uncommitted tracked changes). BENCH_COMMIT overrides it for a tree
+    copied elsewhere (e.g. onto a GPU machine), whose .git may be missing or stale."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
@@ -103,8 +107,7 @@ def git_commit() -> str:
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        # A tree copied without .git (e.g. onto a GPU machine): the caller states the commit it copied.
-        return os.environ.get("BENCH_COMMIT", "unknown")
+        return "unknown"
 
 
 def machine() -> dict:
