@@ -75,12 +75,14 @@ def ablation_bars(suite: Suite, runs: dict[str, VariantRuns], dataset: str, name
 
 
 def training_curves(suite: Suite, root: Path, dataset: str, out: Path) -> list[Path]:
-    store, written = RunStore(root), []
+    store, written, seen = RunStore(root), [], set()
     for v in suite.variants:
         for seed in v.seeds or suite.seeds:
             f = store.cell_dir(suite.name, dataset, v.key, seed) / "curves.csv"
-            if not f.exists():
+            # Variants that share one trained model (CALRec's inference ablations) share its curve.
+            if not f.exists() or f.read_bytes() in seen:
                 continue
+            seen.add(f.read_bytes())
             df = pd.read_csv(f)
             x = "step" if "step" in df else "epoch"
             losses = [c for c in df.columns if c.startswith(("loss_", "train_loss"))]

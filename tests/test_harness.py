@@ -141,3 +141,24 @@ def test_list_shows_everything(capsys):
     assert run("list") == 0
     out = capsys.readouterr().out
     assert "ml-1m" in out and "amazon2018:<arg>" in out and "smoke" in out and "pop" in out
+
+
+def test_run_records_the_commit_it_ran_from(monkeypatch):
+    from bench.runner import git_commit, machine
+
+    assert len(git_commit().split("-")[0]) in (40, len("unknown"))
+    monkeypatch.setenv("BENCH_COMMIT", "0123abc")  # a tree copied without a usable .git
+    assert git_commit() == "0123abc"
+    assert "cpus" in machine()
+
+
+def test_device_and_bf16_settings_are_validated():
+    from bench.precision import resolve_bf16, resolve_device
+
+    assert resolve_device("cpu") == "cpu" and resolve_device("cuda:1") == "cuda:1"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="bf16"):
+        resolve_bf16("yes")
+    assert resolve_bf16(False, "cuda") is False
