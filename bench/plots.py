@@ -96,7 +96,8 @@ def training_curves(suite: Suite, root: Path, dataset: str, out: Path) -> list[P
                 valid = df["valid_NDCG@10"].notna()
                 ax2.plot((np.arange(len(df)) + 1)[valid], df.loc[valid, "valid_NDCG@10"], "k.-", label="valid NDCG@10")
                 ax2.set_ylabel("validation NDCG@10")
-            ax.legend(fontsize=7)
+            if losses:
+                ax.legend(fontsize=7)
             ax.set_title(f"{dataset} {v.label} seed {seed}")
             written += _save(fig, out / f"{dataset}-training-{v.key}-seed{seed}")
     return written
