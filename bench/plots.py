@@ -2,6 +2,7 @@
 training curves. `python -m bench plot --suite NAME` writes them to results/plots/<suite>/."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -79,11 +80,13 @@ def training_curves(suite: Suite, root: Path, dataset: str, out: Path) -> list[P
     for v in suite.variants:
         for seed in v.seeds or suite.seeds:
             f = store.cell_dir(suite.name, dataset, v.key, seed) / "curves.csv"
-            # Variants that share one trained model (CALRec's inference ablations) share its curve.
-            if not f.exists() or f.read_bytes() in seen:
+            if not f.exists():
                 continue
-            seen.add(f.read_bytes())
-            df = pd.read_csv(f)
+            raw = f.read_bytes()
+            if raw in seen:  # variants sharing one trained model (CALRec's inference ablations) share its curve
+                continue
+            seen.add(raw)
+            df = pd.read_csv(io.BytesIO(raw))
             x = "step" if "step" in df else "epoch"
             losses = [c for c in df.columns if c.startswith(("loss_", "train_loss"))]
             fig, ax = plt.subplots(figsize=(6, 3.5))
