@@ -53,7 +53,8 @@ class CALRec:
         # The stored config keeps "auto"; info() records what it resolved to on this machine.
         self.device = resolve_device(device)
         self.bf16 = resolve_bf16(bf16, self.device)
-        self.user_batch = user_batch or (64 if self.device.startswith("cuda") else 8)  # users decoded together
+        # Users decoded together; on 2 CPU cores 16 beat 8 and 32 (bench.perf.calrec, 330-token prompts).
+        self.user_batch = user_batch or (64 if self.device.startswith("cuda") else 16)
         self.timings: dict = {}
         self._inference_model = None
         self._item_vectors = None

@@ -185,6 +185,28 @@ def test_shared_prefill_sampling_matches_full_forward_greedy(syn, tok):
     assert [len(u) for u in many] == [3, 3, 3] and all(np.isfinite(s.logprob) for u in many for s in u)
 
 
+def test_samples_sharing_one_prompt_kv_match_a_full_forward(syn, tok):
+    """Each sample's recorded log-probability equals a plain full forward over prompt + sample: the
+    prompt K/V kept once per user, the log-sum-exp merge and rows leaving the batch lose nothing."""
+    torch.manual_seed(0)
+    model = tiny_llama(len(tok)).eval()
+    b = PromptBuilder(tok, syn.item_text)
+    prompts = [b.user_prompt(np.array([0, 1, 2])).ids, b.user_prompt(np.array([5])).ids, b.user_prompt(np.array([7, 8])).ids]
+    stop_token = greedy_reference(model, prompts[0], 3, set())[1]
+    got = sample(model, prompts, n=4, temperature=1.5, max_new_tokens=6, stop_ids={stop_token},
+                 pad_id=tok.pad_token_id, generator=torch.Generator().manual_seed(1))
+    lengths = set()
+    for p, user in zip(prompts, got):
+        assert len(user) == 4
+        for s in user:
+            scored = s.tokens + ([stop_token] if len(s.tokens) < 6 else [])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=torch.tensor([p + scored])).logits[0, len(p) - 1 : -1].float(), -1)
+            assert s.logprob == pytest.approx(float(logp[torch.arange(len(scored)), scored].sum()), abs=1e-4)
+            lengths.add(len(s.tokens))
+    assert len(lengths) > 1  # samples finished at different steps
+
+
 @pytest.mark.parametrize("inference", ["qrr", "top1", "greedy", "dense", "fused"])
 def test_end_to_end_through_the_evaluator(syn, inference, tmp_path):
     m = make_model("calrec", {"backbone": "tiny", "stage2_steps": 6, "eval_every": 3, "lr": 3e-3, "n_samples": 3,

@@ -8,8 +8,8 @@ Training tokens/s (user + item tower tokens, forward + backward + AdamW step):
           finetuning and LoRA; bf16 autocast only where the CPU has native bf16 (--bf16-rows: both)
 Inference users/s with N samples + quasi-round-robin BM25:
   plain   HF `generate` in fp32 with num_return_sequences=N (prefill repeated per sample)
-  ours    one prefill per user shared by its N samples, finished samples leave the batch, batched
-          users (bf16 weights only where native)
+  ours    one prefill per user shared by its N samples, the prompt's K/V kept once per user (not
+          N times), finished samples leave the batch, batched users (bf16 weights only where native)
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--max-history", type=int, default=20)
     ap.add_argument("--skip-plain", action="store_true")
     ap.add_argument("--skip-train", action="store_true")
-    ap.add_argument("--user-batches", default="1,4", help="users per generation batch to measure")
+    ap.add_argument("--user-batches", default="8,16", help="users per generation batch to measure")
     ap.add_argument("--bf16-rows", action="store_true", help="measure fp32 and bf16 (default: the auto choice only)")
     args = ap.parse_args()
     torch.manual_seed(0)
