@@ -41,12 +41,13 @@ def tiny_tokenizer(texts: list[str]):
     return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
 
 
-def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0):
+def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0,
+               kv_heads: int | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                      num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=2048,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads or heads, max_position_embeddings=2048,
                       tie_word_embeddings=True)
     return LlamaForCausalLM(cfg)
 

@@ -187,9 +187,9 @@ def test_shared_prefill_sampling_matches_full_forward_greedy(syn, tok):
 
 def test_samples_sharing_one_prompt_kv_match_a_full_forward(syn, tok):
     """Each sample's recorded log-probability equals a plain full forward over prompt + sample: the
-    prompt K/V kept once per user, the log-sum-exp merge and rows leaving the batch lose nothing."""
-    torch.manual_seed(0)
-    model = tiny_llama(len(tok)).eval()
+    prompt K/V kept once per user, the log-sum-exp merge and rows leaving the batch lose nothing.
+    Grouped-query attention (4 query heads on 2 K/V heads) as in SmolLM2."""
+    model = tiny_llama(len(tok), heads=4, kv_heads=2).eval()
     b = PromptBuilder(tok, syn.item_text)
     prompts = [b.user_prompt(np.array([0, 1, 2])).ids, b.user_prompt(np.array([5])).ids, b.user_prompt(np.array([7, 8])).ids]
     stop_token = greedy_reference(model, prompts[0], 3, set())[1]
@@ -216,6 +216,22 @@ def test_end_to_end_through_the_evaluator(syn, inference, tmp_path):
     r = score_users(m, syn, np.arange(10), "test", True, 5, "t")
     assert len(r) == 10 and (r.above >= 0).all()
     assert any("valid_NDCG@10" in row for row in ctx.curves)
+
+
+def test_lora_trains_only_adapters_and_serves_through_the_evaluator(syn, tmp_path):
+    m = make_model("calrec", {"backbone": "tiny", "lora_r": 4, "stage2_steps": 4, "eval_every": 2, "lr": 3e-3,
+                              "n_samples": 3, "max_new_tokens": 6, "valid_users": 4, "bf16": False, "device": "cpu"})
+    m.fit(syn, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(syn.n_users), extra={"shared_cache": tmp_path}))
+    trainable = {n for n, p in m.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    base = tiny_llama(len(m.tok), seed=0)  # what load_backbone built before the adapters
+    frozen = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in m.model.named_parameters()
+              if "lora_" not in n}
+    for n, p in base.named_parameters():
+        torch.testing.assert_close(frozen[n], p)
+    assert any(float(p.detach().abs().sum()) > 0 for n, p in m.model.named_parameters() if "lora_B" in n)  # adapters moved
+    r = score_users(m, syn, np.arange(10), "test", True, 5, "t")
+    assert len(r) == 10 and (r.above >= 0).all()
 
 
 def test_stage1_checkpoint_is_reused(syn, tmp_path):
