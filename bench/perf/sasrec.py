@@ -1,7 +1,7 @@
 """Our all-position SASRec vs RecBole's SASRec, same split, same run, same early-stopping rule.
 
     python -m bench.perf.sasrec [--dataset ml-100k] [--recbole-epochs 60] [--patience 5]
-                                [--batch-sizes 32,128] [--lr 1e-3] [--skip-recbole]
+                                [--batch-sizes 32,128] [--lr 1e-3] [--ours '{"dropout": 0.5}'] [--skip-recbole]
 
 Prints wall time per epoch and to convergence (best validation epoch + patience) for each, and
 the validation NDCG@10 each reached (both measured by our evaluator on all users, history masked).
@@ -9,6 +9,7 @@ the validation NDCG@10 each reached (both measured by our evaluator on all users
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -39,14 +40,16 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=5)
     ap.add_argument("--batch-sizes", default="32,128", help="our SASRec's batch sizes to time (RecBole keeps 256)")
     ap.add_argument("--lr", type=float, default=1e-3, help="our SASRec's learning rate")
+    ap.add_argument("--ours", type=json.loads, default={}, help="more parameters of our SASRec, as JSON")
     ap.add_argument("--skip-recbole", action="store_true", help="only ours (to choose its settings)")
     args = ap.parse_args()
     split = get_split(DatasetEntry(args.dataset, args.dataset, {}))
     ours = {}
     for bs in [int(x) for x in args.batch_sizes.split(",")]:
         ours[bs] = r = run("sasrec", {"max_len": 200, "epochs": 300, "patience": args.patience, "batch_size": bs,
-                                      "lr": args.lr}, split)
-        print(f"ours    SASRec (batch {bs}, lr {args.lr:g}): {r['epoch_seconds']:.1f} s/epoch, {r['epochs']} epochs, "
+                                      "lr": args.lr, **args.ours}, split)
+        extra = "".join(f", {k} {v}" for k, v in args.ours.items())
+        print(f"ours    SASRec (batch {bs}, lr {args.lr:g}{extra}): {r['epoch_seconds']:.1f} s/epoch, {r['epochs']} epochs, "
               f"{r['seconds']:.0f} s total, valid NDCG@10 {r['valid_NDCG@10']:.4f}", flush=True)
     if args.skip_recbole:
         return
