@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.neural import pad_left
+from baselines.neural import pad_right
 from bench.precision import autocast
 from baselines.sasrec import SASRec
 
@@ -19,21 +19,25 @@ class BERT4Rec(SASRec):
         super().__init__(**kwargs)
         self.mask_prob = mask_prob
 
+    def _train_width(self) -> int:
+        return self.max_len
+
     def _tokens(self, split) -> int:
         return split.n_items + 2  # padding, items, mask
 
     def loss(self, batch: list[np.ndarray], rng) -> torch.Tensor:
-        tok = pad_left(batch, self.max_len)
+        tok = pad_right(batch, self.max_len)
         real = tok > 0
         masked = torch.from_numpy(rng.random(tok.shape) < self.mask_prob) & real
         # Every sequence gets its last item masked half of the time: the inference task.
-        last = torch.from_numpy(rng.random(len(batch)) < 0.5)
-        masked[:, -1] |= last & real[:, -1]
-        masked[~masked.any(dim=1) & real.any(dim=1), -1] = True
+        rows, last = torch.arange(len(batch)), (real.sum(1) - 1).clamp(min=0)
+        masked[rows, last] |= torch.from_numpy(rng.random(len(batch)) < 0.5) & real[rows, last]
+        nothing = ~masked.any(dim=1) & real.any(dim=1)
+        masked[rows[nothing], last[nothing]] = True
         inp = tok.masked_fill(masked, self.n_items + 1)
         with autocast(self.bf16):
             logits = self.item_logits(self.net(inp)[masked])
         return F.cross_entropy(logits.float(), tok[masked] - 1)
 
     def _final_state(self, histories):
-        return self.net(pad_left(histories, self.max_len, extra=[self.n_items + 1]))[:, -1]
+        return self.net(pad_right(histories, self.max_len, extra=[self.n_items + 1]), last_only=True)

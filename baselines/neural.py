@@ -20,9 +20,11 @@ from bench.runner import validation_ndcg10
 from bench.split import Split
 
 
-def pad_left(seqs: list[np.ndarray], max_len: int, extra: list[int] | None = None) -> torch.Tensor:
+def pad_right(seqs: list[np.ndarray], max_len: int, extra: list[int] | None = None) -> torch.Tensor:
     """Last `max_len` tokens of each sequence (items shifted by one, `extra` tokens appended as
-    they are), right-aligned and 0-padded to the longest row: no width is wasted on padding."""
+    they are), left-aligned and 0-padded to the longest row. Padding at the end means a causal
+    model needs no padding mask at all (real tokens never look forward), which lets SDPA take its
+    fused kernel."""
     rows = []
     for s in seqs:
         toks = np.asarray(s, dtype=np.int64) + 1
@@ -31,9 +33,32 @@ def pad_left(seqs: list[np.ndarray], max_len: int, extra: list[int] | None = Non
         rows.append(toks[-max_len:])
     out = np.zeros((len(rows), max(1, max((len(r) for r in rows), default=1))), dtype=np.int64)
     for row, toks in enumerate(rows):
-        if len(toks):
-            out[row, -len(toks):] = toks
+        out[row, : len(toks)] = toks
     return torch.from_numpy(out)
+
+
+def windows(seqs: list[np.ndarray], width: int) -> list[np.ndarray]:
+    """Cut each sequence into pieces of at most `width` items, back from its end, that overlap by
+    one item: every next-item transition lands in exactly one piece, so a user longer than the
+    model's window still trains on all of their history (taking only the last window drops 14% of
+    ML-100k's training targets and 34% of ML-1M's)."""
+    out = []
+    for s in seqs:
+        end = len(s)
+        while end >= 2:
+            out.append(s[max(0, end - width) : end])
+            end -= width - 1
+    return out
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length, so little compute goes to padding (random
+    batches of ML-100k users are over half padding). With `rng`: ties broken at random and the
+    batches shuffled, for training."""
+    order = np.arange(len(lengths)) if rng is None else rng.permutation(len(lengths))
+    order = order[np.argsort(lengths[order], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return batches if rng is None else [batches[i] for i in rng.permutation(len(batches))]
 
 
 class Block(nn.Module):
@@ -49,17 +74,28 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.heads = heads
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, last: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (b, 1, n) keys each query may see, or None for plain causal attention. With
+        `last` (b,) only the state at those positions is computed (b, 1, hidden): all inference needs."""
         b, n, h = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None])
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, n, h)))
+        if last is not None:
+            rows = torch.arange(b)
+            x, q = x[rows, last][:, None], q[rows, :, last][:, :, None]
+            if mask is None:  # is_causal would align the one query with key 0, not with `last`
+                mask = (torch.arange(n) <= last[:, None])[:, None, :]
+        if mask is None:
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, -1, h)))
         return x + self.drop(self.ff(self.ln2(x)))
 
 
 class SequenceEncoder(nn.Module):
     """Item + position embeddings into pre-LN blocks; `causal` for SASRec, not for BERT4Rec.
-    Positions count back from the last token, so batches of any width share one meaning."""
+    Input is right-padded (`pad_right`); positions count back from each row's last real token, so
+    a history means the same whatever the batch width."""
 
     def __init__(self, n_tokens: int, max_len: int, hidden: int, layers: int, heads: int, dropout: float, causal: bool):
         super().__init__()
@@ -72,18 +108,21 @@ class SequenceEncoder(nn.Module):
         nn.init.normal_(self.item.weight, std=0.02)
         nn.init.normal_(self.pos.weight, std=0.02)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """States (b, n, hidden) at every position, or (b, hidden) at each row's last real token."""
         b, n = tokens.shape
-        x = self.item(tokens) * math.sqrt(self.item.embedding_dim) + self.pos.weight[:n].flip(0)
-        allowed = (tokens > 0)[:, None, :].expand(b, n, n)
-        if self.causal:
-            allowed = allowed & torch.ones(n, n, dtype=torch.bool).tril()
-        # Padding rows may see themselves, so no row is fully masked (which would give NaN).
-        allowed = allowed | torch.eye(n, dtype=torch.bool)
-        x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, allowed)
-        return self.norm(x)
+        lengths = (tokens > 0).sum(1)
+        back = (lengths[:, None] - 1 - torch.arange(n)).clamp(min=0)  # padding gets any valid position
+        x = self.drop(self.item(tokens) * math.sqrt(self.item.embedding_dim) + self.pos(back))
+        mask = None
+        if not self.causal:  # every real key; key 0 too, so an empty row cannot turn into NaN
+            keys = (tokens > 0) | (torch.arange(n) == 0)
+            mask = keys[:, None, :]
+        last = (lengths - 1).clamp(min=0)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last if last_only and i == len(self.blocks) - 1 else None)
+        x = self.norm(x)
+        return x[:, 0] if last_only else x
 
 
 def train_with_early_stopping(model, net: nn.Module, split: Split, ctx: FitContext, step, batches,

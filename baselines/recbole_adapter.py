@@ -101,6 +101,8 @@ class RecBoleModel:
         self.best_valid, _ = self.trainer.fit(train_data, valid_data, saved=True, show_progress=False, verbose=False,
                                               callback_fn=log_epoch)
         self.epochs_run = len(ctx.curves)
+        scores = [row["recbole_valid_NDCG@10_unmasked"] for row in ctx.curves]
+        self.best_epoch = int(np.argmax(scores)) + 1 if scores else None  # RecBole keeps the first best
         model.load_state_dict(load_checkpoint(self.trainer.saved_model_file)["state_dict"])
         model.eval()
         self.model, self.dataset, self.config = model, dataset, config
@@ -133,6 +135,6 @@ class RecBoleModel:
         return dict(self.trainer.evaluate(self.test_data, load_best_model=False, show_progress=False))
 
     def info(self) -> dict:
-        return {"recbole_model": self.model_name, "epochs_run": self.epochs_run,
+        return {"recbole_model": self.model_name, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
                 "best_valid_NDCG@10_recbole_unmasked": float(self.best_valid),
                 "parameters": sum(p.numel() for p in self.model.parameters())}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.neural import SequenceEncoder, pad_left, train_with_early_stopping
+from baselines.neural import SequenceEncoder, length_batches, pad_right, train_with_early_stopping, windows
 from bench.precision import autocast, resolve_bf16
 from bench.models import FitContext
 from bench.split import Split
@@ -19,11 +19,15 @@ class SASRec:
 
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 1, max_len: int = 200, dropout: float = 0.2,
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 200,
-                 patience: int = 5, eval_every: int = 1, bf16: bool | str = False, threads: int | None = None):
+                 patience: int = 5, eval_every: int = 1, all_windows: bool = False, bf16: bool | str = False, threads: int | None = None):
         self.hidden, self.layers, self.heads, self.max_len, self.dropout = hidden, layers, heads, max_len, dropout
         self.lr, self.weight_decay, self.batch_size, self.epochs = lr, weight_decay, batch_size, epochs
         # bf16 measured slower at these sizes even where it is native; "auto" follows the hardware.
         self.patience, self.eval_every, self.bf16, self.threads = patience, eval_every, resolve_bf16(bf16), threads
+        self.all_windows = all_windows
+
+    def _train_width(self) -> int:
+        return self.max_len + 1  # max_len inputs and the targets shifted by one
 
     def _tokens(self, split: Split) -> int:
         return split.n_items + 1
@@ -36,11 +40,13 @@ class SASRec:
         self.net = SequenceEncoder(self._tokens(split), self.max_len + 1, self.hidden, self.layers, self.heads,
                                    self.dropout, self.causal)
         seqs = [s for s in split.train if len(s) >= 2]
+        if self.all_windows:
+            seqs = windows(seqs, self._train_width())
+        lengths = np.array([min(len(s), self._train_width()) for s in seqs])
 
         def batches():
-            perm = rng.permutation(len(seqs))
-            for start in range(0, len(perm), self.batch_size):
-                yield [seqs[i] for i in perm[start : start + self.batch_size]]
+            for idx in length_batches(lengths, self.batch_size, rng):
+                yield [seqs[i] for i in idx]
 
         train_with_early_stopping(self, self.net, split, ctx, lambda b: self.loss(b, rng), batches, self.epochs,
                                   self.patience, self.lr, self.weight_decay, self.eval_every)
@@ -49,22 +55,27 @@ class SASRec:
         return h @ self.net.item.weight[1 : self.n_items + 1].T
 
     def loss(self, batch: list[np.ndarray], rng) -> torch.Tensor:
-        tok = pad_left(batch, self.max_len + 1)
-        inp, tgt = tok[:, :-1], tok[:, 1:]
+        tok = pad_right(batch, self.max_len + 1)
+        # The last real token of each row is an input only where it is followed by another.
+        inp, tgt = tok[:, :-1] * (tok[:, 1:] > 0), tok[:, 1:]
         with autocast(self.bf16):
             h = self.net(inp)
-            keep = (tgt > 0) & (inp > 0)
+            keep = tgt > 0
             # Logits only at real positions: the full-softmax head is the costly part.
             logits = self.item_logits(h[keep])
         return F.cross_entropy(logits.float(), tgt[keep] - 1)
 
     def _final_state(self, histories: list[np.ndarray]) -> torch.Tensor:
-        return self.net(pad_left(histories, self.max_len))[:, -1]
+        return self.net(pad_right(histories, self.max_len), last_only=True)
 
     @torch.no_grad()
     def predict(self, histories: list[np.ndarray], users: np.ndarray) -> np.ndarray:
         self.net.eval()
-        return self.item_logits(self._final_state(histories)).float().numpy()
+        out = np.empty((len(histories), self.n_items), dtype=np.float32)
+        # Similar lengths together: a batch is only as wide as its longest history.
+        for idx in length_batches(np.array([len(h) for h in histories]), 128):
+            out[idx] = self.item_logits(self._final_state([histories[i] for i in idx])).float().numpy()
+        return out
 
     def info(self) -> dict:
         return {"epochs_run": self.epochs_run, "best_epoch": getattr(self, "best_epoch", None),

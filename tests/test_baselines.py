@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.neural import SequenceEncoder, pad_left
+from baselines.neural import SequenceEncoder, length_batches, pad_right, windows
 from bench.datasets import load_dataset
 from bench.evaluate import metrics_from_ranks
 from bench.models import FitContext, make_model
@@ -29,19 +29,39 @@ def fit(name, params, split, tmp_path, seed=0):
     return m
 
 
-def test_pad_left_right_aligns_and_truncates():
-    t = pad_left([np.array([0, 1, 2]), np.array([5])], max_len=2, extra=[99])
+def test_pad_right_left_aligns_and_truncates():
+    t = pad_right([np.array([0, 1, 2]), np.array([5])], max_len=2, extra=[99])
     assert t.tolist() == [[3, 99], [6, 99]]
-    assert pad_left([np.array([4]), np.array([1, 2])], max_len=5).tolist() == [[0, 5], [2, 3]]
+    assert pad_right([np.array([4]), np.array([1, 2])], max_len=5).tolist() == [[5, 0], [2, 3]]
 
 
-def test_padding_does_not_change_the_causal_state():
+def test_windows_cover_every_transition_once():
+    seqs = [np.arange(10), np.arange(3), np.arange(1), np.arange(5)]
+    pieces = windows(seqs, 4)
+    assert all(2 <= len(p) <= 4 for p in pieces)
+    pairs = sorted((int(p[i]), int(p[i + 1])) for p in pieces for i in range(len(p) - 1))
+    expected = sorted((int(s[i]), int(s[i + 1])) for s in seqs for i in range(len(s) - 1))
+    assert pairs == expected
+
+
+def test_length_batches_group_similar_lengths_and_keep_every_index():
+    lengths = np.random.default_rng(0).integers(1, 200, size=103)
+    batches = length_batches(lengths, 10, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(103))
+    assert sum(lengths[b].max() for b in batches) < 0.6 * len(batches) * lengths.max()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_padding_and_last_only_do_not_change_the_final_state(causal):
     torch.manual_seed(0)
-    enc = SequenceEncoder(20, 10, 16, 2, 2, 0.0, causal=True).eval()
-    short = torch.tensor([[3, 4, 5]])
-    padded = torch.tensor([[0, 0, 3, 4, 5]])
+    enc = SequenceEncoder(20, 10, 16, 2, 2, 0.0, causal=causal).eval()
+    alone = torch.tensor([[3, 4, 5]])
+    batch = torch.tensor([[3, 4, 5, 0, 0], [7, 8, 9, 10, 11]])
     with torch.no_grad():
-        torch.testing.assert_close(enc(short)[:, -1], enc(padded)[:, -1], atol=1e-5, rtol=1e-5)
+        ref = enc(alone)[:, -1]
+        torch.testing.assert_close(enc(batch)[:1, 2], ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(enc(batch, last_only=True)[:1], ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(enc(batch, last_only=True)[1:], enc(batch)[1:, -1], atol=1e-5, rtol=1e-5)
 
 
 def test_causal_state_ignores_future_items():

@@ -1,68 +1,117 @@
-"""Our all-position SASRec vs RecBole's SASRec, same split, same run, same early-stopping rule.
+"""Our all-position SASRec vs RecBole's SASRec, same split, same seeds, same early-stopping rule.
 
-    python -m bench.perf.sasrec [--dataset ml-100k] [--recbole-epochs 60] [--patience 5]
-                                [--batch-sizes 32,128] [--lr 1e-3] [--ours '{"dropout": 0.5}'] [--skip-recbole]
+    python -m bench.perf.sasrec [--dataset ml-100k] [--seeds 0,1,2] [--patience 10]
+                                [--ours '{"batch_size": 16}'] [--skip-recbole] [--out FILE.jsonl]
 
-Prints wall time per epoch and to convergence (best validation epoch + patience) for each, and
-the validation NDCG@10 each reached (both measured by our evaluator on all users, history masked).
+Prints, per seed, wall time per epoch and to convergence (best validation epoch + patience) for
+each, and the validation NDCG@10 each reached (both measured by our evaluator on all users,
+history masked); then means over seeds, the speed ratio and a paired t-test on the NDCG gap.
+With `--out` every finished run is appended to a JSON-lines file and skipped when the command is
+run again, so an interrupted benchmark resumes (RecBole takes ~45 min per seed on 2 CPU cores).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from scipy import stats
 
 from bench.models import FitContext, make_model
-from bench.runner import get_split, validation_ndcg10
+from bench.runner import get_split, git_commit, validation_ndcg10
+from bench.store import atomic_write_text
 from bench.suites import DatasetEntry
 
+# Our SASRec as the `full` suite runs it; RecBole's with its own defaults (batch 256, lr 1e-3).
+OURS = {"max_len": 200, "epochs": 300, "batch_size": 16, "all_windows": True}
+RECBOLE = {"model": "SASRec", "max_len": 50, "batch_size": 256, "lr": 1e-3, "epochs": 60}
 
-def run(name: str, params: dict, split, seed: int = 0) -> dict:
+
+def run(name: str, params: dict, split, seed: int, threads: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_model(name, params)
+        model = make_model(name, {**params, "threads": threads})
         ctx = FitContext(seed=seed, workdir=Path(tmp), valid_users=np.arange(split.n_users))
         t = time.perf_counter()
         model.fit(split, ctx)
         total = time.perf_counter() - t
         ndcg = validation_ndcg10(model, split, np.arange(split.n_users))
     epochs = len(ctx.curves)  # both log one row per epoch
-    return {"seconds": total, "valid_NDCG@10": ndcg, "epochs": epochs, "epoch_seconds": total / max(1, epochs)}
+    return {"seconds": round(total, 2), "epochs": epochs, "epoch_seconds": round(total / max(1, epochs), 3),
+            "best_epoch": model.info().get("best_epoch"), "valid_NDCG@10": ndcg, "curve": ctx.curves}
+
+
+def load_rows(path: Path | None) -> list[dict]:
+    if path is None or not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def describe(label: str, r: dict) -> str:
+    return (f"{label:<8} seed {r['seed']}: {r['epoch_seconds']:.1f} s/epoch, {r['epochs']} epochs (best {r['best_epoch']}), "
+            f"{r['seconds']:.0f} s, valid NDCG@10 {r['valid_NDCG@10']:.4f}")
+
+
+def summarize(rows: list[dict]) -> None:
+    by = {label: {r["seed"]: r for r in rows if r["label"] == label} for label in ("ours", "recbole")}
+    for label, runs in by.items():
+        if runs:
+            nd = np.array([r["valid_NDCG@10"] for r in runs.values()])
+            print(f"{label:<8} over seeds {sorted(runs)}: {np.mean([r['epoch_seconds'] for r in runs.values()]):.1f} s/epoch, "
+                  f"{np.mean([r['seconds'] for r in runs.values()]):.0f} s to convergence, "
+                  f"valid NDCG@10 {nd.mean():.4f} ± {nd.std(ddof=1) if len(nd) > 1 else 0:.4f}")
+    seeds = sorted(set(by["ours"]) & set(by["recbole"]))
+    if not seeds:
+        return
+    ours, rb = [by["ours"][s] for s in seeds], [by["recbole"][s] for s in seeds]
+    per_epoch = np.mean([r["epoch_seconds"] for r in rb]) / np.mean([r["epoch_seconds"] for r in ours])
+    to_conv = np.mean([r["seconds"] for r in rb]) / np.mean([r["seconds"] for r in ours])
+    gap = np.array([o["valid_NDCG@10"] - r["valid_NDCG@10"] for o, r in zip(ours, rb)])
+    test = f", paired t-test p = {stats.ttest_rel([o['valid_NDCG@10'] for o in ours], [r['valid_NDCG@10'] for r in rb]).pvalue:.2f}" if len(seeds) > 1 else ""
+    print(f"ours vs RecBole on seeds {seeds}: per epoch {per_epoch:.1f}x faster, to convergence {to_conv:.1f}x faster, "
+          f"validation NDCG@10 ours - RecBole {gap.mean():+.4f} (per seed {', '.join(f'{g:+.4f}' for g in gap)}){test}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="ml-100k")
-    ap.add_argument("--recbole-epochs", type=int, default=60)
-    ap.add_argument("--patience", type=int, default=5)
-    ap.add_argument("--batch-sizes", default="32,128", help="our SASRec's batch sizes to time (RecBole keeps 256)")
-    ap.add_argument("--lr", type=float, default=1e-3, help="our SASRec's learning rate")
-    ap.add_argument("--ours", type=json.loads, default={}, help="more parameters of our SASRec, as JSON")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--patience", type=int, default=10, help="evaluations without gain before stopping (both)")
+    ap.add_argument("--ours", type=json.loads, default={}, help=f"override our SASRec's parameters {OURS} (JSON)")
+    ap.add_argument("--recbole", type=json.loads, default={}, help=f"override RecBole's parameters {RECBOLE} (JSON)")
     ap.add_argument("--skip-recbole", action="store_true", help="only ours (to choose its settings)")
+    ap.add_argument("--skip-ours", action="store_true", help="only RecBole (e.g. its seeds in separate processes)")
+    ap.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
+    ap.add_argument("--out", type=Path, help="JSON-lines file of finished runs: appended to, and reused when rerun")
     args = ap.parse_args()
     split = get_split(DatasetEntry(args.dataset, args.dataset, {}))
-    ours = {}
-    for bs in [int(x) for x in args.batch_sizes.split(",")]:
-        ours[bs] = r = run("sasrec", {"max_len": 200, "epochs": 300, "patience": args.patience, "batch_size": bs,
-                                      "lr": args.lr, **args.ours}, split)
-        extra = "".join(f", {k} {v}" for k, v in args.ours.items())
-        print(f"ours    SASRec (batch {bs}, lr {args.lr:g}{extra}): {r['epoch_seconds']:.1f} s/epoch, {r['epochs']} epochs, "
-              f"{r['seconds']:.0f} s total, valid NDCG@10 {r['valid_NDCG@10']:.4f}", flush=True)
-    if args.skip_recbole:
-        return
-    rb_params = {"model": "SASRec", "max_len": 50, "batch_size": 256, "lr": 1e-3, "epochs": args.recbole_epochs,
-                 "patience": args.patience}
-    rb = run("recbole", rb_params, split)
-    print(f"RecBole SASRec (batch {rb_params['batch_size']}, lr {rb_params['lr']:g}, max_len 50): {rb['epoch_seconds']:.1f} s/epoch, {rb['epochs']} epochs "
-          f"(cap {args.recbole_epochs}, {'capped' if rb['epochs'] >= args.recbole_epochs else 'converged'}), "
-          f"{rb['seconds']:.0f} s total, valid NDCG@10 {rb['valid_NDCG@10']:.4f}", flush=True)
-    for bs, r in ours.items():
-        print(f"ours at batch {bs} vs RecBole: per epoch {rb['epoch_seconds'] / r['epoch_seconds']:.1f}x faster, "
-              f"to convergence {rb['seconds'] / r['seconds']:.1f}x faster, "
-              f"validation NDCG@10 ours - RecBole {r['valid_NDCG@10'] - rb['valid_NDCG@10']:+.4f}")
+    rows = load_rows(args.out)
+    machine = {"threads": args.threads or os.cpu_count(), "cpus": os.cpu_count(), "torch": torch.__version__,
+               "commit": git_commit()}
+    todo = [] if args.skip_ours else [("ours", "sasrec", {**OURS, "patience": args.patience, **args.ours})]
+    if not args.skip_recbole:
+        todo.append(("recbole", "recbole", {**RECBOLE, "patience": args.patience, **args.recbole}))
+    print(f"{args.dataset}, {machine}")
+    for label, name, params in todo:
+        print(f"{label:<8} {name} {params}")
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for label, name, params in todo:
+            key = {"label": label, "dataset": args.dataset, "params": params, "seed": seed}
+            done = [r for r in rows if all(r.get(k) == v for k, v in key.items())]
+            if done:
+                print(describe(label, done[-1]) + " (from " + str(args.out) + ")", flush=True)
+                continue
+            row = {**key, **run(name, params, split, seed, args.threads), "machine": machine}
+            rows.append(row)
+            if args.out is not None:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(args.out, "".join(json.dumps(r) + "\n" for r in rows))
+            print(describe(label, row), flush=True)
+    summarize([r for r in rows if r["dataset"] == args.dataset and r["params"] in [p for _, _, p in todo]])
 
 
 if __name__ == "__main__":
