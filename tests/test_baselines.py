@@ -77,7 +77,7 @@ def test_causal_state_ignores_future_items():
 def test_sequence_models_beat_popularity_on_sequential_data(name, syn, tmp_path):
     pop = fit("pop", {}, syn, tmp_path)
     # BERT4Rec's cloze objective converges slowly: it gets more epochs and a higher mask rate.
-    extra = {"epochs": 100, "mask_prob": 0.4} if name == "bert4rec" else {"epochs": 30}
+    extra = {"epochs": 100, "mask_prob": 0.4} if name == "bert4rec" else {"epochs": 30, "all_windows": True, "batch_size": 32}
     m = fit(name, {"hidden": 32, "max_len": 20, "patience": 100, "lr": 3e-3, **extra}, syn, tmp_path)
     assert ndcg10(m, syn) > ndcg10(pop, syn) + 0.05
     assert m.info()["best_valid_NDCG@10"] > 0
