@@ -1,0 +1,10 @@
+from bench.perf.sasrec import replay
+
+
+def test_replay_stops_where_a_smaller_patience_would_have():
+    values = [0.1, None, 0.2, 0.19, 0.18, 0.25, 0.3]  # None: an epoch without validation
+    curve = [{"epoch": e, "valid_NDCG@10": v} for e, v in enumerate(values, 1)]
+    row = {"epochs": 7, "seconds": 70.0, "curve": curve, "valid_NDCG@10": 0.3}
+    short = replay(row, 2)
+    assert (short["epochs"], short["valid_NDCG@10"], short["seconds"]) == (5, 0.2, 50.0)
+    assert replay(row, 3) == row
