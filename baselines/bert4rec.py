@@ -26,7 +26,7 @@ class BERT4Rec(SASRec):
         return split.n_items + 2  # padding, items, mask
 
     def loss(self, batch: list[np.ndarray], rng) -> torch.Tensor:
-        tok = pad_right(batch, self.max_len)
+        tok = pad_right(batch, self._train_width())
         real = tok > 0
         masked = torch.from_numpy(rng.random(tok.shape) < self.mask_prob) & real
         # Every sequence gets its last item masked half of the time: the inference task.

@@ -55,7 +55,7 @@ class SASRec:
         return h @ self.net.item.weight[1 : self.n_items + 1].T
 
     def loss(self, batch: list[np.ndarray], rng) -> torch.Tensor:
-        tok = pad_right(batch, self.max_len + 1)
+        tok = pad_right(batch, self._train_width())
         # The last real token of each row is an input only where it is followed by another.
         inp, tgt = tok[:, :-1] * (tok[:, 1:] > 0), tok[:, 1:]
         with autocast(self.bf16):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from baselines.neural import EarlyStopping
 from bench.models import FitContext, make_model
 from bench.runner import get_split, git_commit, validation_ndcg10
 from bench.store import atomic_write_text
@@ -60,15 +61,15 @@ def describe(label: str, r: dict) -> str:
 def replay(row: dict, patience: int) -> dict:
     """The same run as if stopped with another patience: the logged curve is replayed (training up
     to the stop is identical); time pro rata of the epochs run."""
-    best, bad, stop = -1.0, 0, row["epochs"]
+    stopping, stop = EarlyStopping(patience), row["epochs"]
     for point in row["curve"]:
         if point.get("valid_NDCG@10") is None:
             continue
-        best, bad = (point["valid_NDCG@10"], 0) if point["valid_NDCG@10"] > best else (best, bad + 1)
-        if bad >= patience:
+        stopping.improved(point["valid_NDCG@10"])
+        if stopping.stop:
             stop = point["epoch"]
             break
-    return {**row, "epochs": stop, "seconds": row["seconds"] * stop / row["epochs"], "valid_NDCG@10": best}
+    return {**row, "epochs": stop, "seconds": row["seconds"] * stop / row["epochs"], "valid_NDCG@10": stopping.best}
 
 
 def compare(ours: list[dict], rb: list[dict], what: str) -> None:
@@ -78,10 +79,9 @@ def compare(ours: list[dict], rb: list[dict], what: str) -> None:
     if timed:
         to, tr = [o for o, _ in timed], [r for _, r in timed]
         per_epoch = np.mean([r["epoch_seconds"] for r in tr]) / np.mean([r["epoch_seconds"] for r in to])
-        to_conv = np.mean([r["seconds"] for r in tr]) / np.mean([r["seconds"] for r in to])
-        speed = (f"per epoch {per_epoch:.1f}x faster, to convergence {to_conv:.1f}x faster "
-                 f"({np.mean([r['seconds'] for r in to]):.0f} s vs {np.mean([r['seconds'] for r in tr]):.0f} s; "
-                 f"timed seeds {[o['seed'] for o in to]})")
+        s_ours, s_rb = np.mean([r["seconds"] for r in to]), np.mean([r["seconds"] for r in tr])
+        speed = (f"per epoch {per_epoch:.1f}x faster, to convergence {s_rb / s_ours:.1f}x faster "
+                 f"({s_ours:.0f} s vs {s_rb:.0f} s; timed seeds {[o['seed'] for o in to]})")
     else:
         speed = "no RecBole run with our thread count to time against"
     a, b = np.array([r["valid_NDCG@10"] for r in ours]), np.array([r["valid_NDCG@10"] for r in rb])
