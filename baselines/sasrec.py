@@ -8,8 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.neural import SequenceEncoder, length_batches, pad_right, train_with_early_stopping, windows
+from baselines.neural import LAYOUTS, SequenceEncoder, length_batches, pad_right, train_with_early_stopping, windows
 from bench.precision import autocast, resolve_bf16
+from bench.errors import BenchError
 from bench.models import FitContext
 from bench.split import Split
 
@@ -18,13 +19,16 @@ class SASRec:
     causal = True
 
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 1, max_len: int = 200, dropout: float = 0.2,
+                 attn_dropout: float = 0.0, layout: str = "pre-ln",
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 200,
                  patience: int = 5, eval_every: int = 1, all_windows: bool = False, bf16: bool | str = False, threads: int | None = None):
         self.hidden, self.layers, self.heads, self.max_len, self.dropout = hidden, layers, heads, max_len, dropout
         self.lr, self.weight_decay, self.batch_size, self.epochs = lr, weight_decay, batch_size, epochs
         # bf16 measured slower at these sizes even where it is native; "auto" follows the hardware.
         self.patience, self.eval_every, self.bf16, self.threads = patience, eval_every, resolve_bf16(bf16), threads
-        self.all_windows = all_windows
+        self.all_windows, self.attn_dropout, self.layout = all_windows, attn_dropout, layout
+        if layout not in LAYOUTS:
+            raise BenchError(f"{type(self).__name__.lower()}: layout {layout!r} is not one of {LAYOUTS}")
 
     def _train_width(self) -> int:
         return self.max_len + 1  # max_len inputs and the targets shifted by one
@@ -38,7 +42,7 @@ class SASRec:
         rng = np.random.default_rng(ctx.seed)
         self.n_items = split.n_items
         self.net = SequenceEncoder(self._tokens(split), self.max_len + 1, self.hidden, self.layers, self.heads,
-                                   self.dropout, self.causal)
+                                   self.dropout, self.causal, self.attn_dropout, self.layout)
         seqs = [s for s in split.train if len(s) >= 2]
         if self.all_windows:
             seqs = windows(seqs, self._train_width())

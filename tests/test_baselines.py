@@ -6,6 +6,7 @@ import torch
 
 from baselines.neural import SequenceEncoder, length_batches, pad_right, windows
 from bench.datasets import load_dataset
+from bench.errors import BenchError
 from bench.evaluate import metrics_from_ranks
 from bench.models import FitContext, make_model
 from bench.runner import score_users
@@ -51,10 +52,11 @@ def test_length_batches_group_similar_lengths_and_keep_every_index():
     assert sum(lengths[b].max() for b in batches) < 0.6 * len(batches) * lengths.max()
 
 
+@pytest.mark.parametrize("layout", ["pre-ln", "recbole"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_padding_and_last_only_do_not_change_the_final_state(causal):
+def test_padding_and_last_only_do_not_change_the_final_state(causal, layout):
     torch.manual_seed(0)
-    enc = SequenceEncoder(20, 10, 16, 2, 2, 0.0, causal=causal).eval()
+    enc = SequenceEncoder(20, 10, 16, 2, 2, 0.0, causal=causal, attn_dropout=0.5, layout=layout).eval()
     alone = torch.tensor([[3, 4, 5]])
     batch = torch.tensor([[3, 4, 5, 0, 0], [7, 8, 9, 10, 11]])
     with torch.no_grad():
@@ -64,23 +66,35 @@ def test_padding_and_last_only_do_not_change_the_final_state(causal):
         torch.testing.assert_close(enc(batch, last_only=True)[1:], enc(batch)[1:, -1], atol=1e-5, rtol=1e-5)
 
 
-def test_causal_state_ignores_future_items():
+@pytest.mark.parametrize("layout", ["pre-ln", "recbole"])
+def test_causal_state_ignores_future_items(layout):
     torch.manual_seed(0)
-    enc = SequenceEncoder(20, 10, 16, 1, 1, 0.0, causal=True).eval()
+    enc = SequenceEncoder(20, 10, 16, 1, 1, 0.0, causal=True, layout=layout).eval()
     with torch.no_grad():
         a = enc(torch.tensor([[3, 4, 5, 6]]))[:, 1]
         b = enc(torch.tensor([[3, 4, 9, 9]]))[:, 1]
     torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
-def test_sequence_models_beat_popularity_on_sequential_data(name, syn, tmp_path):
-    pop = fit("pop", {}, syn, tmp_path)
+SASREC_FAST = {"epochs": 30, "all_windows": True, "batch_size": 32}
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("sasrec", SASREC_FAST),
+    ("sasrec", {**SASREC_FAST, "layout": "recbole", "heads": 2, "attn_dropout": 0.1, "dropout": 0.1}),
     # BERT4Rec's cloze objective converges slowly: it gets more epochs and a higher mask rate.
-    extra = {"epochs": 100, "mask_prob": 0.4} if name == "bert4rec" else {"epochs": 30, "all_windows": True, "batch_size": 32}
+    ("bert4rec", {"epochs": 100, "mask_prob": 0.4}),
+])
+def test_sequence_models_beat_popularity_on_sequential_data(name, extra, syn, tmp_path):
+    pop = fit("pop", {}, syn, tmp_path)
     m = fit(name, {"hidden": 32, "max_len": 20, "patience": 100, "lr": 3e-3, **extra}, syn, tmp_path)
     assert ndcg10(m, syn) > ndcg10(pop, syn) + 0.05
     assert m.info()["best_valid_NDCG@10"] > 0
+
+
+def test_unknown_layout_is_refused():
+    with pytest.raises(BenchError, match="layout 'post'"):
+        make_model("sasrec", {"layout": "post"})
 
 
 def test_sasrec_is_seeded(syn, tmp_path):
