@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.neural import pad_right
+from bench.errors import BenchError
 from bench.precision import autocast
 from baselines.sasrec import SASRec
 
@@ -16,6 +17,8 @@ class BERT4Rec(SASRec):
 
     def __init__(self, mask_prob: float = 0.2, **kwargs):
         kwargs.setdefault("max_len", 200)
+        if kwargs.get("stride") is not None:
+            raise BenchError("bert4rec: stride is for causal training; the cloze objective masks items at random")
         super().__init__(**kwargs)
         self.mask_prob = mask_prob
 
@@ -25,13 +28,14 @@ class BERT4Rec(SASRec):
     def _tokens(self, split) -> int:
         return split.n_items + 2  # padding, items, mask
 
-    def loss(self, batch: list[np.ndarray], rng) -> torch.Tensor:
-        tok = pad_right(batch, self._train_width())
+    def loss(self, batch: tuple[list[np.ndarray], torch.Tensor], rng) -> torch.Tensor:
+        pieces = batch[0]  # every piece's items are candidates for masking
+        tok = pad_right(pieces, self._train_width())
         real = tok > 0
         masked = torch.from_numpy(rng.random(tok.shape) < self.mask_prob) & real
         # Every sequence gets its last item masked half of the time: the inference task.
-        rows, last = torch.arange(len(batch)), (real.sum(1) - 1).clamp(min=0)
-        masked[rows, last] |= torch.from_numpy(rng.random(len(batch)) < 0.5) & real[rows, last]
+        rows, last = torch.arange(len(pieces)), (real.sum(1) - 1).clamp(min=0)
+        masked[rows, last] |= torch.from_numpy(rng.random(len(pieces)) < 0.5) & real[rows, last]
         nothing = ~masked.any(dim=1) & real.any(dim=1)
         masked[rows[nothing], last[nothing]] = True
         inp = tok.masked_fill(masked, self.n_items + 1)

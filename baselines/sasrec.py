@@ -21,14 +21,18 @@ class SASRec:
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 1, max_len: int = 200, dropout: float = 0.2,
                  attn_dropout: float = 0.0, layout: str = "pre-ln",
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 200,
-                 patience: int = 5, eval_every: int = 1, all_windows: bool = False, bf16: bool | str = False, threads: int | None = None):
+                 patience: int = 5, eval_every: int = 1, all_windows: bool = False, stride: int | None = None, bf16: bool | str = False, threads: int | None = None):
         self.hidden, self.layers, self.heads, self.max_len, self.dropout = hidden, layers, heads, max_len, dropout
         self.lr, self.weight_decay, self.batch_size, self.epochs = lr, weight_decay, batch_size, epochs
         # bf16 measured slower at these sizes even where it is native; "auto" follows the hardware.
         self.patience, self.eval_every, self.bf16, self.threads = patience, eval_every, resolve_bf16(bf16), threads
         self.all_windows, self.attn_dropout, self.layout = all_windows, attn_dropout, layout
+        self.stride = stride
+        name = type(self).__name__.lower()
         if layout not in LAYOUTS:
-            raise BenchError(f"{type(self).__name__.lower()}: layout {layout!r} is not one of {LAYOUTS}")
+            raise BenchError(f"{name}: layout {layout!r} is not one of {LAYOUTS}")
+        if stride is not None and not (all_windows and 1 <= stride <= max_len):
+            raise BenchError(f"{name}: stride {stride!r} needs all_windows: true and 1 <= stride <= max_len ({max_len})")
 
     def _train_width(self) -> int:
         return self.max_len + 1  # max_len inputs and the targets shifted by one
@@ -44,13 +48,15 @@ class SASRec:
         self.net = SequenceEncoder(self._tokens(split), self.max_len + 1, self.hidden, self.layers, self.heads,
                                    self.dropout, self.causal, self.attn_dropout, self.layout)
         seqs = [s for s in split.train if len(s) >= 2]
-        if self.all_windows:
-            seqs = windows(seqs, self._train_width())
         lengths = np.array([min(len(s), self._train_width()) for s in seqs])
+        targets = lengths - 1  # without windows: every transition of the last window
+        if self.all_windows:
+            seqs, targets = windows(seqs, self._train_width(), self.stride)
+            lengths = np.array([len(s) for s in seqs])
 
         def batches():
             for idx in length_batches(lengths, self.batch_size, rng):
-                yield [seqs[i] for i in idx]
+                yield [seqs[i] for i in idx], torch.from_numpy(targets[idx])
 
         train_with_early_stopping(self, self.net, split, ctx, lambda b: self.loss(b, rng), batches, self.epochs,
                                   self.patience, self.lr, self.weight_decay, self.eval_every)
@@ -58,13 +64,16 @@ class SASRec:
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.net.item.weight[1 : self.n_items + 1].T
 
-    def loss(self, batch: list[np.ndarray], rng) -> torch.Tensor:
-        tok = pad_right(batch, self._train_width())
+    def loss(self, batch: tuple[list[np.ndarray], torch.Tensor], rng) -> torch.Tensor:
+        """`batch`: pieces of histories and how many of each piece's last transitions to train on."""
+        pieces, n_targets = batch
+        tok = pad_right(pieces, self._train_width())
         # The last real token of each row is an input only where it is followed by another.
         inp, tgt = tok[:, :-1] * (tok[:, 1:] > 0), tok[:, 1:]
+        first = (tok > 0).sum(1) - 1 - n_targets  # column of each row's first trained target
         with autocast(self.bf16):
             h = self.net(inp)
-            keep = tgt > 0
+            keep = (tgt > 0) & (torch.arange(tgt.shape[1]) >= first[:, None])
             # Logits only at real positions: the full-softmax head is the costly part.
             logits = self.item_logits(h[keep])
         return F.cross_entropy(logits.float(), tgt[keep] - 1)

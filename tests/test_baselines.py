@@ -36,13 +36,24 @@ def test_pad_right_left_aligns_and_truncates():
     assert pad_right([np.array([4]), np.array([1, 2])], max_len=5).tolist() == [[5, 0], [2, 3]]
 
 
-def test_windows_cover_every_transition_once():
-    seqs = [np.arange(10), np.arange(3), np.arange(1), np.arange(5)]
-    pieces = windows(seqs, 4)
-    assert all(2 <= len(p) <= 4 for p in pieces)
-    pairs = sorted((int(p[i]), int(p[i + 1])) for p in pieces for i in range(len(p) - 1))
+@pytest.mark.parametrize("stride", [None, 1, 2, 3])
+def test_windows_train_every_transition_once(stride):
+    seqs = [np.arange(10), np.arange(100, 103), np.arange(200, 201), np.arange(300, 305)]
+    pieces, targets = windows(seqs, 4, stride)
+    assert all(2 <= len(p) <= 4 for p in pieces) and len(pieces) == len(targets)
+    pairs = sorted((int(p[i]), int(p[i + 1])) for p, n in zip(pieces, targets) for i in range(len(p) - 1 - n, len(p) - 1))
     expected = sorted((int(s[i]), int(s[i + 1])) for s in seqs for i in range(len(s) - 1))
     assert pairs == expected
+    # each trained target sees at least width - stride items, unless its history is shorter
+    for p, n in zip(pieces, targets):
+        assert len(p) - n >= min(4 - (stride or 3), p[0] % 100 + len(p) - n)
+
+
+def test_stride_needs_windows():
+    with pytest.raises(BenchError, match="stride 5 needs all_windows"):
+        make_model("sasrec", {"stride": 5})
+    with pytest.raises(BenchError, match="bert4rec: stride"):
+        make_model("bert4rec", {"all_windows": True, "stride": 5})
 
 
 def test_length_batches_group_similar_lengths_and_keep_every_index():
@@ -81,7 +92,7 @@ SASREC_FAST = {"epochs": 30, "all_windows": True, "batch_size": 32}
 
 @pytest.mark.parametrize("name, extra", [
     ("sasrec", SASREC_FAST),
-    ("sasrec", {**SASREC_FAST, "layout": "recbole", "heads": 2, "attn_dropout": 0.1, "dropout": 0.1}),
+    ("sasrec", {**SASREC_FAST, "layout": "recbole", "heads": 2, "attn_dropout": 0.1, "dropout": 0.1, "stride": 5}),
     # BERT4Rec's cloze objective converges slowly: it gets more epochs and a higher mask rate.
     ("bert4rec", {"epochs": 100, "mask_prob": 0.4}),
 ])
