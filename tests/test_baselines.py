@@ -49,6 +49,20 @@ def test_windows_train_every_transition_once(stride):
         assert len(p) - n >= min(4 - (stride or 3), p[0] % 100 + len(p) - n)
 
 
+def test_sasrec_loss_trains_only_each_pieces_last_targets():
+    torch.manual_seed(0)
+    m = make_model("sasrec", {"hidden": 8, "max_len": 6, "all_windows": True, "stride": 2, "dropout": 0.0})
+    m.n_items, m.net = 10, SequenceEncoder(11, 7, 8, 1, 1, 0.0, causal=True).eval()
+    pieces = [np.array([0, 1, 2, 3, 4]), np.array([5, 6, 7])]
+    with torch.no_grad():
+        h = m.net(torch.tensor([[1, 2, 3, 4], [6, 7, 0, 0]]))
+        per_pos = torch.nn.functional.cross_entropy(m.item_logits(h.reshape(-1, 8)), torch.tensor([1, 2, 3, 4, 6, 7, 0, 0]),
+                                                    reduction="none").view(2, 4)
+        got = m.loss((pieces, torch.tensor([1, 2])), None)
+        torch.testing.assert_close(got, (per_pos[0, 3] + per_pos[1, 0] + per_pos[1, 1]) / 3)
+        torch.testing.assert_close(m.loss((pieces, torch.tensor([4, 2])), None), per_pos[[0, 0, 0, 0, 1, 1], [0, 1, 2, 3, 0, 1]].mean())
+
+
 def test_stride_needs_windows():
     with pytest.raises(BenchError, match="stride 5 needs all_windows"):
         make_model("sasrec", {"stride": 5})
