@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from bench.errors import BenchError
 from bench.models import FitContext
 from bench.runner import validation_ndcg10
 from bench.split import Split
@@ -111,6 +112,12 @@ class Block(nn.Module):
 LAYOUTS = ("pre-ln", "recbole")
 
 
+def check_layout(layout: str, owner: str) -> None:
+    """One check for the encoder and for the models that build it later, in `fit`."""
+    if layout not in LAYOUTS:
+        raise BenchError(f"{owner}: layout {layout!r} is not one of {LAYOUTS}")
+
+
 class SequenceEncoder(nn.Module):
     """Item + position embeddings into transformer blocks; `causal` for SASRec, not for BERT4Rec.
     Input is right-padded (`pad_right`).
@@ -119,14 +126,13 @@ class SequenceEncoder(nn.Module):
     counted back from each row's last real token (a history means the same whatever the batch width).
     layout "recbole": RecBole's SASRec layer by layer: LayerNorm on the embedding sum, post-LN
     blocks, positions counted from the start, Linear weights drawn from N(0, 0.02). On ML-100k it
-    reached RecBole's validation NDCG where "pre-ln" with the same dropout stayed below
-    (results/perf/sasrec_vs_recbole.jsonl)."""
+    came closer to RecBole's validation NDCG than "pre-ln" with the same dropout
+    (results/perf/sasrec_screening.jsonl)."""
 
     def __init__(self, n_tokens: int, max_len: int, hidden: int, layers: int, heads: int, dropout: float, causal: bool,
                  attn_dropout: float = 0.0, layout: str = "pre-ln"):
         super().__init__()
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout: {layout!r} is not one of {LAYOUTS}")
+        check_layout(layout, type(self).__name__)
         self.item = nn.Embedding(n_tokens, hidden, padding_idx=0)
         self.pos = nn.Embedding(max_len, hidden)
         self.drop = nn.Dropout(dropout)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.neural import LAYOUTS, SequenceEncoder, length_batches, pad_right, train_with_early_stopping, windows
+from baselines.neural import SequenceEncoder, check_layout, length_batches, pad_right, train_with_early_stopping, windows
 from bench.precision import autocast, resolve_bf16
 from bench.errors import BenchError
 from bench.models import FitContext
@@ -29,8 +29,7 @@ class SASRec:
         self.all_windows, self.attn_dropout, self.layout = all_windows, attn_dropout, layout
         self.stride = stride
         name = type(self).__name__.lower()
-        if layout not in LAYOUTS:
-            raise BenchError(f"{name}: layout {layout!r} is not one of {LAYOUTS}")
+        check_layout(layout, name)
         if stride is not None and not (all_windows and 1 <= stride <= max_len):
             raise BenchError(f"{name}: stride {stride!r} needs all_windows: true and 1 <= stride <= max_len ({max_len})")
 
