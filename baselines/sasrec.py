@@ -21,13 +21,14 @@ class SASRec:
     def __init__(self, hidden: int = 64, layers: int = 2, heads: int = 1, max_len: int = 200, dropout: float = 0.2,
                  attn_dropout: float = 0.0, layout: str = "pre-ln",
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 200,
-                 patience: int = 5, eval_every: int = 1, all_windows: bool = False, stride: int | None = None, bf16: bool | str = False, threads: int | None = None):
+                 patience: int = 5, eval_every: int = 1, ema: float = 0.0, all_windows: bool = False,
+                 stride: int | None = None, bf16: bool | str = False, threads: int | None = None):
         self.hidden, self.layers, self.heads, self.max_len, self.dropout = hidden, layers, heads, max_len, dropout
         self.lr, self.weight_decay, self.batch_size, self.epochs = lr, weight_decay, batch_size, epochs
         # bf16 measured slower at these sizes even where it is native; "auto" follows the hardware.
         self.patience, self.eval_every, self.bf16, self.threads = patience, eval_every, resolve_bf16(bf16), threads
         self.all_windows, self.attn_dropout, self.layout = all_windows, attn_dropout, layout
-        self.stride = stride
+        self.stride, self.ema = stride, ema
         name = type(self).__name__.lower()
         check_layout(layout, name)
         if stride is not None and not (all_windows and 1 <= stride <= max_len):
@@ -58,7 +59,7 @@ class SASRec:
                 yield [seqs[i] for i in idx], torch.from_numpy(targets[idx])
 
         train_with_early_stopping(self, self.net, split, ctx, lambda b: self.loss(b, rng), batches, self.epochs,
-                                  self.patience, self.lr, self.weight_decay, self.eval_every)
+                                  self.patience, self.lr, self.weight_decay, self.eval_every, self.ema)
 
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.net.item.weight[1 : self.n_items + 1].T

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.costs import cost_markdown
 from bench.results import VariantRuns, load_runs
 from bench.stats import holm, paired_pvalue, relative_improvement
 from bench.suites import Suite
@@ -183,4 +184,8 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test") -> dict[str, s
     for key, t in suite_tables(suite, root, test).items():
         out[f"{key}.md"] = to_markdown(t)
         out[f"{key}.tex"] = to_latex(t)
+    for d in suite.datasets:
+        runs, _ = load_runs(suite, root, d.key)
+        if runs:
+            out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
     return out

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.neural import SequenceEncoder, length_batches, pad_right, windows
+from baselines.dropout import FastDropout
+from baselines.neural import Block, SequenceEncoder, ema_fn, length_batches, pad_right, windows
 from bench.datasets import load_dataset
 from bench.errors import BenchError
 from bench.evaluate import metrics_from_ranks
@@ -101,12 +102,56 @@ def test_causal_state_ignores_future_items(layout):
     torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("p", [0.5, 0.2])
+def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean(p):
+    x = torch.ones(400_000)
+    drop = FastDropout(p)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - p) < 5 * (p * (1 - p) / x.numel()) ** 0.5
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    assert torch.equal(drop.eval()(x), x) and torch.equal(FastDropout(0.0)(x), x)
+    with pytest.raises(ValueError, match="not in"):
+        FastDropout(1.0)
+
+
+def test_fast_dropout_follows_torch_seed():
+    torch.manual_seed(3)
+    a = FastDropout(0.5)(torch.ones(100))
+    torch.manual_seed(3)
+    assert torch.equal(FastDropout(0.5)(torch.ones(100)), a)
+    assert not torch.equal(FastDropout(0.5)(torch.ones(100)), a)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_with_dropout_equals_sdpa_when_nothing_is_dropped(causal, monkeypatch):
+    """The training path with attention dropout computes attention by hand: with an all-keep mask it
+    must give SDPA's result, causal and with a padding mask."""
+    torch.manual_seed(0)
+    block = Block(16, 2, 0.0, attn_dropout=0.5).train()
+    x = torch.randn(3, 6, 16)
+    mask = None if causal else torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])[:, None, :]
+    monkeypatch.setattr(block.attn_drop, "mask", lambda shape, dtype: torch.ones(shape, dtype=dtype))
+    by_hand = block(x, mask)
+    block.attn_drop.p = 0.0  # now SDPA
+    torch.testing.assert_close(by_hand, block(x, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_ema_warms_up_then_keeps_its_decay():
+    avg, cur = [torch.zeros(2)], [torch.ones(2)]
+    ema_fn(0.99)(avg, cur, torch.tensor(0))  # warm-up: decay 1/10, mostly the current weights
+    torch.testing.assert_close(avg[0], torch.full((2,), 0.9))
+    avg = [torch.zeros(2)]
+    ema_fn(0.99)(avg, cur, torch.tensor(10_000))
+    torch.testing.assert_close(avg[0], torch.full((2,), 0.01))
+
+
 SASREC_FAST = {"epochs": 30, "all_windows": True, "batch_size": 32}
 
 
 @pytest.mark.parametrize("name, extra", [
     ("sasrec", SASREC_FAST),
     ("sasrec", {**SASREC_FAST, "layout": "recbole", "heads": 2, "attn_dropout": 0.1, "dropout": 0.1, "stride": 5}),
+    ("sasrec", {**SASREC_FAST, "ema": 0.99}),
     # BERT4Rec's cloze objective converges slowly: it gets more epochs and a higher mask rate.
     ("bert4rec", {"epochs": 100, "mask_prob": 0.4}),
 ])

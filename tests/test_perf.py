@@ -8,3 +8,14 @@ def test_replay_stops_where_a_smaller_patience_would_have():
     short = replay(row, 2)
     assert (short["epochs"], short["valid_NDCG@10"], short["seconds"]) == (5, 0.2, 50.0)
     assert replay(row, 3) == row
+
+
+def test_dropout_benchmark_runs_and_reports_both_rates(monkeypatch, capsys):
+    import sys
+
+    from bench.perf import dropout
+
+    monkeypatch.setattr(sys, "argv", ["dropout", "--repeats", "2", "--threads", "1"])
+    dropout.main()
+    out = capsys.readouterr().out
+    assert out.count("faster; dropped") == 2

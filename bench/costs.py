@@ -1,0 +1,51 @@
+"""What each model cost to run: a markdown table per dataset from the stored `run.json` records
+(wall times, epochs, parameters, device), beside the metric tables. A pure function of the stored
+runs, like the metric tables, so `bench check` can rebuild it byte for byte."""
+from __future__ import annotations
+
+import numpy as np
+from tabulate import tabulate
+
+from bench.results import VariantRuns
+from bench.suites import Suite
+
+
+def _device(record: dict) -> str:
+    m = record.get("machine", {})
+    return m.get("accelerator") or f"CPU, {m.get('cpus', '?')} cores"
+
+
+def _mean_sd(values: list[float], fmt: str) -> str:
+    if not values:
+        return ""
+    text = format(float(np.mean(values)), fmt)
+    return text + (f" ±{format(float(np.std(values, ddof=1)), fmt)}" if len(values) > 1 else "")
+
+
+def cost_rows(suite: Suite, runs: dict[str, VariantRuns]) -> list[list[str]]:
+    labels = {v.key: v.label for v in suite.variants}
+    rows = []
+    for key in [v.key for v in suite.variants if v.key in runs]:
+        records = runs[key].records
+        info = [r.get("model_info") or {} for r in records]
+        epochs = [i["epochs_run"] for i in info if i.get("epochs_run") is not None]
+        best = [i["best_epoch"] for i in info if i.get("best_epoch") is not None]
+        params = sorted({i["parameters"] for i in info if i.get("parameters") is not None})
+        rows.append([labels[key], ", ".join(map(str, runs[key].seeds)),
+                     _mean_sd([r["fit_seconds"] for r in records], ".1f"),
+                     _mean_sd([r["predict_seconds"] for r in records], ".1f"),
+                     _mean_sd(epochs, ".0f"), _mean_sd(best, ".0f"),
+                     ", ".join(f"{p:,}" for p in params), "; ".join(sorted({_device(r) for r in records}))])
+    return rows
+
+
+def cost_markdown(suite: Suite, dataset: str, runs: dict[str, VariantRuns]) -> str:
+    headers = ["Model", "Seeds", "Fit (s)", "Predict (s)", "Epochs run", "Best epoch", "Parameters", "Device"]
+    body = tabulate(cost_rows(suite, runs), headers=headers, tablefmt="pipe", disable_numparse=True,
+                    colalign=("left", "left") + ("right",) * 5 + ("left",))
+    return (f"### {suite.name}: {dataset}, cost per run\n\n{body}\n\n"
+            "- Wall time of `fit` (training, with validation for early stopping) and of `predict` (scoring the test "
+            "users), from each run's `run.json`; mean ± standard deviation over seeds. Predict covers the suite's test "
+            "users only (a sample where the suite says so). Device says where the model ran; times also depend on what "
+            "else the machine ran then. Variants that reuse cached weights (CALRec's stage and inference ablations) "
+            "show only their own work.\n")
