@@ -2,7 +2,7 @@
 
 torch's CPU dropout costs ~24 ns an element on the 2-core CI CPU (its Bernoulli draws are not
 vectorized), which made it 28% of a SASRec training step on ML-100k (torch profiler). Sixteen
-random bits an element from PCG64 cost several times less (`python -m bench.perf.dropout`). The
+random bits an element from PCG64 cost 3-4x less (`python -m bench.perf.dropout`). The
 drop probability is rounded to a multiple of 1/65536 (0.5 and 0.25 exactly).
 
 The generator is seeded from torch's, so `torch.manual_seed` still makes a run repeatable.
