@@ -164,28 +164,27 @@ def to_latex(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def suite_tables(suite: Suite, root: Path, test: str = "t-test") -> dict[str, Table]:
-    """Every table of a suite: a main table per dataset and one per declared ablation group."""
-    tables: dict[str, Table] = {}
-    for d in suite.datasets:
-        runs, missing = load_runs(suite, root, d.key)
-        tables[f"{d.key}-main"] = build_table(suite, runs, [v.key for v in suite.variants], suite.reference,
-                                              f"{suite.name}: {d.key}, all models", test, missing, headline=True)
-        for name, rows in suite.ablations.items():
-            miss = [m for m in missing if m.split("/")[1] in rows]
-            tables[f"{d.key}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {d.key}, ablation: {name}",
-                                                             test, miss, headline=False)
+def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: list[str],
+                   test: str = "t-test") -> dict[str, Table]:
+    """One dataset's tables: the main table and one per declared ablation group."""
+    tables = {f"{dataset}-main": build_table(suite, runs, [v.key for v in suite.variants], suite.reference,
+                                             f"{suite.name}: {dataset}, all models", test, missing, headline=True)}
+    for name, rows in suite.ablations.items():
+        miss = [m for m in missing if m.split("/")[1] in rows]
+        tables[f"{dataset}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {dataset}, ablation: {name}",
+                                                           test, miss, headline=False)
     return tables
 
 
 def render_tables(suite: Suite, root: Path, test: str = "t-test") -> dict[str, str]:
-    """File name -> content, for results/tables/<suite>/."""
+    """File name -> content, for results/tables/<suite>/: per dataset its metric tables (markdown and
+    LaTeX) and its cost table, from one read of its stored runs."""
     out = {}
-    for key, t in suite_tables(suite, root, test).items():
-        out[f"{key}.md"] = to_markdown(t)
-        out[f"{key}.tex"] = to_latex(t)
     for d in suite.datasets:
-        runs, _ = load_runs(suite, root, d.key)
+        runs, missing = load_runs(suite, root, d.key)
+        for key, t in dataset_tables(suite, d.key, runs, missing, test).items():
+            out[f"{key}.md"] = to_markdown(t)
+            out[f"{key}.tex"] = to_latex(t)
         if runs:
             out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
     return out
