@@ -233,8 +233,9 @@ def train_with_early_stopping(model, net: nn.Module, split: Split, ctx: FitConte
         model.epochs_run = epoch
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "epoch_seconds": round(time.perf_counter() - t0, 3)}
         if epoch % eval_every == 0 or epoch == epochs:
-            trained = copy.deepcopy(net.state_dict()) if average is not None else None
-            if average is not None:
+            trained = None
+            if average is not None:  # validate (and keep) the averaged weights, then train on from the current ones
+                trained = copy.deepcopy(net.state_dict())
                 net.load_state_dict(average.module.state_dict())
             net.eval()
             with torch.no_grad():
