@@ -27,17 +27,22 @@ def bundled_gguf() -> tuple[str, str]:
 
 
 def tiny_tokenizer(texts: list[str]):
-    """Word-level tokenizer over `texts` (plus the prompt words), for fast tests."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    """Word-level tokenizer over `texts` (plus the prompt words), for fast tests. Spaces separate
+    words; a newline and each punctuation mark are tokens of their own, as in a real BPE."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = {"<unk>", "<pad>", "<eos>", "\n"}
-    prompt = "Below are the items movies a user interacted with, in order; the last one is to be predicted. The first next is as follows:"
+    words = {"<unk>", "<pad>", "<eos>", "\n", "(", ")", ",", ":", ";", "."}
+    prompt = ("Below are the items movies a user interacted with, in order; the last one is to be predicted. "
+              "The first next is as follows: Movies watched Items bought oldest first")
     for t in [*texts, prompt]:
-        words.update(t.replace(",", " , ").replace(":", " : ").replace(";", " ; ").replace(".", " . ").split())
+        for p in "(),:;.":
+            t = t.replace(p, f" {p} ")
+        words.update(t.split())
     vocab = {w: i for i, w in enumerate(sorted(words))}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(r"[ \t]+"), "removed"),
+                                                pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Punctuation()])
     return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>")
 
 
@@ -78,3 +83,16 @@ def add_lora(model, r: int, alpha: int, dropout: float = 0.0):
     from peft import LoraConfig, get_peft_model
 
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS))
+
+
+def freeze_below(model, top_layers: int) -> None:
+    """Train only the top `top_layers` decoder layers and the final norm: the embeddings (tied to
+    the LM head in SmolLM2) and lower layers stay as pretrained, and backward stops at the lowest
+    trainable layer, so each step costs less on a CPU."""
+    layers = model.model.layers
+    if not 0 < top_layers <= len(layers):
+        raise BenchError(f"train_layers must be between 1 and {len(layers)}, not {top_layers}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in [*layers[-top_layers:].parameters(), *model.model.norm.parameters()]:
+        p.requires_grad_(True)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
 from calrec.towers import pad_batch
+from calrec.trie import CatalogTrie
 
 SHARED_PREFIX = "calrec_shared_prefix"
 
@@ -123,19 +125,50 @@ def _decode(model, tok: torch.Tensor, pos: torch.Tensor, kv: SharedPrefixKV) -> 
     return out.logits[:, -1].float()
 
 
-@torch.no_grad()
-def sample(model, prompts: list[list[int]], n: int, temperature: float, max_new_tokens: int, stop_ids: set[int],
-           pad_id: int, generator: torch.Generator | None = None) -> list[list[Sample]]:
-    """N samples per prompt. temperature <= 0 means greedy (then N should be 1)."""
+def vocab_bias(vocab: list[int] | None, size: int, device) -> torch.Tensor | float:
+    """Added to logits: 0 for allowed tokens, -inf for the rest (0 everywhere without `vocab`)."""
+    if vocab is None:
+        return 0.0
+    bias = torch.full((size,), float("-inf"), device=device)
+    bias[torch.tensor(vocab, device=device)] = 0.0
+    return bias
+
+
+def _prefill(model, prompts: list[list[int]], n: int, max_new_tokens: int, pad_id: int):
+    """Prompts prefilled once (left-padded): the shared K/V for n rows per user, each row's first
+    logits and next position."""
     device = next(model.parameters()).device
     ids, mask = (t.to(device) for t in pad_batch(prompts, pad_id, left=True))
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
     kv = SharedPrefixKV(out.cache, mask, n, max_new_tokens)
-    logits = out.logits[:, -1].float().repeat_interleave(n, dim=0)
-    next_pos = pos[:, -1].repeat_interleave(n, dim=0) + 1
+    return kv, out.logits[:, -1].float().repeat_interleave(n, dim=0), pos[:, -1].repeat_interleave(n, dim=0) + 1
+
+
+def _trie_filter(logits: torch.Tensor, trie: CatalogTrie | None, nodes: list[int]) -> torch.Tensor:
+    """Logits with every token that continues no catalog item (after each row's node) at -inf.
+    Rows off the trie or at a finished item keep their logits (they are finished; never recorded)."""
+    if trie is None:
+        return logits
+    mask = trie.mask(nodes, size=logits.shape[-1]).to(logits.device)
+    mask[~mask.any(dim=1)] = True
+    return logits.masked_fill(~mask, float("-inf"))
+
+
+@torch.no_grad()
+def sample(model, prompts: list[list[int]], n: int, temperature: float, max_new_tokens: int, stop_ids: set[int],
+           pad_id: int, generator: torch.Generator | None = None, vocab: list[int] | None = None,
+           trie: CatalogTrie | None = None) -> list[list[Sample]]:
+    """N samples per prompt. temperature <= 0 means greedy (then N should be 1). With `vocab`,
+    only those tokens can be drawn; with `trie`, only tokens that continue a catalog item (and
+    log-probabilities are over the allowed tokens)."""
+    device = next(model.parameters()).device
+    kv, logits, next_pos = _prefill(model, prompts, n, max_new_tokens, pad_id)
+    bias = vocab_bias(vocab, logits.shape[-1], device)
     rows = logits.shape[0]
+    nodes = [0] * rows  # trie node of each original row
     alive = torch.arange(rows, device=device)  # original row of each sample still in the batch
+    logits = _trie_filter(logits + bias, trie, nodes)
     dead = torch.zeros(rows, dtype=torch.bool, device=device)  # in the batch but finished: decoded, never recorded
     logprob = torch.zeros(rows, device=device)
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -159,9 +192,61 @@ def sample(model, prompts: list[list[int]], n: int, temperature: float, max_new_
             keep = (~dead).nonzero().squeeze(1)  # every generated K/V row once
             alive, next_pos, tok, dead = alive[keep], next_pos[keep], tok[keep], dead[keep]
             kv.keep(alive, keep)
-        logits, next_pos = _decode(model, tok, next_pos, kv), next_pos + 1
+        rows_now = alive.tolist()
+        if trie is not None:
+            stepped = trie.step([nodes[r] for r in rows_now], tok.tolist())
+            for r, node in zip(rows_now, stepped):
+                nodes[r] = node
+        logits = _decode(model, tok, next_pos, kv) + bias
+        logits, next_pos = _trie_filter(logits, trie, [nodes[r] for r in rows_now]), next_pos + 1
     tokens, length, logprob = tokens.cpu(), length.cpu(), logprob.cpu()
     result = []
     for u in range(len(prompts)):
         result.append([Sample(tokens[r, : length[r]].tolist(), float(logprob[r])) for r in range(u * n, (u + 1) * n)])
     return result
+
+
+@torch.no_grad()
+def continuation_logprobs(model, prompts: list[list[int]], continuations: list[list[list[int]]], pad_id: int,
+                          vocab: list[int] | None = None, trie: CatalogTrie | None = None) -> list[np.ndarray]:
+    """log p(continuation | prompt) for each user's candidate continuations (teacher-forced), with
+    each prompt's K/V computed once and shared by all its candidates (the same attention path as
+    sampling). Used to rank candidate items by the model's likelihood of their text. With `vocab`
+    the softmax is over those tokens; with `trie` (which needs `vocab`) over the tokens that
+    continue a catalog item, so the result is log p(item | prompt) over the catalog."""
+    n = max(len(c) for c in continuations)
+    width = max(len(x) for c in continuations for x in c)
+    device = next(model.parameters()).device
+    kv, logits, next_pos = _prefill(model, prompts, n, width, pad_id)
+    cols = torch.tensor(vocab, device=device) if vocab is not None else None
+    rows = len(prompts) * n
+    tokens = torch.full((rows, width), pad_id, dtype=torch.long)
+    length = torch.zeros(rows, dtype=torch.long)
+    nodes = [[] for _ in range(rows)]  # per row, the trie node before each of its tokens
+    for u, cands in enumerate(continuations):
+        for j, c in enumerate(cands):
+            tokens[u * n + j, : len(c)] = torch.tensor(c, dtype=torch.long)
+            length[u * n + j] = len(c)
+            if trie is not None:
+                nodes[u * n + j] = [0, *trie.step_path(c)]
+    tokens, length = tokens.to(device), length.to(device)
+    total = torch.zeros(rows, dtype=torch.float32, device=device)
+    alive = torch.arange(rows, device=device)  # original row of each continuation still running
+    for step in range(width):
+        tok = tokens[alive, step]
+        lc, target = (logits[:, cols], torch.searchsorted(cols, tok).clamp(max=len(cols) - 1)) if cols is not None else (logits, tok)
+        if trie is not None:
+            at = [nodes[r][step] if step < len(nodes[r]) else -1 for r in alive.tolist()]
+            lc = lc.masked_fill(~trie.mask([max(a, 0) for a in at], cols).to(device), float("-inf"))
+        logp = lc.gather(1, target[:, None]).squeeze(1) - torch.logsumexp(lc, dim=-1)
+        total[alive] += torch.where(step < length[alive], logp, 0.0)
+        going = length[alive] > step + 1
+        if step == width - 1 or not going.any():
+            break
+        if (~going).sum() * 4 >= len(going):  # finished rows leave in bulk, as in `sample`
+            keep = going.nonzero().squeeze(1)
+            alive, next_pos, tok = alive[keep], next_pos[keep], tok[keep]
+            kv.keep(alive, keep)
+        logits, next_pos = _decode(model, tok, next_pos, kv), next_pos + 1
+    total = total.cpu().numpy()
+    return [total[u * n : u * n + len(c)] for u, c in enumerate(continuations)]

@@ -1,123 +1,131 @@
-"""CALRec behind the harness's fit/predict contract. Every spec choice is a parameter, so the
-ablation rows of CALREC_SPEC are suite variants of this one class:
+"""CALRec behind the harness's fit/predict contract. Every spec choice is a parameter
+(`calrec/config.py`, grouped by stage), so the ablation rows of CALREC_SPEC are suite variants of
+this one class:
 
   stages     zero-shot: stage1=None, stage2_steps=0;  I only: stage2_steps=0;  II only: stage1=None
-  losses     lambda_nig / lambda_tt / lambda_ut (contrastive-only: lambda_nig=0 with inference='dense')
-  inference  'qrr' | 'top1' | 'greedy' | 'dense' | 'fused'
+  losses     lambda_nig / lambda_tt / lambda_ut, nig_targets (contrastive-only: lambda_nig=0, inference=dense)
+  inference  'qrr' | 'top1' | 'greedy' | 'dense' | 'fused' | 'likelihood', and `fill` after the generations' matches
   controls   shuffle_history=True
 
 Each stage's weights are cached by the configuration that produced them: stage-II variants share
-one stage-I run, and the inference variants share one trained model (model selection always runs
-QRR, or dense retrieval when there is no L_NIG, so the checkpoint does not depend on `inference`).
+one stage-I run, and the inference variants share one trained model (selection does not depend on
+`inference`: it runs QRR, dense retrieval without L_NIG, or no inference at all with select='nll').
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import math
 import os
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 from bench.datasets import load_dataset
 from bench.models import FitContext
+from bench.precision import autocast, resolve_bf16, resolve_device
 from bench.runner import validation_ndcg10
 from bench.split import Split, leave_one_out
-from bench.precision import resolve_bf16, resolve_device
 from bench.text import BM25Catalog
-from calrec.backbone import BUNDLED, add_lora, load_backbone
-from calrec.generate import sample
-from calrec.retrieve import group_generations, quasi_round_robin, reciprocal_rank_fusion
+from calrec.backbone import add_lora, freeze_below, load_backbone
+from calrec.config import CALRecConfig
+from calrec.generate import continuation_logprobs, sample
+from calrec.retrieve import fill_list, group_generations, quasi_round_robin, reciprocal_rank_fusion, top_items
 from calrec.text import PromptBuilder, domain_noun
-from calrec.towers import LossWeights, pad_batch, hidden_states, pool, span_mask
+from calrec.towers import LossWeights, collate, hidden_states, pad_batch, pool, token_logprobs, user_tower
 from calrec.train import Domain, StageConfig, domain_probabilities, load_trainable_state, train_stage, trainable_state
-
-INFERENCE = ("qrr", "top1", "greedy", "dense", "fused")
 
 
 class CALRec:
-    def __init__(self, backbone: str = BUNDLED, lora_r: int = 0, lora_alpha: int = 32,
-                 stage1: dict | None = None, stage2_steps: int = 200,
-                 batch_size: int = 8, lr: float = 5e-5, warmup: int = 10, eval_every: int = 50, patience: int = 3,
-                 target: str = "random", lambda_nig: float = 1.0, lambda_tt: float = 0.5, lambda_ut: float = 0.5,
-                 tau: float = 0.05, pooling: str = "mean", head: bool = False,
-                 max_history: int = 20, max_item_tokens: int = 48, max_prompt_tokens: int = 768,
-                 inference: str = "qrr", n_samples: int = 10, temperature: float = 0.7, max_new_tokens: int = 40,
-                 list_length: int = 100, shuffle_history: bool = False, bf16: bool | str = "auto",
-                 user_batch: int | None = None, valid_users: int = 32, threads: int | None = None, device: str = "auto"):
-        if inference not in INFERENCE:
-            raise ValueError(f"inference must be one of {INFERENCE}, not {inference!r}")
-        self.p = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        self.__dict__.update(self.p)
+    def __init__(self, **params):
+        self.p = params
+        self.cfg = CALRecConfig.from_params(params)
+        t = self.cfg.training
         # The stored config keeps "auto"; info() records what it resolved to on this machine.
-        self.device = resolve_device(device)
-        self.bf16 = resolve_bf16(bf16, self.device)
+        self.device = resolve_device(t.device)
+        self.bf16 = resolve_bf16(t.bf16, self.device)
         # Users decoded together; on 2 CPU cores 16 beat 8 and 32 (bench.perf.calrec, 330-token prompts).
-        self.user_batch = user_batch or (64 if self.device.startswith("cuda") else 16)
+        self.user_batch = self.cfg.inference.user_batch or (64 if self.device.startswith("cuda") else 16)
+        self.inference = self.cfg.inference.inference
         self.timings: dict = {}
+        self.measured: dict = {}
         self._inference_model = None
         self._item_vectors = None
 
     # ----------------------------------------------------------------- fitting
     def fit(self, split: Split, ctx: FitContext) -> None:
-        torch.set_num_threads(self.threads or os.cpu_count() or 1)
+        t = self.cfg.training
+        torch.set_num_threads(t.threads or os.cpu_count() or 1)
         torch.manual_seed(ctx.seed)
-        self.seed = ctx.seed
-        self.split = split
-        texts = [" ".join(a.values()) for a in split.item_text]
-        self.model, self.tok = load_backbone(self.backbone, texts, seed=ctx.seed)
-        if self.lora_r:
-            self.model = add_lora(self.model, self.lora_r, self.lora_alpha)
+        self.seed, self.split = ctx.seed, split
+        self.model, self.tok = load_backbone(t.backbone, [" ".join(a.values()) for a in split.item_text], seed=ctx.seed)
+        if t.lora_r:
+            self.model = add_lora(self.model, t.lora_r, t.lora_alpha)
+        elif t.train_layers:
+            freeze_below(self.model, t.train_layers)
         self.model.to(self.device)
         hidden = self.model.config.hidden_size
-        self.head = torch.nn.Linear(hidden, hidden).to(self.device) if self.p["head"] else None  # optional projection
+        self.head = torch.nn.Linear(hidden, hidden).to(self.device) if self.cfg.towers.head else None
         self.builder = self._builder(split)
+        self.vocab = self.builder.vocab if self.cfg.towers.vocab in ("catalog", "trie") else None
+        self.trie = self.builder.trie if self.cfg.towers.vocab == "trie" else None
         self.catalog = BM25Catalog(split.item_text)
-        self.valid_sample = ctx.valid_users[: self.valid_users]
-        weights = self._loss_weights()
+        self.popularity = np.bincount(np.concatenate(split.train), minlength=split.n_items).astype(np.float64)
+        self.valid_sample = ctx.valid_users[: t.valid_users]
         key = self._training_key(ctx.seed)
-        if self.stage1:
-            key["stage1"] = s1 = {"datasets": [split.dataset], "steps": 200, "exponent": 0.3, **self.stage1}
+        if t.stage1:
+            key["stage1"] = s1 = {"datasets": [split.dataset], "steps": 200, "exponent": 0.3, **t.stage1}
             rng = np.random.default_rng([ctx.seed, 1])  # one stream per stage: a cached stage I changes nothing after it
-            self._cached_stage("stage1", key, ctx, lambda: self._stage1(split, s1, ctx, rng, weights))
-        if self.stage2_steps:
-            key["stage2"] = {"dataset": split.dataset, "steps": self.stage2_steps, "eval_every": self.eval_every,
-                             "patience": self.patience, "select": self._selection(), "valid": self._valid_digest()}
-            cfg = self._stage_config(self.stage2_steps)
+            self._cached_stage("stage1", key, ctx, lambda: self._stage1(split, s1, ctx, rng))
+        if t.stage2_steps:
+            key["stage2"] = {"dataset": split.dataset, "steps": t.stage2_steps, "eval_every": t.eval_every,
+                             "patience": t.patience, "select": self._selection(), "valid": self._valid_digest()}
             target = Domain(split.dataset, split, self.builder, 0)
             rng = np.random.default_rng([ctx.seed, 2])
+            select = "valid_nll" if t.select == "nll" else "valid_NDCG@10"
             self._cached_stage("stage2", key, ctx, lambda: train_stage(
-                self.model, self.head, [target], np.ones(1), cfg, weights, rng, self.tok.pad_token_id,
-                self._validate, ctx.curves, "stage2"))
+                self.model, self.head, [target], np.ones(1), self._stage_config(t.stage2_steps), self._loss_weights(),
+                rng, self.tok.pad_token_id, self._validate, ctx.curves, "stage2", select))
         self.model.eval()
         self._inference_model = None
+        self.measured = self._final_validation(ctx, key)
         self.gen = torch.Generator().manual_seed(self.seed)  # test sampling starts from the seed
 
     def _builder(self, split: Split) -> PromptBuilder:
-        return PromptBuilder(self.tok, split.item_text, domain_noun(split.dataset), self.max_history,
-                             self.max_item_tokens, self.max_prompt_tokens)
+        x = self.cfg.text
+        return PromptBuilder(self.tok, split.item_text, domain_noun(split.dataset), x.max_history, x.max_item_tokens,
+                             x.max_prompt_tokens, x.template, x.item_fields)
 
     def _loss_weights(self) -> LossWeights:
-        return LossWeights(self.lambda_nig, self.lambda_tt, self.lambda_ut, self.tau, self.pooling)
+        w = self.cfg.towers
+        return LossWeights(w.lambda_nig, w.lambda_tt, w.lambda_ut, w.tau, w.pooling, w.user_pooling, w.logq)
 
     def _stage_config(self, steps: int, eval_every: int | None = None) -> StageConfig:
-        return StageConfig(steps=steps, batch_size=self.batch_size, lr=self.lr, warmup=self.warmup,
-                           eval_every=self.eval_every if eval_every is None else eval_every, patience=self.patience,
-                           target=self.target, shuffle_history=self.shuffle_history, bf16=self.bf16, device=self.device)
+        t = self.cfg.training
+        return StageConfig(steps=steps, batch_size=t.batch_size, lr=t.lr, warmup=t.warmup, schedule=t.schedule,
+                           eval_every=t.eval_every if eval_every is None else eval_every, patience=t.patience,
+                           target=t.target, examples=t.examples, nig_targets=self.cfg.towers.nig_targets,
+                           vocab=self.cfg.towers.vocab,
+                           shuffle_history=self.cfg.text.shuffle_history, bf16=self.bf16, device=self.device)
 
     def _training_key(self, seed: int) -> dict:
         """Everything that shapes the trained weights (and nothing that only shapes inference)."""
-        key = {k: self.p[k] for k in ("backbone", "lora_r", "lora_alpha", "head", "batch_size", "lr", "warmup", "target",
-                                      "lambda_nig", "lambda_tt", "lambda_ut", "tau", "pooling", "max_history",
-                                      "max_item_tokens", "max_prompt_tokens", "shuffle_history")}
-        return {**key, "bf16": self.bf16, "seed": seed}
+        t = {k: v for k, v in asdict(self.cfg.training).items()
+             if k not in ("stage1", "stage2_steps", "eval_every", "patience", "select", "valid_users", "threads", "device")}
+        key = {**asdict(self.cfg.text), **asdict(self.cfg.towers), **t, "bf16": self.bf16, "seed": seed}
+        return {k: v for k, v in key.items() if v is not None}
 
     def _selection(self) -> dict:
-        """How checkpoints are chosen: QRR through generation, or dense retrieval without L_NIG."""
-        if not self.lambda_nig:
+        """How checkpoints are chosen: validation NLL, QRR through generation, or dense retrieval without L_NIG."""
+        if self.cfg.training.select == "nll" and self.cfg.towers.lambda_nig:
+            return {"select": "nll"}
+        if not self.cfg.towers.lambda_nig:
             return {"inference": "dense"}
-        return {"inference": "qrr", **{k: self.p[k] for k in ("n_samples", "temperature", "max_new_tokens", "list_length")}}
+        i = self.cfg.inference
+        return {"inference": "qrr", "n_samples": i.n_samples, "temperature": i.temperature,
+                "max_new_tokens": i.max_new_tokens, "list_length": i.list_length}
 
     def _valid_digest(self) -> str:
         return hashlib.sha1(np.asarray(self.valid_sample, dtype=np.int64).tobytes()).hexdigest()[:16]
@@ -142,7 +150,21 @@ class CALRec:
         os.replace(tmp, path)
         self.timings[stage] = timing
 
-    def _stage1(self, split: Split, s1: dict, ctx: FitContext, rng, weights) -> dict:
+    def _final_validation(self, ctx: FitContext, key: dict) -> dict:
+        """Validation numbers of the chosen weights (never test), computed once per trained model:
+        the inference variants that share the weights share them."""
+        digest = hashlib.sha1(json.dumps({**key, "valid": self._valid_digest()}, sort_keys=True).encode()).hexdigest()[:16]
+        path = ctx.extra.get("shared_cache", ctx.workdir) / "calrec-validation" / f"{digest}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        out = self._validate(final=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, path)
+        return out
+
+    def _stage1(self, split: Split, s1: dict, ctx: FitContext, rng) -> dict:
         """The multi-domain stage over every named dataset's training sequences."""
         domains, offset = [], 0
         for entry in s1["datasets"]:  # a spec string, or {spec: ..., loader params...}
@@ -152,20 +174,51 @@ class CALRec:
             offset += dsplit.n_items
         probs = domain_probabilities(domains, s1["exponent"])
         # No model selection in stage I: the target's validation users belong to stage II.
-        timing = train_stage(self.model, self.head, domains, probs, self._stage_config(s1["steps"], 0), weights, rng,
-                             self.tok.pad_token_id, None, ctx.curves, "stage1")
+        timing = train_stage(self.model, self.head, domains, probs, self._stage_config(s1["steps"], 0),
+                             self._loss_weights(), rng, self.tok.pad_token_id, None, ctx.curves, "stage1")
         timing["domain_probabilities"] = {d.name: p for d, p in zip(domains, probs.round(4).tolist())}
         return timing
 
-    def _validate(self) -> float:
-        """NDCG@10 on validation users through the real inference pipeline (never test)."""
+    # -------------------------------------------------------------- validation
+    def _validate(self, final: bool = False) -> dict:
+        """Validation numbers for selection (never test): the targets' per-item NLL beside
+        popularity's and a uniform guess's cross-entropy on the same targets, and NDCG@10 through
+        the real inference pipeline when selection uses it. `final` adds the dense towers."""
         self._inference_model = None  # weights changed since the last inference copy
-        mode, self.inference = self.inference, self._selection()["inference"]
-        self.gen = torch.Generator().manual_seed(self.seed)  # the same draws at every validation: less noisy selection
-        try:
-            return validation_ndcg10(self, self.split, self.valid_sample)
-        finally:
-            self.inference, self._inference_model = mode, None
+        out = self._valid_nll() if self.cfg.towers.lambda_nig else {}
+        sel = self._selection()
+        if "inference" in sel or final and self.cfg.towers.lambda_ut:
+            mode = self.inference
+            try:
+                if "inference" in sel:
+                    self.inference = sel["inference"]
+                    self.gen = torch.Generator().manual_seed(self.seed)  # the same draws at every validation
+                    out["valid_NDCG@10"] = validation_ndcg10(self, self.split, self.valid_sample)
+                if final and self.cfg.towers.lambda_ut:
+                    self.inference = "dense"
+                    out["valid_dense_NDCG@10"] = validation_ndcg10(self, self.split, self.valid_sample)
+            finally:
+                self.inference, self._inference_model = mode, None
+        return out
+
+    @torch.no_grad()
+    def _valid_nll(self, batch: int = 16) -> dict:
+        users = self.valid_sample
+        targets = self.split.valid[users]
+        total = 0.0
+        model = self.model.eval()
+        for s in range(0, len(users), batch):
+            chunk = users[s : s + batch]
+            prompts = [self.builder.user_prompt(self.split.train[u], target=int(self.split.valid[u])) for u in chunk]
+            b = collate(prompts, [[0]] * len(chunk), list(range(len(chunk))), self.tok.pad_token_id,
+                        vocab=torch.tensor(self.vocab) if self.vocab else None, trie=self.trie).to(self.device)
+            with autocast(self.bf16, self.device):
+                lp = token_logprobs(model, hidden_states(model, b.user_ids, b.user_mask), b.user_ids, b.label_span,
+                                    b.vocab, b.allowed)
+            total -= float(lp.sum())
+        share = (self.popularity + 1) / (self.popularity.sum() + len(self.popularity))
+        return {"valid_nll": round(total / len(users), 4), "popularity_nll": round(float(-np.log(share[targets]).mean()), 4),
+                "uniform_nll": round(math.log(self.split.n_items), 4)}
 
     # --------------------------------------------------------------- inference
     def _infer(self):
@@ -177,54 +230,99 @@ class CALRec:
         return self._inference_model
 
     def _prompts(self, histories: list[np.ndarray]) -> list:
-        if self.shuffle_history:
+        if self.cfg.text.shuffle_history:
             rng = np.random.default_rng(0)
             histories = [rng.permutation(h) for h in histories]
         return [self.builder.user_prompt(np.asarray(h)) for h in histories]
 
-    def _generated_lists(self, histories: list[np.ndarray]) -> list[list[int]]:
+    def _generated_lists(self, histories: list[np.ndarray], fill: str, length: int) -> list[list[int]]:
+        """Sampled item texts -> catalog items by QRR, then `fill` up to `length` items."""
+        i = self.cfg.inference
         model = self._infer()
         prompts = self._prompts(histories)
-        greedy = self.inference == "greedy"
-        n, temp = (1, 0.0) if greedy else (self.n_samples, self.temperature)
-        stop = {self.tok.eos_token_id, *self.builder.newline}
+        n, temp = (1, 0.0) if self.inference == "greedy" else (i.n_samples, i.temperature)
+        depth = None if fill == "bm25" else 1  # paper: deeper BM25 ranks; else each generation's own best match
+        dense = self._dense_scores(histories) if fill == "dense" else None
         out = []
         for start in range(0, len(prompts), self.user_batch):
             chunk = prompts[start : start + self.user_batch]
-            samples = sample(model, [p.ids for p in chunk], n, temp, self.max_new_tokens, stop, self.tok.pad_token_id, self.gen)
+            samples = sample(model, [p.ids for p in chunk], n, temp, i.max_new_tokens, self.builder.stop,
+                             self.tok.pad_token_id, self.gen, self.vocab, self.trie)
             for k, user_samples in enumerate(samples):
                 texts = [self.tok.decode(s.tokens, skip_special_tokens=True) for s in user_samples]
                 groups = group_generations(texts, [s.logprob for s in user_samples])
                 exclude = set(histories[start + k].tolist())
-                depth = 1 if self.inference == "top1" else None
-                out.append(quasi_round_robin(groups, self.catalog, self.list_length, exclude, depth))
+                lst = quasi_round_robin(groups, self.catalog, length, exclude, depth)
+                if fill in ("popularity", "dense"):
+                    lst = fill_list(lst, self.popularity if fill == "popularity" else dense[start + k], length, exclude)
+                out.append(lst)
         return out
-
-    @torch.no_grad()
-    def _vectors(self, model, prompts) -> torch.Tensor:
-        ids, mask = (t.to(self.device) for t in pad_batch([p.ids for p in prompts], self.tok.pad_token_id))
-        span = span_mask([p.history for p in prompts], ids.shape[1]).to(self.device)
-        v = pool(hidden_states(model, ids, mask), span, self.pooling)
-        return self.head(v.float()) if self.head is not None else v.float()
 
     @torch.no_grad()
     def _dense_scores(self, histories: list[np.ndarray]) -> np.ndarray:
         model = self._infer()
+        w = self._loss_weights()
         if self._item_vectors is None:
             vecs = []
             items = [self.builder.item_ids(i) for i in range(self.split.n_items)]
             for s in range(0, len(items), 64):
                 ids, mask = (t.to(self.device) for t in pad_batch(items[s : s + 64], self.tok.pad_token_id))
-                v = pool(hidden_states(model, ids, mask), mask.bool(), self.pooling).float()
+                v = pool(hidden_states(model, ids, mask), mask.bool(), w.pooling).float()
                 vecs.append(self.head(v) if self.head is not None else v)
             self._item_vectors = torch.nn.functional.normalize(torch.cat(vecs), dim=-1)
-        users = torch.nn.functional.normalize(self._vectors(model, self._prompts(histories)), dim=-1)
+        prompts = self._prompts(histories)
+        b = collate(prompts, [[0]] * len(prompts), list(range(len(prompts))), self.tok.pad_token_id).to(self.device)
+        v = user_tower(hidden_states(model, b.user_ids, b.user_mask), b, w).float()
+        users = torch.nn.functional.normalize(self.head(v) if self.head is not None else v, dim=-1)
         return (users @ self._item_vectors.T).cpu().numpy()
 
+    def _candidates(self, histories: list[np.ndarray]) -> list[list[int]]:
+        """Items whose likelihood is computed: the whole catalog (a GPU's default), or the union
+        of the QRR list, the dense towers' and popularity's top M (a CPU's default)."""
+        pool_spec = self.cfg.inference.candidates
+        if pool_spec == "auto":
+            pool_spec = "all" if self.device.startswith("cuda") else {"qrr": 50, "dense": 50, "popularity": 50}
+        if pool_spec == "all":
+            return [[i for i in range(self.split.n_items) if i not in set(h.tolist())] for h in histories]
+        parts = []
+        if "qrr" in pool_spec:
+            parts.append(self._generated_lists(histories, "bm25", pool_spec["qrr"]))
+        if "dense" in pool_spec:
+            dense = self._dense_scores(histories)
+            parts.append([top_items(d, pool_spec["dense"], set(h.tolist())) for d, h in zip(dense, histories)])
+        if "popularity" in pool_spec:
+            parts.append([top_items(self.popularity, pool_spec["popularity"], set(h.tolist())) for h in histories])
+        return [sorted(set().union(*(p[u] for p in parts))) for u in range(len(histories))]
+
+    def _likelihood_lists(self, histories: list[np.ndarray], chunk: int = 128) -> list[list[int]]:
+        """Candidates ranked by log p(item text + end token | prompt) under the finetuned model."""
+        model = self._infer()
+        prompts = [p.ids for p in self._prompts(histories)]
+        cands = self._candidates(histories)
+        out = []
+        for start in range(0, len(prompts), self.user_batch):
+            users = range(start, min(start + self.user_batch, len(prompts)))
+            scores = {u: [] for u in users}
+            for c in range(0, max(len(cands[u]) for u in users), chunk):
+                live = [u for u in users if c < len(cands[u])]
+                conts = [[self.builder.continuation(i) for i in cands[u][c : c + chunk]] for u in live]
+                for u, lp in zip(live, continuation_logprobs(model, [prompts[u] for u in live], conts, self.tok.pad_token_id,
+                                                                   self.vocab, self.trie)):
+                    scores[u].append(lp)
+            for u in users:
+                lp = np.concatenate(scores[u])
+                out.append([cands[u][k] for k in np.argsort(-lp, kind="stable")])
+        return out
+
     def predict(self, histories: list[np.ndarray], users: np.ndarray):
+        i = self.cfg.inference
         if self.inference == "dense":
             return self._dense_scores(histories)
-        lists = self._generated_lists(histories)
+        if self.inference == "likelihood":
+            return self._likelihood_lists(histories)
+        if self.inference == "top1":
+            return self._generated_lists(histories, "none", i.list_length)
+        lists = self._generated_lists(histories, i.fill, i.list_length)
         if self.inference == "fused":
             dense = self._dense_scores(histories)
             return np.stack([reciprocal_rank_fusion([lst], d, self.split.n_items) for lst, d in zip(lists, dense)])
@@ -232,4 +330,5 @@ class CALRec:
 
     def info(self) -> dict:
         return {"timings": self.timings, "bf16": self.bf16, "device": self.device, "user_batch": self.user_batch,
+                "validation": self.measured, "config": self.cfg.as_dict(),
                 "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}

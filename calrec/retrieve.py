@@ -43,6 +43,25 @@ def quasi_round_robin(groups: list[str], catalog: BM25Catalog, length: int, excl
     return out
 
 
+def fill_list(head: list[int], scores: np.ndarray, length: int, exclude: set[int]) -> list[int]:
+    """`head`, then the best-scored items not in it and not excluded, until `length` items (the
+    fill after the generations' own matches: popularity or dense-tower scores)."""
+    out, taken = list(head[:length]), set(head)
+    for item in np.argsort(-scores, kind="stable"):
+        if len(out) >= length:
+            break
+        item = int(item)
+        if item not in taken and item not in exclude:
+            out.append(item)
+            taken.add(item)
+    return out
+
+
+def top_items(scores: np.ndarray, m: int, exclude: set[int]) -> list[int]:
+    """The m best-scored items outside `exclude`, best first."""
+    return fill_list([], scores, m, exclude)
+
+
 def reciprocal_rank_fusion(lists: list[list[int]], scores: np.ndarray | None, n_items: int, k: int = 60) -> np.ndarray:
     """RRF score per item from ranked lists and (optionally) a full score vector; unranked items get
     nothing from a list, so the evaluator ties them."""

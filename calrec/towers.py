@@ -1,8 +1,13 @@
 """CALRec's two towers on one LLM and its three losses (CALREC_SPEC: Towers and pooling, Losses).
 
-User tower: prompt + target item text (teacher forcing) -> v_U (pooled over the history span) and
-v_T|U (pooled over the target span). Item tower: the target item text alone -> v_T.
+User tower: prompt + target item text (teacher forcing) -> v_U and v_T|U (pooled over the target
+span). Item tower: the target item text alone -> v_T.
     L = lambda_nig * L_NIG + lambda_tt * InfoNCE(v_T|U, v_T) + lambda_ut * InfoNCE(v_U, v_T)
+
+v_U (`user_pooling`): 'history' pools the whole history span, prefixes included (paper); 'items'
+pools item-text tokens only; 'next' is the state at the last prompt token, the one that predicts
+the next item. Measured at zero-shot on ML-100k, 'history' mean-pooled vectors of different users
+had cosine 0.987: ~600 tokens of mostly template average the user away.
 """
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from calrec.text import PromptTokens
+from calrec.trie import CatalogTrie
+
+USER_POOLING = ("history", "items", "next")
 
 
 @dataclass
@@ -20,17 +28,25 @@ class Batch:
     user_ids: torch.Tensor  # (B, Lu) right-padded prompt + target tokens
     user_mask: torch.Tensor  # (B, Lu) 1 for real tokens
     history_span: torch.Tensor  # (B, Lu) bool
+    items_span: torch.Tensor  # (B, Lu) bool: history item texts only (no prefixes)
     target_span: torch.Tensor  # (B, Lu) bool
+    label_span: torch.Tensor  # (B, Lu) bool: tokens L_NIG predicts (the target, or every item with nig_targets=all)
+    next_pos: torch.Tensor  # (B,) the position that predicts the target's first token
     item_ids: torch.Tensor  # (B, Li) target item text alone
     item_mask: torch.Tensor
     item_key: torch.Tensor  # (B,) one id per (domain, item): equal ids are false negatives
+    item_logq: torch.Tensor  # (B,) log of the item's share of training targets (logQ correction)
+    vocab: torch.Tensor | None = None  # sorted token ids the LM head scores (vocab='catalog'|'trie'); None: all
+    allowed: torch.Tensor | None = None  # (n_labels, len(vocab)) bool: tokens that continue a catalog item (trie)
+
 
     @property
     def n_tokens(self) -> int:
         return int(self.user_mask.sum() + self.item_mask.sum())
 
     def to(self, device) -> "Batch":
-        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)})
+        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)
+                                if getattr(self, f.name) is not None})
 
 
 def pad_batch(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,12 +69,41 @@ def span_mask(spans: list[tuple[int, int]], width: int) -> torch.Tensor:
     return (pos >= lo) & (pos < hi)
 
 
-def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list[int], pad: int) -> Batch:
+def spans_mask(rows: list[list[tuple[int, int]]], width: int) -> torch.Tensor:
+    """Union of several [start, end) spans per row."""
+    out = torch.zeros(len(rows), width, dtype=torch.bool)
+    for r, spans in enumerate(rows):
+        for s, e in spans:
+            out[r, s:e] = True
+    return out
+
+
+def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list[int], pad: int,
+            nig_targets: str = "last", item_logq: list[float] | None = None, vocab: torch.Tensor | None = None,
+            trie: CatalogTrie | None = None) -> Batch:
+    """`nig_targets`: 'last' labels the target item's tokens (paper); 'all' also every history
+    item's text and end token, each predicted from the items before it. With `trie`, each label
+    gets the set of tokens that continue a catalog item after the item's tokens before it."""
+    if nig_targets not in ("last", "all"):
+        raise ValueError(f"nig_targets must be 'last' or 'all', not {nig_targets!r}")
     user_ids, user_mask = pad_batch([p.ids for p in prompts], pad)
     item_ids, item_mask = pad_batch(items, pad)
     width = user_ids.shape[1]
-    return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width),
-                 span_mask([p.target for p in prompts], width), item_ids, item_mask, torch.tensor(item_keys))
+    target = span_mask([p.target or (0, 0) for p in prompts], width)  # inference prompts have no target
+    labels = target | spans_mask([p.items for p in prompts], width) if nig_targets == "all" else target
+    items_span = spans_mask([[(s, e - 1) for s, e in p.items] for p in prompts], width)  # without the newline
+    logq = torch.tensor(item_logq if item_logq is not None else [0.0] * len(prompts), dtype=torch.float32)
+    allowed = None
+    if trie is not None:  # label order is row-major: each row's labelled items in prompt order
+        nodes = [n for p in prompts for i in (p.item_ids if nig_targets == "all" else p.item_ids[-1:])
+                 for n in trie.paths[i]]
+        allowed = trie.mask(nodes, vocab)
+        if len(nodes) != int(labels.sum()):
+            raise ValueError("vocab='trie': labelled tokens are not item continuations (the paper template ends "
+                             "history items differently from its target: use nig_targets='last' or template='compact')")
+    return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width), items_span, target, labels,
+                 torch.tensor([p.next_pos for p in prompts]), item_ids, item_mask, torch.tensor(item_keys), logq, vocab,
+                 allowed)
 
 
 def decoder(model):
@@ -88,23 +133,56 @@ def pool(hidden: torch.Tensor, span: torch.Tensor, how: str = "mean") -> torch.T
     raise ValueError(f"pooling must be 'mean' or 'last', not {how!r}")
 
 
-def info_nce(anchor: torch.Tensor, positive: torch.Tensor, keys: torch.Tensor, tau: float) -> torch.Tensor:
+def user_vector(hidden: torch.Tensor, history: torch.Tensor, items: torch.Tensor, next_pos: torch.Tensor,
+                user_pooling: str, pooling: str) -> torch.Tensor:
+    if user_pooling == "history":
+        return pool(hidden, history, pooling)
+    if user_pooling == "items":
+        return pool(hidden, items, pooling)
+    if user_pooling == "next":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), next_pos]
+    raise ValueError(f"user_pooling must be one of {USER_POOLING}, not {user_pooling!r}")
+
+
+def info_nce(anchor: torch.Tensor, positive: torch.Tensor, keys: torch.Tensor, tau: float,
+             logq: torch.Tensor | None = None) -> torch.Tensor:
     """In-batch InfoNCE with cosine similarity / tau. Row i's positive is column i; other columns
-    holding the same item (same key) are false negatives and are masked out."""
+    holding the same item (same key) are false negatives and are masked out. With `logq` (log of
+    each column item's sampling share), logits are corrected by -logq: in-batch negatives are
+    drawn by popularity, which otherwise teaches the towers to push popular items down."""
     logits = F.normalize(anchor.float(), dim=-1) @ F.normalize(positive.float(), dim=-1).T / tau
+    if logq is not None:
+        logits = logits - logq[None, :]
     same = keys[:, None] == keys[None, :]
     same.fill_diagonal_(False)
     logits = logits.masked_fill(same, float("-inf"))
     return F.cross_entropy(logits, torch.arange(len(keys), device=logits.device))
 
 
-def nig_loss(model, hidden: torch.Tensor, ids: torch.Tensor, target_span: torch.Tensor) -> torch.Tensor:
-    """Next-item generation: LM cross-entropy on the target item's tokens only. Logits are computed
-    only at the positions that predict them (the 49k-word head is ~20% of SmolLM2's compute)."""
-    predicts = torch.zeros_like(target_span)
-    predicts[:, :-1] = target_span[:, 1:]
-    logits = model.get_output_embeddings()(hidden[predicts])
-    return F.cross_entropy(logits.float(), ids[target_span])
+def token_logprobs(model, hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor,
+                   vocab: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-probability of each labelled token (in row-major order of `labels`). Logits are computed
+    only at the positions that predict them (the 49k-word head is ~20% of SmolLM2's compute), and
+    with `vocab` (sorted token ids) only over those tokens: a softmax over the catalog's own
+    vocabulary (~3k tokens on ML-100k), which every item text is spelled in; with `allowed`, each
+    label's softmax is over the tokens that continue a catalog item (calrec/trie.py)."""
+    predicts = torch.zeros_like(labels)
+    predicts[:, :-1] = labels[:, 1:]
+    h, target = hidden[predicts], ids[labels]
+    if vocab is None:
+        logits = model.get_output_embeddings()(h).float()
+    else:
+        logits = F.linear(h, model.get_output_embeddings().weight[vocab]).float()
+        target = torch.searchsorted(vocab, target)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+    return -F.cross_entropy(logits, target, reduction="none")
+
+
+def nig_loss(model, hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor,
+             vocab: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-item generation: LM cross-entropy on the labelled tokens only."""
+    return -token_logprobs(model, hidden, ids, labels, vocab, allowed).mean()
 
 
 @dataclass
@@ -114,26 +192,35 @@ class LossWeights:
     ut: float = 0.5
     tau: float = 0.05
     pooling: str = "mean"
+    user_pooling: str = "history"
+    logq: bool = False
 
 
-def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+def user_tower(hidden: torch.Tensor, batch: Batch, w: LossWeights) -> torch.Tensor:
+    return user_vector(hidden, batch.history_span, batch.items_span, batch.next_pos, w.user_pooling, w.pooling)
+
+
+def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted loss and its parts, as detached tensors (no host sync here: the caller decides
+    when to read them)."""
     hidden = hidden_states(model, batch.user_ids, batch.user_mask)
     total = hidden.new_zeros((), dtype=torch.float32)
-    parts: dict[str, float] = {}
+    parts: dict[str, torch.Tensor] = {}
     if w.nig:
-        l_nig = nig_loss(model, hidden, batch.user_ids, batch.target_span)
+        l_nig = nig_loss(model, hidden, batch.user_ids, batch.label_span, batch.vocab, batch.allowed)
         total = total + w.nig * l_nig
-        parts["nig"] = l_nig.item()
+        parts["nig"] = l_nig.detach()
     if w.tt or w.ut:
         proj = head if head is not None else nn.Identity()
+        logq = batch.item_logq if w.logq else None
         v_t = proj(pool(hidden_states(model, batch.item_ids, batch.item_mask), batch.item_mask.bool(), w.pooling))
         if w.tt:
-            l_tt = info_nce(proj(pool(hidden, batch.target_span, w.pooling)), v_t, batch.item_key, w.tau)
+            l_tt = info_nce(proj(pool(hidden, batch.target_span, w.pooling)), v_t, batch.item_key, w.tau, logq)
             total = total + w.tt * l_tt
-            parts["tt"] = l_tt.item()
+            parts["tt"] = l_tt.detach()
         if w.ut:
-            l_ut = info_nce(proj(pool(hidden, batch.history_span, w.pooling)), v_t, batch.item_key, w.tau)
+            l_ut = info_nce(proj(user_tower(hidden, batch, w)), v_t, batch.item_key, w.tau, logq)
             total = total + w.ut * l_ut
-            parts["ut"] = l_ut.item()
-    parts["total"] = total.item()
+            parts["ut"] = l_ut.detach()
+    parts["total"] = total.detach()
     return total, parts

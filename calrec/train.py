@@ -1,12 +1,20 @@
 """One finetuning stage: batches from one or more domains' TRAINING sequences, the CALRec loss,
-AdamW with warmup, and model selection on validation through a callback (the real inference).
+AdamW with warmup (then constant or cosine decay), and model selection on validation through a
+callback.
 
 Stage I samples a domain per batch with probability proportional to n_users ** exponent
 (CALREC_SPEC: Two stages); stage II is the same loop with the target domain alone. Only
 `split.train` is ever read here, so no validation or test item of any domain reaches training.
+
+Examples (`examples`):
+  sampled  a random user, then a random target position (or the last one): the first version
+  epochs   every (user, position) pair once per epoch, shuffled; with nig_targets='all', windows of
+           max_history + 1 items tiled from the end of each sequence, so every training item is a
+           label exactly once per epoch
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -32,6 +40,12 @@ class Domain:
     def n_users(self) -> int:
         return self.split.n_users
 
+    def item_logq(self) -> np.ndarray:
+        """log of each item's share of training events (add-one smoothed): in-batch negatives'
+        sampling probability, for the logQ correction."""
+        counts = np.bincount(np.concatenate(self.split.train), minlength=self.split.n_items) + 1.0
+        return np.log(counts / counts.sum())
+
 
 @dataclass
 class StageConfig:
@@ -39,11 +53,15 @@ class StageConfig:
     batch_size: int = 8
     lr: float = 1e-4
     warmup: int = 10
+    schedule: str = "constant"  # after warmup: 'constant' or 'cosine' (to 10% of lr at the last step)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: no model selection inside the stage
     patience: int = 3
     target: str = "random"  # which training position is the target: 'random' prefix or 'last'
+    examples: str = "sampled"  # 'sampled' or 'epochs' (see the module docstring)
+    nig_targets: str = "last"  # 'last' (paper) or 'all' item texts in the prompt
+    vocab: str = "full"  # LM head over the 'full' vocabulary, the domain's 'catalog' tokens, or its item 'trie'
     shuffle_history: bool = False  # control: destroys order information
     bucket: int = 8  # batches drawn together and sorted by length (less padding)
     bf16: bool = True
@@ -55,32 +73,82 @@ def domain_probabilities(domains: list[Domain], exponent: float) -> np.ndarray:
     return w / w.sum()
 
 
-def training_examples(domain: Domain, n: int, rng: np.random.Generator, target: str, shuffle_history: bool):
-    """n (prompt, item tokens, item key) triples from the domain's training sequences only."""
-    train = domain.split.train
-    eligible = np.flatnonzero(np.fromiter((len(s) >= 2 for s in train), dtype=bool, count=len(train)))
-    out = []
-    for u in rng.choice(eligible, size=n):
-        seq = train[u]
-        t = int(rng.integers(1, len(seq))) if target == "random" else len(seq) - 1
-        hist = seq[:t]
-        if shuffle_history:
-            hist = rng.permutation(hist)
-        item = int(seq[t])
-        out.append((domain.builder.user_prompt(hist, target=item), domain.builder.item_ids(item), domain.key_offset + item))
-    return out
+def epoch_positions(train: list[np.ndarray], cfg: StageConfig, window: int) -> np.ndarray:
+    """(user, target position) pairs that make up one epoch of a domain."""
+    pairs = []
+    for u, seq in enumerate(train):
+        if len(seq) < 2:
+            continue
+        if cfg.nig_targets == "all":  # every item is labelled once: windows tiled back from the end
+            ends = range(len(seq) - 1, -1, -window)  # (the oldest window may hold a target alone)
+        elif cfg.target == "last":
+            ends = [len(seq) - 1]
+        else:
+            ends = range(1, len(seq))
+        pairs.extend((u, t) for t in ends)
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
-def batches(domains: list[Domain], probs: np.ndarray, cfg: StageConfig, rng: np.random.Generator, pad: int) -> Iterator[Batch]:
+class Examples:
+    """A domain's stream of (prompt, item tokens, item key, logq) examples; counts epochs seen."""
+
+    def __init__(self, domain: Domain, cfg: StageConfig, rng: np.random.Generator):
+        self.d, self.cfg, self.rng = domain, cfg, rng
+        train = domain.split.train
+        self.eligible = np.flatnonzero(np.fromiter((len(s) >= 2 for s in train), dtype=bool, count=len(train)))
+        self.epoch = epoch_positions(train, cfg, domain.builder.max_history + 1) if cfg.examples == "epochs" else None
+        self.order, self.at, self.seen = np.empty(0, dtype=np.int64), 0, 0
+        self.logq = domain.item_logq()
+        self.vocab = torch.tensor(domain.builder.vocab) if cfg.vocab in ("catalog", "trie") else None
+        self.trie = domain.builder.trie if cfg.vocab == "trie" else None
+
+    @property
+    def epochs(self) -> float:
+        size = len(self.epoch) if self.epoch is not None else sum(len(s) - 1 for s in self.d.split.train if len(s) >= 2)
+        return self.seen / max(size, 1)
+
+    def _positions(self, n: int) -> list[tuple[int, int]]:
+        if self.epoch is None:
+            train = self.d.split.train
+            out = []
+            for u in self.rng.choice(self.eligible, size=n):
+                t = int(self.rng.integers(1, len(train[u]))) if self.cfg.target == "random" else len(train[u]) - 1
+                out.append((int(u), t))
+            return out
+        out = []
+        while len(out) < n:
+            if self.at == len(self.order):
+                self.order, self.at = self.rng.permutation(len(self.epoch)), 0
+            take = self.order[self.at : self.at + n - len(out)]
+            self.at += len(take)
+            out.extend((int(u), int(t)) for u, t in self.epoch[take])
+        return out
+
+    def draw(self, n: int) -> list[tuple]:
+        out = []
+        for u, t in self._positions(n):
+            seq = self.d.split.train[u]
+            hist = seq[:t]
+            if self.cfg.shuffle_history:
+                hist = self.rng.permutation(hist)
+            item = int(seq[t])
+            out.append((self.d.builder.user_prompt(hist, target=item), self.d.builder.item_ids(item),
+                        self.d.key_offset + item, float(self.logq[item])))
+        self.seen += n
+        return out
+
+
+def batches(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.random.Generator, pad: int) -> Iterator[Batch]:
     """Single-domain batches (in-batch negatives come from the same catalog), length-bucketed."""
     while True:
-        d = domains[rng.choice(len(domains), p=probs)]
-        pool = training_examples(d, cfg.batch_size * cfg.bucket, rng, cfg.target, cfg.shuffle_history)
+        s = streams[rng.choice(len(streams), p=probs)]
+        pool = s.draw(cfg.batch_size * cfg.bucket)
         pool.sort(key=lambda ex: len(ex[0].ids))
         chunks = [pool[i : i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
         for k in rng.permutation(len(chunks)):
             c = chunks[k]
-            yield collate([e[0] for e in c], [e[1] for e in c], [e[2] for e in c], pad)
+            yield collate([e[0] for e in c], [e[1] for e in c], [e[2] for e in c], pad, cfg.nig_targets, [e[3] for e in c],
+                          s.vocab, s.trie)
 
 
 def trainable_state(model, head) -> dict[str, torch.Tensor]:
@@ -97,15 +165,30 @@ def load_trainable_state(model, head, state: dict[str, torch.Tensor]) -> None:
         head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
 
 
+def lr_factor(step: int, cfg: StageConfig) -> float:
+    """Linear warmup, then constant or cosine decay to 10% at the last step."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "cosine":
+        done = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.1 + 0.45 * (1 + math.cos(math.pi * min(done, 1.0)))
+    raise ValueError(f"schedule must be 'constant' or 'cosine', not {cfg.schedule!r}")
+
+
 def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: StageConfig, weights: LossWeights,
-                rng: np.random.Generator, pad: int, validate: Callable[[], float] | None, curves: list[dict],
-                stage: str) -> dict:
-    """Runs the stage; with `validate` and eval_every, restores the best validated weights."""
+                rng: np.random.Generator, pad: int, validate: Callable[[], dict] | None, curves: list[dict],
+                stage: str, select: str = "valid_NDCG@10") -> dict:
+    """Runs the stage. With `validate` and eval_every, `validate()` returns a dict of validation
+    numbers; the weights with the best `select` entry (lowest for an NLL, else highest) are kept."""
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
-    data = batches(domains, probs, cfg, rng, pad)
-    best, best_state, bad, tokens, train_s = None, None, 0, 0, 0.0
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    streams = [Examples(d, cfg, rng) for d in domains]
+    data = batches(streams, probs, cfg, rng, pad)
+    lower_is_better = "nll" in select.lower()
+    best, best_state, best_step, bad, tokens, train_s = None, None, 0, 0, 0, 0.0
     model.train()
     bar = tqdm(range(1, cfg.steps + 1), desc=f"CALRec {stage}", leave=False)
     for step in bar:
@@ -120,22 +203,26 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
         opt.zero_grad(set_to_none=True)
         tokens += batch.n_tokens
         train_s += time.perf_counter() - t0  # validation time is not training throughput
-        row = {"stage": stage, "step": step, **{f"loss_{k}": round(v, 5) for k, v in parts.items()},
-               "tokens_per_s": round(tokens / train_s, 1)}
+        row = {"stage": stage, "step": step, "epochs": round(sum(s.epochs for s in streams), 4),
+               **{f"loss_{k}": round(float(v), 5) for k, v in parts.items()},
+               "lr": round(opt.param_groups[0]["lr"], 8), "tokens_per_s": round(tokens / train_s, 1),
+               "train_seconds": round(train_s, 1)}
         if validate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             model.eval()
-            row["valid_NDCG@10"] = score = validate()
+            row.update(validate())
             model.train()
-            if best is None or score > best:
-                best, best_state, bad = score, trainable_state(model, head), 0
+            score = row[select]
+            if best is None or (score < best if lower_is_better else score > best):
+                best, best_state, best_step, bad = score, trainable_state(model, head), step, 0
             else:
                 bad += 1
         curves.append(row)
-        bar.set_postfix(loss=f"{parts['total']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+        bar.set_postfix(loss=f"{row['loss_total']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}", ep=f"{row['epochs']:.2f}")
         if bad >= cfg.patience:
             break
     if best_state is not None:
         load_trainable_state(model, head, best_state)
     model.eval()
-    return {"steps": step, "tokens": tokens, "train_seconds": round(train_s, 1),
-            "tokens_per_s": round(tokens / max(train_s, 1e-9), 1), "best_valid_NDCG@10": best}
+    return {"steps": step, "tokens": tokens, "epochs": round(sum(s.epochs for s in streams), 4),
+            "train_seconds": round(train_s, 1), "tokens_per_s": round(tokens / max(train_s, 1e-9), 1),
+            "select": select, f"best_{select}": best, "best_step": best_step}

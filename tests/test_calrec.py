@@ -16,7 +16,7 @@ from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin, reciprocal_rank_fusion
 from calrec.text import PromptBuilder
 from calrec.towers import LossWeights, calrec_loss, collate, info_nce, nig_loss, pool
-from calrec.train import Domain, StageConfig, batches, domain_probabilities, train_stage, training_examples
+from calrec.train import Domain, Examples, StageConfig, batches, domain_probabilities, epoch_positions, train_stage
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +122,24 @@ def with_unique_holdout(seed: int):
 
 def test_no_validation_or_test_item_enters_training(monkeypatch, tmp_path):
     seen: list[str] = []  # rendered texts of every item that entered a training prompt
-    original = PromptBuilder.user_prompt
+    original, original_draw = PromptBuilder.user_prompt, Examples.draw
+    training = [False]  # prompts built inside Examples.draw are training prompts (validation builds its own)
 
     def recording(self, history, target=None):
-        if target is not None:  # prompts with a target are training prompts
+        if training[0]:
             seen.extend(self.texts[int(i)] for i in [*history, target])
         return original(self, history, target)
 
+    def drawing(self, n):
+        training[0] = True
+        try:
+            return original_draw(self, n)
+        finally:
+            training[0] = False
+
     target_split, other = with_unique_holdout(0), with_unique_holdout(1)
     monkeypatch.setattr(PromptBuilder, "user_prompt", recording)
+    monkeypatch.setattr(Examples, "draw", drawing)
     monkeypatch.setattr("calrec.recommender.leave_one_out", lambda data: other)  # the stage-I second domain
     m = make_model("calrec", {"backbone": "tiny", "stage1": {"datasets": ["leak0", "synthetic"], "steps": 15},
                               "stage2_steps": 15, "eval_every": 0, "inference": "greedy", "bf16": False,

@@ -29,12 +29,13 @@ from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin
 from calrec.text import PromptBuilder
 from calrec.towers import LossWeights, calrec_loss
-from calrec.train import Domain, StageConfig, batches
+from calrec.train import Domain, Examples, StageConfig, batches
 
 
 def train_speed(model, split, builder, steps: int, batch_size: int, plain: bool, bf16: bool) -> float:
     rng = np.random.default_rng(0)
-    data = batches([Domain("ml-100k", split, builder, 0)], np.ones(1), StageConfig(steps, batch_size), rng, builder.eos)
+    cfg = StageConfig(steps, batch_size)
+    data = batches([Examples(Domain("ml-100k", split, builder, 0), cfg, rng)], np.ones(1), cfg, rng, builder.eos)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     weights = LossWeights()

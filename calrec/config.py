@@ -1,0 +1,121 @@
+"""CALRec's switches, grouped by the stage they act on. A suite file lists them flat under
+`params:`; `CALRecConfig.from_params` sorts each into its group and refuses unknown names.
+
+Defaults are the paper-faithful configuration (CALREC_SPEC), except where marked [fix]. The CPU
+recipe (suite `quick`) switches to the compact template, all-item supervision and NLL selection.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from bench.errors import BenchError
+
+INFERENCE = ("qrr", "top1", "greedy", "dense", "fused", "likelihood")
+FILLS = ("bm25", "popularity", "dense", "none")
+SELECT = ("nll", "ndcg")
+
+
+@dataclass
+class TextConfig:
+    template: str = "paper"  # 'paper' (Name: value, item prefixes) or 'compact' (Title (Year) lines)
+    item_fields: list[str] | None = None  # attributes in the item text (None: all, in the dataset's order)
+    max_history: int = 20
+    max_item_tokens: int = 48
+    max_prompt_tokens: int = 768
+    shuffle_history: bool = False  # control row: destroys order information
+
+
+@dataclass
+class TowerConfig:
+    lambda_nig: float = 1.0
+    lambda_tt: float = 0.5
+    lambda_ut: float = 0.5
+    nig_targets: str = "last"  # 'last' (paper): the target item; 'all': every item text in the prompt
+    vocab: str = "full"  # LM softmax over the 'full' vocabulary, the 'catalog' tokens, or the catalog item 'trie'
+                         # (tokens that continue some item: an item-level distribution); training, sampling, likelihood
+    tau: float = 0.05
+    pooling: str = "mean"  # 'mean' or 'last' over a span
+    user_pooling: str = "history"  # v_U over: 'history' span (paper), 'items' text only, 'next' prediction state
+    head: bool = False  # linear projection on top of the pooled vectors
+    logq: bool = False  # popularity correction of the in-batch softmax
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "bundled:smollm2-135m"
+    lora_r: int = 0
+    lora_alpha: int = 32
+    train_layers: int = 0  # 0: all; N: only the top N decoder layers and the final norm (embeddings frozen)
+    stage1: dict | None = None
+    stage2_steps: int = 200
+    batch_size: int = 8
+    lr: float = 5e-5
+    warmup: int = 10
+    schedule: str = "constant"  # 'constant' or 'cosine' after warmup
+    examples: str = "sampled"  # 'sampled' (random user, random position) or 'epochs'
+    target: str = "random"
+    eval_every: int = 50
+    patience: int = 3
+    select: str = "ndcg"  # 'ndcg' through the real inference pipeline, or 'nll' of the validation targets
+    valid_users: int = 32
+    bf16: bool | str = "auto"
+    threads: int | None = None
+    device: str = "auto"
+
+
+@dataclass
+class InferenceConfig:
+    inference: str = "qrr"
+    n_samples: int = 10
+    temperature: float = 0.7
+    max_new_tokens: int = 40
+    list_length: int = 100
+    fill: str = "bm25"  # after each generation's own best match: deeper BM25 ranks (paper), popularity, dense, none
+    candidates: dict | str = "auto"  # likelihood: 'all' items, or {qrr: M, dense: M, popularity: M}; auto: all on a GPU
+    user_batch: int | None = None
+
+
+GROUPS = {"text": TextConfig, "towers": TowerConfig, "training": TrainConfig, "inference": InferenceConfig}
+
+
+@dataclass
+class CALRecConfig:
+    text: TextConfig = field(default_factory=TextConfig)
+    towers: TowerConfig = field(default_factory=TowerConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    @classmethod
+    def from_params(cls, params: dict) -> "CALRecConfig":
+        owner = {f.name: group for group, dc in GROUPS.items() for f in fields(dc)}
+        unknown = sorted(set(params) - set(owner))
+        if unknown:
+            raise BenchError(f"calrec: unknown parameter {unknown[0]!r} (known: {', '.join(sorted(owner))})")
+        grouped: dict[str, dict] = {g: {} for g in GROUPS}
+        for k, v in params.items():
+            grouped[owner[k]][k] = v
+        cfg = cls(**{g: GROUPS[g](**kw) for g, kw in grouped.items()})
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        for name, value, allowed in (("inference", self.inference.inference, INFERENCE), ("fill", self.inference.fill, FILLS),
+                                     ("select", self.training.select, SELECT),
+                                     ("nig_targets", self.towers.nig_targets, ("last", "all")),
+                                     ("vocab", self.towers.vocab, ("full", "catalog", "trie")),
+                                     ("user_pooling", self.towers.user_pooling, ("history", "items", "next")),
+                                     ("template", self.text.template, ("paper", "compact")),
+                                     ("schedule", self.training.schedule, ("constant", "cosine")),
+                                     ("examples", self.training.examples, ("sampled", "epochs"))):
+            if value not in allowed:
+                raise BenchError(f"calrec: {name} must be one of {', '.join(allowed)}, not {value!r}")
+        if self.towers.vocab == "trie" and self.text.template == "paper" and self.towers.nig_targets == "all":
+            raise BenchError("calrec: vocab 'trie' with nig_targets 'all' needs template 'compact' (the paper template "
+                             "ends history items with a newline and the target with eos)")
+        c = self.inference.candidates
+        if not (c in ("auto", "all") or (isinstance(c, dict) and c and set(c) <= {"qrr", "dense", "popularity"}
+                                         and all(isinstance(v, int) and v > 0 for v in c.values()))):
+            raise BenchError(f"calrec: candidates must be 'auto', 'all' or {{qrr|dense|popularity: <positive int>}}, not {c!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
