@@ -100,16 +100,17 @@ def plan(suite: Suite, models=None, datasets=None, seeds=None) -> list[Cell]:
     return cells
 
 
-def git_commit() -> str:
+def git_commit(root: Path | None = None) -> str:
     """HEAD (+ "-dirty" for uncommitted tracked changes). BENCH_COMMIT overrides it for a tree
     copied elsewhere (e.g. onto a GPU machine), whose .git may be missing or stale."""
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        # results/ is data, not code: committed cells and tables do not make the code dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
