@@ -40,8 +40,11 @@ def compare(suite: Suite, fresh: dict, reference: dict) -> list[str]:
             failures.append(f"{cell}: produced by the suite but missing from the reference (rerun with --update)")
             continue
         t = float(tol.get(cell.split("/")[1], tol["default"]))
-        for metric, ref in sorted(reference[cell].items()):
-            got = fresh[cell].get(metric, math.nan)
+        for metric in sorted(set(reference[cell]) | set(fresh[cell])):
+            if metric not in reference[cell]:
+                failures.append(f"{cell}: {metric} is missing from the reference")
+                continue
+            ref, got = reference[cell][metric], fresh[cell].get(metric, math.nan)
             if not abs(got - ref) <= t:
                 failures.append(f"{cell}: {metric} = {got:.6f}, reference {ref:.6f} (tolerance {t:g})")
     return failures
@@ -67,7 +70,7 @@ def check_tables(suite_name: str, results: Path) -> list[str]:
     suite = load_suite(suite_name)
     folder = results / "tables" / suite.name
     if not folder.is_dir():
-        return []
+        return [f"{folder}: no committed tables to check (build them with `python -m bench table --suite {suite.name}`)"]
     expected = render_tables(suite, results)
     failures = []
     for name in sorted(set(expected) | {p.name for p in folder.iterdir() if p.suffix in (".md", ".tex")}):

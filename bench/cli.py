@@ -16,9 +16,12 @@ def _csv(value: str) -> list[str]:
 
 def _ints(value: str) -> list[int]:
     try:
-        return [int(v) for v in _csv(value)]
+        out = [int(v) for v in _csv(value)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if any(not 0 <= s < 2**32 for s in out):
+        raise argparse.ArgumentTypeError(f"seeds must be between 0 and 2**32 - 1, got {value!r}")
+    return out
 
 
 def cmd_list(args) -> int:

@@ -76,6 +76,11 @@ def sample_users(n_users: int, sample: dict | None) -> np.ndarray:
 
 
 def plan(suite: Suite, models=None, datasets=None, seeds=None) -> list[Cell]:
+    """The cells a run covers. A filter that is given must name something (an empty `--models ""`
+    is refused rather than read as 'everything')."""
+    for name, wanted in (("--models", models), ("--datasets", datasets), ("--seeds", seeds)):
+        if wanted is not None and not len(wanted):
+            raise BenchError(f"{name} is empty: name at least one, or leave the option out for all")
     for name, wanted, known in (("model variant", models, [v.key for v in suite.variants]),
                                 ("dataset", datasets, [d.key for d in suite.datasets])):
         for w in wanted or []:
@@ -95,16 +100,17 @@ def plan(suite: Suite, models=None, datasets=None, seeds=None) -> list[Cell]:
     return cells
 
 
-def git_commit() -> str:
+def git_commit(root: Path | None = None) -> str:
     """HEAD (+ "-dirty" for uncommitted tracked changes). BENCH_COMMIT overrides it for a tree
     copied elsewhere (e.g. onto a GPU machine), whose .git may be missing or stale."""
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
+    root = root or Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        # results/ is data, not code: committed cells and tables do not make the code dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -165,8 +171,23 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False) -> str:
     config = cell.config()
     chash = config_hash(config)
     out = store.cell_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed)
-    if not force and store.is_done(out, chash):
-        return "cached"
+    lock = store.lock(out)
+    if lock is None:
+        return "skipped: another run is computing this cell now"
+    try:
+        for action in store.repair(out):
+            tqdm.write(f"{cell.name}: {action} (left by an interrupted write)")
+        why = store.check_cell(out, chash)
+        if not force and why is None:
+            return "cached"
+        if why not in (None, "not run yet"):
+            tqdm.write(f"{cell.name}: recomputing: {why}")
+        return _compute_cell(cell, store, out, config, chash)
+    finally:
+        lock.close()
+
+
+def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: str) -> str:
     split = get_split(cell.dataset)
     users = sample_users(split.n_users, cell.suite.user_sample)
     ctx = FitContext(
@@ -213,11 +234,39 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False) -> str:
     return f"R@10={metrics.get('Recall@10', float('nan')):.4f} N@10={metrics.get('NDCG@10', float('nan')):.4f} fit {t1 - t0:.1f}s"
 
 
+def validate_plan(cells: list[Cell]) -> None:
+    """Every model's parameters and every dataset name, checked before the first cell runs: a typo
+    in the last model of a long suite surfaces now, not hours later."""
+    from bench.datasets import DATASETS, FAMILIES
+
+    seen = set()
+    for cell in cells:
+        spec = cell.dataset.spec
+        if spec not in DATASETS and spec.split(":", 1)[0] not in FAMILIES:
+            raise BenchError(f"suite {cell.suite.name}: dataset {cell.dataset.key!r}: unknown dataset {spec!r}")
+        key = (cell.variant.key, cell.dataset.key)
+        if key not in seen:
+            seen.add(key)
+            try:
+                make_model(cell.variant.model, cell.variant.params_for(cell.dataset.key))
+            except (BenchError, TypeError, ValueError) as e:
+                raise BenchError(f"suite {cell.suite.name}: model variant {cell.variant.key!r}: {e}") from None
+
+
+def check_writable(root: Path) -> None:
+    root = Path(root)
+    probe = root if root.exists() else next((p for p in root.parents if p.exists()), root)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"results folder {root} is not writable")
+
+
 def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False) -> list[tuple[Cell, str]]:
     store = RunStore(root)
     cells = plan(suite, models, datasets, seeds)
     if not cells:
         raise BenchError(f"suite {suite.name}: the filters select no cell")
+    validate_plan(cells)
+    check_writable(root)
     done = []
     bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell")
     for cell in bar:

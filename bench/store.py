@@ -6,10 +6,16 @@ results/runs/<suite>/<dataset>/<variant>/seed<N>/
     per_user.csv.gz user, target, above, ties (every metric at any K follows from these two numbers)
     curves.csv      training curves, when the model logs any
 A cell folder appears only complete (written beside it, then renamed), so a killed suite resumes
-cleanly: a cell whose stored config hash matches is skipped.
+cleanly. A cell counts as done only when every file loads and they agree (`check_cell`: its config
+hash matches, and the metrics recomputed from per_user.csv.gz equal metrics.json); a damaged cell is
+rerun, with a line saying why. Debris of a killed write (`.seedN.tmp-*`, `.seedN.old-*`) is cleaned
+or recovered by `repair`, and a cell being computed is locked (`lock`), so two runs can share one
+results folder. Files get the user's umask, not mkstemp's private modes.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import gzip
 import hashlib
 import io
@@ -22,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.evaluate import Ranks
+from bench.evaluate import Ranks, metrics_from_ranks
 
 
 def config_hash(config: dict) -> str:
@@ -33,12 +39,23 @@ def dumps(obj) -> str:
     return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def per_user_csv(user_ids: np.ndarray, targets: np.ndarray, ranks: Ranks) -> bytes:
@@ -68,8 +85,68 @@ class RunStore:
             return None
 
     def is_done(self, cell: Path, chash: str) -> bool:
+        return self.check_cell(cell, chash) is None
+
+    def check_cell(self, cell: Path, chash: str) -> str | None:
+        """None when the cell is complete and consistent, else why it must be (re)computed."""
+        if not cell.exists():
+            return "not run yet"
         rec = self.record(cell)
-        return rec is not None and rec.get("config_hash") == chash and (cell / "per_user.csv.gz").exists()
+        if rec is None:
+            return f"{cell / 'run.json'} is missing or unreadable"
+        if rec.get("config_hash") != chash:
+            return "its configuration changed"
+        try:
+            metrics = json.loads((cell / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return f"{cell / 'metrics.json'} is missing or unreadable"
+        try:
+            df = self.read_per_user(cell)
+            ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
+        except (OSError, EOFError, ValueError, KeyError, gzip.BadGzipFile, pd.errors.ParserError) as e:
+            return f"{cell / 'per_user.csv.gz'} is unreadable ({type(e).__name__})"
+        ks = rec.get("config", {}).get("ks") or [10]
+        recomputed = metrics_from_ranks(ranks, ks)
+        if not metrics or set(metrics) != set(recomputed):
+            return f"{cell / 'metrics.json'} does not list the metrics of per_user.csv.gz"
+        for name, values in recomputed.items():
+            if not np.isclose(float(np.mean(values)), metrics[name], rtol=1e-9, atol=1e-12):
+                return f"{cell / 'metrics.json'} disagrees with per_user.csv.gz on {name}"
+        return None
+
+    @staticmethod
+    def repair(cell: Path) -> list[str]:
+        """Clean the debris of a write that was killed: temp folders go; an old copy left by a killed
+        overwrite is restored if the cell itself is gone, else removed. Returns what it did."""
+        done = []
+        if not cell.parent.exists():
+            return done
+        for debris in sorted(cell.parent.glob(f".{cell.name}.tmp-*")):
+            shutil.rmtree(debris, ignore_errors=True)
+            done.append(f"removed {debris.name}")
+        for old in sorted(cell.parent.glob(f".{cell.name}.old-*")):
+            if not cell.exists():
+                os.replace(old, cell)
+                done.append(f"restored {cell.name} from {old.name}")
+            else:
+                shutil.rmtree(old, ignore_errors=True)
+                done.append(f"removed {old.name}")
+        return done
+
+    @staticmethod
+    def lock(cell: Path):
+        """An exclusive lock on one cell (released when the process ends, however it ends), or None
+        when another process holds it."""
+        cell.parent.mkdir(parents=True, exist_ok=True)
+        f = open(cell.parent / f".{cell.name}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.close()
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return None
+            raise
+        return f
 
     @staticmethod
     def write_cell(cell: Path, files: dict[str, bytes | str]) -> None:
@@ -77,11 +154,12 @@ class RunStore:
         cell.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cell.parent, prefix=f".{cell.name}.tmp-"))
         try:
+            os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
             for name, data in files.items():
                 (tmp / name).write_bytes(data.encode() if isinstance(data, str) else data)
             old = None
             if cell.exists():
-                old = cell.with_name(f".{cell.name}.old-{os.getpid()}")
+                old = cell.with_name(f".{cell.name}.old-{os.getpid()}")  # `repair` restores it after a kill here
                 os.replace(cell, old)
             os.replace(tmp, cell)
             if old is not None:

@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,15 @@ SUITE_DIR = Path(__file__).parent / "suites"
 TOP_KEYS = {"description", "seeds", "ks", "history_masking", "user_sample", "valid_sample", "datasets", "models",
             "reference", "ablations", "check", "eval_batch"}
 VARIANT_KEYS = {"model", "params", "datasets", "group", "label", "seeds"}
+# Keys become folder names under results/: letters, digits, '.', '_', '-' only (no '..', no '/').
+KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _key(value, where: str) -> str:
+    key = str(value)
+    if not KEY.match(key) or ".." in key:
+        raise BenchError(f"{where}: {key!r} is not a valid name (letters, digits, '.', '_', '-'; it becomes a folder)")
+    return key
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,11 @@ def suite_path(name: str) -> Path:
     if p.suffix in (".yaml", ".yml"):
         if not p.is_file():
             raise BenchError(f"{p}: suite file not found")
+        if p.resolve().parent != SUITE_DIR.resolve() and p.stem in available_suites():
+            # its runs would land in (and overwrite) the committed suite's store
+            raise BenchError(f"{p}: a suite file from elsewhere may not share the name of the committed suite "
+                             f"{p.stem!r}; rename the file")
+        _key(p.stem, f"{p}: suite name")
         return p
     p = SUITE_DIR / f"{name}.yaml"
     if not p.is_file():
@@ -126,9 +141,10 @@ def load_suite(name: str) -> Suite:
     datasets = []
     for key, val in _mapping(raw["datasets"], f"{path}: datasets").items():
         params = dict(_mapping(val, f"{path}: datasets.{key}"))
-        datasets.append(DatasetEntry(str(key), str(params.pop("spec", key)), params))
+        datasets.append(DatasetEntry(_key(key, f"{path}: datasets"), str(params.pop("spec", key)), params))
     variants = []
     for key, val in _mapping(raw["models"], f"{path}: models").items():
+        key = _key(key, f"{path}: models")
         val = _mapping(val, f"{path}: models.{key}")
         bad = set(val) - VARIANT_KEYS
         if bad:

@@ -87,7 +87,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -
     n_eval = rec["evaluated_users"]
     sample = suite.user_sample
     seeds = sorted({s for r in rows for s in runs[r].seeds})
-    commits = sorted({x["commit"][:12] for r in rows for x in runs[r].records})
+    commits = sorted({x["commit"][:12] + ("-dirty" if x["commit"].endswith("-dirty") else "") for r in rows for x in runs[r].records})
     notes = [
         f"Dataset {st['dataset']} ({st['version']}; {st['preprocessing']}): {st['users']} users "
         f"({st['dropped_users']} dropped with < 3 events), {st['items']} items, {st['interactions']} interactions.",

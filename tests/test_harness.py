@@ -165,3 +165,23 @@ def test_device_and_bf16_settings_are_validated():
     with pytest.raises(ValueError, match="bf16"):
         resolve_bf16("yes")
     assert resolve_bf16(False, "cuda") is False
+
+
+def test_dirty_flag_ignores_results_but_not_code(tmp_path):
+    import subprocess
+
+    from bench.runner import git_commit
+
+    def git(*a):
+        subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "cell.json").write_text("{}\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "results" / "cell.json").write_text('{"a": 1}\n')
+    assert not git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path).endswith("-dirty")

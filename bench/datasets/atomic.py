@@ -17,6 +17,8 @@ def read_atomic(path: Path) -> pd.DataFrame:
         raise BenchError(f"{path}: file not found")
     try:
         df = pd.read_csv(path, sep="\t", dtype=str, quoting=csv.QUOTE_NONE, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise BenchError(f"{path}: the file is empty (expected a 'field:type' header line)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise BenchError(f"{path}: not a tab-separated atomic file ({str(e).splitlines()[0]})") from None
     for col in df.columns:
@@ -50,6 +52,19 @@ def interactions_from_atomic(
     except ValueError:
         bad = int(np.flatnonzero(pd.to_numeric(inter["timestamp"], errors="coerce").isna())[0])
         raise BenchError(f"{inter_path}: line {bad + 2}: timestamp {inter['timestamp'][bad]!r} is not a number") from None
+    if not np.isfinite(ts).all():
+        bad = int(np.flatnonzero(~np.isfinite(ts))[0])
+        raise BenchError(f"{inter_path}: line {bad + 2}: timestamp {inter['timestamp'][bad]!r} is not finite")
+    for col in ("user_id", "item_id"):
+        empty = np.flatnonzero(inter[col].str.strip() == "")
+        if len(empty):
+            raise BenchError(f"{inter_path}: line {int(empty[0]) + 2}: empty {col}")
+    # Exact duplicate rows (same user, item and timestamp) are dropped and counted: kept, the test
+    # target would also be a history item, masked away, and every metric would silently be 0.
+    dup = inter.duplicated(subset=["user_id", "item_id", "timestamp"]).to_numpy()
+    if dup.any():
+        inter, ts = inter[~dup].reset_index(drop=True), ts[~dup]
+        preprocessing += f"; {int(dup.sum())} exact duplicate rows (user, item, timestamp) dropped"
     item_text: dict[str, dict[str, str]] = {}
     paths = [inter_path]
     if item_path is not None:

@@ -1,0 +1,85 @@
+"""What each switch of CALRec's CPU recipe buys in training speed, on this machine, with the bundled
+SmolLM2-135M and real ML-100k windows (issue 13, section 6).
+
+    python -m bench.perf.calrec_recipe [--steps 4] [--batch-size 8]
+
+For each configuration: tokens/s (user + item tower tokens, forward + backward + AdamW step) and
+labelled items/s, the unit the generation loss learns from (nig_targets='all' labels every item of
+a window; 'last' one per prompt). bf16 autocast where the CPU has it natively. The first step warms
+up and is not counted.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+from bench.precision import autocast, native_bf16
+from bench.runner import get_split
+from bench.suites import DatasetEntry
+from calrec.backbone import BUNDLED, freeze_below, load_backbone
+from calrec.text import PromptBuilder
+from calrec.towers import LossWeights, calrec_loss
+from calrec.train import Domain, Examples, StageConfig, batches
+
+# (label, template, nig_targets, vocab, train_layers)
+CONFIGS = [
+    ("paper template, target only, full vocab, all layers", "paper", "last", "full", 0),
+    ("compact, every item, full vocab, all layers", "compact", "all", "full", 0),
+    ("compact, every item, catalog vocab, all layers", "compact", "all", "catalog", 0),
+    ("compact, every item, full vocab, top 8 layers", "compact", "all", "full", 8),
+    ("compact, every item, catalog vocab, top 8 layers", "compact", "all", "catalog", 8),
+    ("compact, every item, item trie, top 8 layers (recipe)", "compact", "all", "trie", 8),
+]
+
+
+def measure(model, split, builder, cfg: StageConfig, steps: int, bf16: bool) -> tuple[float, float]:
+    rng = np.random.default_rng(0)
+    data = batches([Examples(Domain("ml-100k", split, builder, 0), cfg, rng)], np.ones(1), cfg, rng, builder.eos)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    weights = LossWeights(user_pooling="next")
+    tokens, items, seconds = 0, 0, 0.0
+    for step in range(steps + 1):
+        b = next(data)
+        t = time.perf_counter()
+        with autocast(bf16):
+            loss, _ = calrec_loss(model, None, b, weights)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step:
+            seconds += time.perf_counter() - t
+            tokens += b.n_tokens
+            items += int(((b.user_ids == builder.end[-1]) & b.label_span).sum())  # each labelled item ends once
+    return tokens / seconds, items / seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    split = get_split(DatasetEntry("ml-100k", "ml-100k", {}))
+    base, tok = load_backbone(BUNDLED)
+    bf16 = native_bf16()
+    print(f"SmolLM2-135M on ML-100k windows of 20 history items, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, bf16 {'on' if bf16 else 'off (not native here)'}")
+    for label, template, nig, vocab, layers in CONFIGS:
+        model = copy.deepcopy(base)
+        if layers:
+            freeze_below(model, layers)
+        builder = PromptBuilder(tok, split.item_text, "movie", 20, 48, 768, template,
+                                ["Title", "Year"] if template == "compact" else None)
+        cfg = StageConfig(args.steps, args.batch_size, examples="epochs", nig_targets=nig, vocab=vocab,
+                          target="random")
+        tps, ips = measure(model, split, builder, cfg, args.steps, bf16)
+        print(f"{label:56s} {tps:7.0f} tokens/s {ips:7.1f} labelled items/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

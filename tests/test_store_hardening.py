@@ -1,0 +1,221 @@
+"""Hostile cases for the run store and the CLI (issue 14): damaged cells are recomputed, not
+trusted; crash debris is cleaned or recovered; filters, keys and seeds are checked before any cell
+runs; files follow the umask. Every malformed file is written by the test itself."""
+import gzip
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.store import RunStore
+
+SUITE = """
+description: tiny
+seeds: [0]
+ks: [1, 10]
+datasets:
+  syn: {spec: synthetic, n_users: 40, n_items: 30, seed: 1}
+models:
+  pop: {model: pop}
+  random: {model: random}
+"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def suite_file(tmp_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(SUITE)
+    return p
+
+
+def run(suite_file, results, *extra) -> int:
+    return main(["run", "--suite", str(suite_file), "--results", str(results), *extra])
+
+
+def cell(results) -> Path:
+    return results / "runs" / "tiny" / "syn" / "pop" / "seed0"
+
+
+@pytest.mark.parametrize("damage", [
+    lambda c: (c / "metrics.json").write_text('{"NDCG@10": 0.'),  # truncated
+    lambda c: (c / "metrics.json").write_text("{}"),
+    lambda c: (c / "metrics.json").write_text((c / "metrics.json").read_text().replace('"MRR": 0.', '"MRR": 0.9')),
+    lambda c: (c / "per_user.csv.gz").write_bytes((c / "per_user.csv.gz").read_bytes()[:20]),  # truncated gzip
+    lambda c: (c / "per_user.csv.gz").write_bytes(b"not gzip at all"),
+    lambda c: (c / "run.json").write_text("{"),
+    lambda c: (c / "metrics.json").unlink(),
+])
+def test_a_damaged_cell_is_recomputed_with_a_reason(suite_file, tmp_path, capsys, damage):
+    results = tmp_path / "r"
+    assert run(suite_file, results) == 0
+    good = (cell(results) / "metrics.json").read_text()
+    damage(cell(results))
+    capsys.readouterr()
+    assert main(["table", "--suite", str(suite_file), "--results", str(results)]) == 0  # no traceback: listed as missing
+    assert run(suite_file, results) == 0
+    out = capsys.readouterr()
+    assert "syn/pop/seed0: recomputing:" in out.out + out.err
+    assert (cell(results) / "metrics.json").read_text() == good
+    assert RunStore(results).check_cell(cell(results), __import__("json").loads((cell(results) / "run.json").read_text())["config_hash"]) is None
+
+
+def test_crash_inside_a_cell_write_is_repaired_by_the_next_run(suite_file, tmp_path, capsys):
+    """A process killed between moving the old cell aside and moving the new one in (the one window
+    where no complete cell exists): the next run restores the old cell and cleans the temp folder."""
+    results = tmp_path / "r"
+    assert run(suite_file, results) == 0
+    good = (cell(results) / "metrics.json").read_text()
+    code = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+real = os.replace
+def dying(src, dst):
+    real(src, dst)
+    if ".old-" in str(dst):
+        os._exit(9)  # killed right after the old cell was moved aside
+os.replace = dying
+from bench.cli import main
+main(["run", "--suite", {str(suite_file)!r}, "--results", {str(results)!r}, "--models", "pop", "--force"])
+"""
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 9
+    parent = cell(results).parent
+    assert not cell(results).exists() and list(parent.glob(".seed0.old-*")) and list(parent.glob(".seed0.tmp-*"))
+    capsys.readouterr()
+    assert run(suite_file, results) == 0
+    out = capsys.readouterr().out + capsys.readouterr().err
+    assert (cell(results) / "metrics.json").read_text() == good
+    assert not list(parent.glob(".seed0.old-*")) and not list(parent.glob(".seed0.tmp-*"))
+
+
+def test_a_cell_locked_by_another_run_is_skipped(suite_file, tmp_path, capsys):
+    results = tmp_path / "r"
+    held = RunStore.lock(cell(results))
+    try:
+        assert run(suite_file, results, "--models", "pop") == 0
+        assert "another run is computing this cell" in capsys.readouterr().out
+        assert not cell(results).exists()
+    finally:
+        held.close()
+    assert run(suite_file, results, "--models", "pop") == 0 and cell(results).exists()
+
+
+def test_files_follow_the_umask(suite_file, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert run(suite_file, tmp_path / "r") == 0
+    finally:
+        os.umask(old)
+    assert cell(tmp_path / "r").stat().st_mode & 0o777 == 0o755
+    assert (cell(tmp_path / "r") / "metrics.json").stat().st_mode & 0o777 == 0o644
+    table = next((tmp_path / "r" / "tables" / "tiny").glob("*.md"))
+    assert table.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--models", ""], "--models is empty"),
+    (["--models", ","], "--models is empty"),
+    (["--seeds", ","], "--seeds is empty"),
+    (["--datasets", ""], "--datasets is empty"),
+])
+def test_empty_filters_are_refused(suite_file, tmp_path, capsys, args, message):
+    assert run(suite_file, tmp_path / "r", *args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "runs").exists()
+
+
+@pytest.mark.parametrize("seeds", ["-1", "4294967296"])
+def test_out_of_range_seeds_are_refused(suite_file, tmp_path, seeds):
+    with pytest.raises(SystemExit) as e:
+        run(suite_file, tmp_path / "r", "--seeds", seeds)
+    assert e.value.code == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    (SUITE.replace("  pop: {model: pop}", "  ../../escape: {model: pop}"), "not a valid name"),
+    (SUITE.replace("  syn: {spec", "  ../syn: {spec"), "not a valid name"),
+    (SUITE.replace("  random: {model: random}", "  random: {model: random, params: {nope: 1}}"), "model variant 'random'"),
+    (SUITE.replace("  random: {model: random}", "  random: {model: calrec, params: {lamda_nig: 1}}"), "unknown parameter"),
+])
+def test_the_whole_plan_is_checked_before_any_cell_runs(tmp_path, capsys, text, message):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    assert run(p, tmp_path / "r") == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r" / "runs").exists()  # pop (listed first) did not run either
+    assert not list(tmp_path.rglob("escape"))
+
+
+def test_a_foreign_suite_file_cannot_take_a_committed_suites_name(tmp_path, capsys):
+    p = tmp_path / "smoke.yaml"
+    p.write_text(SUITE)
+    assert run(p, tmp_path / "r") == 2
+    assert "rename the file" in capsys.readouterr().err
+
+
+def test_an_unwritable_results_folder_is_reported_before_running(suite_file, tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    assert run(suite_file, ro) == 2
+    assert "not writable" in capsys.readouterr().err
+
+
+def test_check_notices_what_is_missing(tmp_path, capsys, monkeypatch):
+    import json
+
+    from bench import check
+
+    results = tmp_path / "r"
+    assert main(["check", "--suite", "smoke", "--results", str(results), "--update"]) == 0
+    ref = results / "reference" / "smoke.json"
+    data = json.loads(ref.read_text())
+    first = next(iter(data))
+    del data[first]["MRR"]
+    ref.write_text(json.dumps(data))
+    assert main(["check", "--suite", "smoke", "--results", str(results)]) == 1
+    assert "MRR is missing from the reference" in capsys.readouterr().out
+    assert check.check_tables("smoke", results) == [f"{results / 'tables' / 'smoke'}: no committed tables to check "
+                                                    "(build them with `python -m bench table --suite smoke`)"]
+
+
+def write_atomic(folder: Path, rows: list[str]) -> Path:
+    folder.mkdir()
+    (folder / "d.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(r + "\n" for r in rows))
+    return folder
+
+
+def test_duplicate_rows_are_dropped_and_counted(tmp_path):
+    from bench.datasets import load_dataset
+    from bench.split import leave_one_out
+
+    rows = [f"u{u}\ti{(u + k) % 7}\t{k}" for u in range(5) for k in range(4)]
+    d = write_atomic(tmp_path / "a", rows + rows[:4])  # user u0's events twice
+    data = load_dataset(f"atomic:{d}")
+    assert len(data.user) == len(rows) and "4 exact duplicate rows" in data.preprocessing
+    split = leave_one_out(data)
+    assert all(split.test[u] not in split.train[u] for u in range(split.n_users))
+
+
+@pytest.mark.parametrize("body, message", [
+    (None, "the file is empty"),
+    (["u1\ti1\tnan"], "line 2: timestamp 'nan' is not finite"),
+    (["u1\ti1\t1", "u1\ti2\tinf"], "line 3: timestamp 'inf' is not finite"),
+    (["u1\ti1\t1", " \ti2\t2"], "line 3: empty user_id"),
+])
+def test_bad_atomic_files_are_one_line_errors(tmp_path, capsys, body, message):
+    d = tmp_path / "a"
+    if body is None:
+        d.mkdir()
+        (d / "d.inter").write_bytes(b"")
+    else:
+        write_atomic(d, body)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"datasets:\n  d: {{spec: 'atomic:{d}'}}\nmodels:\n  pop: {{model: pop}}\n")
+    assert run(suite, tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1 and "Traceback" not in err
