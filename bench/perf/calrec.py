@@ -32,30 +32,38 @@ from calrec.towers import LossWeights, calrec_loss
 from calrec.train import Domain, Examples, StageConfig, batches
 
 
-def train_speed(model, split, builder, steps: int, batch_size: int, plain: bool, bf16: bool) -> float:
+def timed_training(model, split, builder, cfg: StageConfig, bf16: bool, step_loss) -> tuple[float, float]:
+    """cfg.steps timed training steps on ML-100k batches (one warm-up step before, not counted):
+    tokens/s and labelled items/s. `step_loss(batch)` returns (loss, tokens the step processed)."""
     rng = np.random.default_rng(0)
-    cfg = StageConfig(steps, batch_size)
     data = batches([Examples(Domain("ml-100k", split, builder, 0), cfg, rng)], np.ones(1), cfg, rng, builder.eos)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    weights = LossWeights()
-    tokens, seconds = 0, 0.0
-    for step in range(steps + 1):  # the first step warms up and is not counted
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    tokens, items, seconds = 0, 0, 0.0
+    for step in range(cfg.steps + 1):
         b = next(data)
         t = time.perf_counter()
         with autocast(bf16):
-            if plain:
-                labels = torch.where(b.target_span, b.user_ids, -100)
-                loss = model(input_ids=b.user_ids, attention_mask=b.user_mask, labels=labels).loss
-            else:
-                loss, _ = calrec_loss(model, None, b, weights)
+            loss, n_tokens = step_loss(b)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step:
             seconds += time.perf_counter() - t
-            tokens += int(b.user_mask.sum()) + (0 if plain else int(b.item_mask.sum()))
-    return tokens / seconds
+            tokens += n_tokens
+            items += int(((b.user_ids == builder.end[-1]) & b.label_span).sum())  # each labelled item ends once
+    return tokens / seconds, items / seconds
+
+
+def train_speed(model, split, builder, steps: int, batch_size: int, plain: bool, bf16: bool) -> float:
+    weights = LossWeights()
+
+    def step_loss(b):
+        if plain:  # fp32 path of HF: full logits over the whole sequence, NIG only
+            labels = torch.where(b.target_span, b.user_ids, -100)
+            return model(input_ids=b.user_ids, attention_mask=b.user_mask, labels=labels).loss, int(b.user_mask.sum())
+        return calrec_loss(model, None, b, weights)[0], b.n_tokens
+
+    return timed_training(model, split, builder, StageConfig(steps, batch_size), bf16, step_loss)[0]
 
 
 def infer_speed(model, tok, builder, catalog, histories, n: int, plain: bool, user_batch: int) -> tuple[float, float]:

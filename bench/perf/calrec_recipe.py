@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
-import numpy as np
 import torch
 
-from bench.precision import autocast, native_bf16
+from bench.perf.calrec import timed_training
+from bench.precision import native_bf16
 from bench.runner import get_split
 from bench.suites import DatasetEntry
 from calrec.backbone import BUNDLED, freeze_below, load_backbone
 from calrec.text import PromptBuilder
 from calrec.towers import LossWeights, calrec_loss
-from calrec.train import Domain, Examples, StageConfig, batches
+from calrec.train import StageConfig
 
 # (label, template, nig_targets, vocab, train_layers)
 CONFIGS = [
@@ -34,28 +33,6 @@ CONFIGS = [
     ("compact, every item, catalog vocab, top 8 layers", "compact", "all", "catalog", 8),
     ("compact, every item, item trie, top 8 layers (recipe)", "compact", "all", "trie", 8),
 ]
-
-
-def measure(model, split, builder, cfg: StageConfig, steps: int, bf16: bool) -> tuple[float, float]:
-    rng = np.random.default_rng(0)
-    data = batches([Examples(Domain("ml-100k", split, builder, 0), cfg, rng)], np.ones(1), cfg, rng, builder.eos)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)
-    weights = LossWeights(user_pooling="next")
-    tokens, items, seconds = 0, 0, 0.0
-    for step in range(steps + 1):
-        b = next(data)
-        t = time.perf_counter()
-        with autocast(bf16):
-            loss, _ = calrec_loss(model, None, b, weights)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if step:
-            seconds += time.perf_counter() - t
-            tokens += b.n_tokens
-            items += int(((b.user_ids == builder.end[-1]) & b.label_span).sum())  # each labelled item ends once
-    return tokens / seconds, items / seconds
 
 
 def main() -> None:
@@ -77,7 +54,9 @@ def main() -> None:
                                 ["Title", "Year"] if template == "compact" else None)
         cfg = StageConfig(args.steps, args.batch_size, examples="epochs", nig_targets=nig, vocab=vocab,
                           target="random")
-        tps, ips = measure(model, split, builder, cfg, args.steps, bf16)
+        weights = LossWeights(user_pooling="next")
+        tps, ips = timed_training(model, split, builder, cfg, bf16,
+                                  lambda b: (calrec_loss(model, None, b, weights)[0], b.n_tokens))
         print(f"{label:56s} {tps:7.0f} tokens/s {ips:7.1f} labelled items/s", flush=True)
 
 
