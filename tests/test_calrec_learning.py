@@ -14,7 +14,7 @@ from bench.runner import score_users
 from bench.split import leave_one_out
 from bench.text import BM25Catalog, render_compact
 from calrec.backbone import tiny_llama, tiny_tokenizer
-from calrec.generate import continuation_logprobs
+from calrec.generate import _softmax_attend, continuation_logprobs
 from calrec.retrieve import fill_list
 from calrec.text import PromptBuilder
 from calrec.towers import collate, hidden_states, token_logprobs
@@ -100,6 +100,21 @@ def test_continuation_logprobs_match_a_full_forward(tok):
                     logits = logits + mask
                 want = float(torch.log_softmax(logits, -1)[torch.arange(len(c)), c].sum())
                 assert value == pytest.approx(want, abs=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_and_plain_prefix_attention_agree(dtype):
+    """The CPU's fused attention kernel and the plain ops (other devices) give the same output and
+    log-sum-exp, padding positions (-inf bias) included."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=g).to(dtype) for n in (5, 7, 7))
+    bias = torch.zeros(2, 7).masked_fill(torch.tensor([[1, 1, 0, 0, 0, 0, 0], [0] * 7]).bool(), float("-inf"))
+    bias = bias[:, None, None, :]
+    (o1, l1), (o2, l2) = (_softmax_attend(q, k, v, bias, fused=f) for f in (True, False))
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert torch.allclose(o1.float(), o2.float(), atol=tol) and torch.allclose(l1, l2, atol=tol)
+    s = (q.float() @ k.float().transpose(-1, -2)) + bias
+    assert torch.allclose(l2, torch.logsumexp(s, -1), atol=tol)
 
 
 def test_fill_keeps_the_head_and_skips_taken_and_history_items():
