@@ -237,13 +237,14 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
 def validate_plan(cells: list[Cell]) -> None:
     """Every model's parameters and every dataset name, checked before the first cell runs: a typo
     in the last model of a long suite surfaces now, not hours later."""
-    from bench.datasets import DATASETS, FAMILIES
+    from bench.datasets import resolve
 
     seen = set()
     for cell in cells:
-        spec = cell.dataset.spec
-        if spec not in DATASETS and spec.split(":", 1)[0] not in FAMILIES:
-            raise BenchError(f"suite {cell.suite.name}: dataset {cell.dataset.key!r}: unknown dataset {spec!r}")
+        try:
+            resolve(cell.dataset.spec, cell.dataset.params)
+        except BenchError as e:
+            raise BenchError(f"suite {cell.suite.name}: dataset {cell.dataset.key!r}: {e}") from None
         key = (cell.variant.key, cell.dataset.key)
         if key not in seen:
             seen.add(key)
