@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -28,7 +28,7 @@ class VariantSpec(_Strict):
     model: str
     params: dict[str, Any] = {}
     datasets: dict[str, dict[str, Any]] = {}
-    group: str = "baseline"
+    group: Literal["baseline", "ours"] = "baseline"
     label: Optional[str] = None
     seeds: Optional[list[int]] = Field(default=None, min_length=1)
 
@@ -61,10 +61,15 @@ def parse_suite(raw: Any, path) -> SuiteSpec:
     try:
         spec = SuiteSpec.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = _where(err["loc"])
-        got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
-        raise BenchError(f"{path}: {loc or 'suite'}: {err['msg'][0].lower()}{err['msg'][1:]}{got}") from None
+        err = min(e.errors(), key=lambda x: x["type"] != "extra_forbidden")  # a typo'd key says more than the key it lacks
+        loc, kind = err["loc"], err["type"]
+        parent = _where(loc[:-1]) or "suite"
+        if kind == "extra_forbidden":
+            owner = {0: SuiteSpec, 2: VariantSpec}.get(len(loc) - 1, SampleSpec if loc[0].endswith("sample") else CheckSpec)
+            raise BenchError(f"{path}: {parent}: unknown key {loc[-1]!r} (allowed: {', '.join(owner.model_fields)})") from None
+        if kind == "missing":
+            raise BenchError(f"{path}: {parent}: missing {loc[-1]!r}") from None
+        raise BenchError(f"{path}: {_where(loc)}: {err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r})") from None
     for where, seeds in [("seeds", spec.seeds)] + [(f"models.{k}.seeds", v.seeds or []) for k, v in spec.models.items()]:
         for s in seeds:
             if not 0 <= s <= SEED_MAX:

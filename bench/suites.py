@@ -52,7 +52,7 @@ class Variant:
     model: str
     params: dict
     per_dataset: dict  # dataset key -> params overriding `params`
-    group: str  # "baseline" or "ours": the headline row compares the best of each
+    group: str  # "ours": the method the suite studies (CALRec), else "baseline" (whoever implemented it); the headline row compares the best of each
     label: str
     seeds: tuple | None = None  # overrides the suite's seeds (deterministic models need one)
 
