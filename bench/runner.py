@@ -20,6 +20,7 @@ from bench.datasets import load_dataset
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metric_names, metrics_from_ranks, ranks_from_lists, ranks_from_scores
 from bench.models import FitContext, is_scores, make_model
+from bench.provenance import machine, versions  # noqa: F401 (recorded per run; also used by perf scripts)
 from bench.split import Split, leave_one_out
 from bench.store import RunStore, config_hash, dumps, per_user_csv
 from bench.suites import DatasetEntry, Suite, Variant
@@ -30,7 +31,6 @@ PROTOCOL = {
     "ties": "exact expected value over random tie orders (McSherry & Najork 2008)",
     "unranked": "items outside a ranked list tie after it",
 }
-VERSIONED = ("numpy", "scipy", "pandas", "torch", "transformers", "peft", "bm25s", "recbole")
 
 
 @dataclass(frozen=True)
@@ -114,25 +114,6 @@ def git_commit(root: Path | None = None) -> str:
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def machine() -> dict:
-    out = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
-    if "torch" in sys.modules:  # only models that use torch can have used a GPU
-        from bench.precision import accelerator
-
-        out["accelerator"] = accelerator()
-    return out
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in VERSIONED:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 def seed_everything(seed: int) -> None:

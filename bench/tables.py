@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from bench.costs import cost_markdown
+from bench.costs import cost_markdown, device
+from bench.provenance import off_pins
 from bench.results import VariantRuns, load_runs
 from bench.stats import holm, paired_pvalue, relative_improvement
 from bench.suites import Suite
@@ -111,6 +112,17 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -
                      f"values, each row on the seeds it shares with that row (per-user values averaged over those "
                      f"seeds), Holm-corrected within each metric column (a family of {n_comparisons} comparisons), "
                      f"alpha={ALPHA}." + (f" Not tested (no shared seed): {', '.join(unshared)}." if unshared else ""))
+    off = []
+    for r in rows:
+        bad = {}
+        for rec in runs[r].records:
+            bad.update(off_pins(rec.get("versions", {})))
+        if bad:
+            devices = sorted({device(rec) for rec in runs[r].records})
+            off.append(f"{suite.variant(r).label} ({'; '.join(devices)}): "
+                       + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
+    if off:
+        notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
     if missing:
         notes.append(f"Not run yet ({len(missing)}): {', '.join(missing)}.")
     return notes

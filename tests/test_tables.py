@@ -64,3 +64,19 @@ def test_constant_scores_give_the_readme_recall_with_and_without_masking():
     for masked, want in ((True, 10 / (n_items - 3)), (False, 10 / n_items)):
         r = ranks_from_scores(scores, np.array([9]), [history] if masked else None)
         assert metrics_from_ranks(r, [10])["Recall@10"][0] == pytest.approx(want)
+
+
+def test_versions_off_the_pins_are_flagged(monkeypatch):
+    from bench import provenance
+
+    monkeypatch.setattr(provenance, "pins", lambda: {"python": ">=3.11,<3.12", "torch": "==2.13.0", "pandas": "==2.3.3"})
+    assert provenance.off_pins({"python": "3.11.7", "torch": "2.13.0+cpu", "pandas": "2.3.3"}) == {}
+    assert provenance.off_pins({"python": "3.12.3", "torch": "2.11.0", "pandas": "3.0.6", "other": "1"}) == {
+        "python": ("3.12.3", ">=3.11,<3.12"), "torch": ("2.11.0", "==2.13.0"), "pandas": ("3.0.6", "==2.3.3")}
+
+
+def test_the_installed_projects_pins_are_read():
+    from bench.provenance import pins
+
+    p = pins()
+    assert p["torch"] == "==2.13.0" and p["recbole"] == "==1.2.1" and "3.12" in p["python"]
