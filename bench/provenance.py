@@ -1,13 +1,16 @@
-"""What a run records about where it ran (package versions, CPU, GPU, CUDA) and which of those
-versions differ from the project's pins, so tables can flag rows computed off the pins (a lent GPU
-machine brings its own Python, torch and pandas and reaches no registry)."""
+"""What a run records about where and on what it ran: package versions, CPU, GPU, CUDA, and a
+fingerprint of the code that shapes its numbers. Tables flag rows computed off the pinned versions
+(a lent GPU machine brings its own Python, torch and pandas and reaches no registry) and cells
+computed by code that has changed since (`bench run --stale` recomputes them)."""
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
 import sys
 from functools import lru_cache
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -87,3 +90,34 @@ def off_pins(recorded: dict) -> dict[str, tuple[str, str]]:
         if not inside:
             out[pkg] = (got, spec)
     return out
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# Sources that shape every model's numbers: the data, the split, item text, the evaluator.
+CORE = ("bench/evaluate.py", "bench/split.py", "bench/text.py", "bench/models.py", "bench/precision.py", "bench/datasets")
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(model: str) -> str:
+    """sha1 over the sources that shape this model's numbers: CORE plus the package that holds the
+    model (baselines/ or calrec/). A cell whose recorded fingerprint differs ran on other code."""
+    from bench.models import MODELS
+
+    package = MODELS[model].split(":")[0].split(".")[0]
+    files: list[Path] = []
+    for rel in (*CORE, package):
+        p = ROOT / rel
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    h = hashlib.sha1()
+    for f in files:
+        h.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def staleness(record: dict) -> str | None:
+    """None when the cell's recorded code fingerprint is today's, else why not."""
+    got = (record.get("code") or {}).get("fingerprint")
+    if got is None:
+        return "no code fingerprint recorded (computed before fingerprints were)"
+    now = code_fingerprint(record["config"]["model"]["name"])
+    return None if got == now else f"code changed since (fingerprint {got} -> {now})"

@@ -19,7 +19,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.costs import cost_markdown, device
-from bench.provenance import off_pins
+from bench.provenance import off_pins, staleness
 from bench.results import VariantRuns, load_runs
 from bench.stats import holm, paired_pvalue, relative_improvement
 from bench.suites import Suite
@@ -123,6 +123,19 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -
                        + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
     if off:
         notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
+    stale, unknown, cells = [], 0, 0
+    for r in rows:
+        for seed, rec in zip(runs[r].seeds, runs[r].records):
+            cells += 1
+            why = staleness(rec)
+            if why and why.startswith("no code fingerprint"):
+                unknown += 1
+            elif why:
+                stale.append(f"{suite.variant(r).label} seed {seed}")
+    if stale:
+        notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + ", ".join(stale) + ".")
+    if unknown:
+        notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
     if missing:
         notes.append(f"Not run yet ({len(missing)}): {', '.join(missing)}.")
     return notes

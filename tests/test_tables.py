@@ -80,3 +80,29 @@ def test_the_installed_projects_pins_are_read():
 
     p = pins()
     assert p["torch"] == "==2.13.0" and p["recbole"] == "==1.2.1" and "3.12" in p["python"]
+
+
+def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_path, monkeypatch, capsys):
+    from bench import provenance
+
+    suite = tmp_path / "seeds.yaml"
+    suite.write_text(SUITE)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
+    md = (res / "tables/seeds/syn-main.md").read_text()
+    assert "changed since" not in md and "no code fingerprint" not in md
+    from bench import runner
+
+    real = provenance.code_fingerprint
+    changed = lambda m: "0" * 16 if m == "itemknn" else real(m)  # noqa: E731 (itemknn's sources "edited")
+    monkeypatch.setattr(provenance, "code_fingerprint", changed)
+    monkeypatch.setattr(runner, "code_fingerprint", changed)
+    capsys.readouterr()
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
+    md = (res / "tables/seeds/syn-main.md").read_text()
+    assert "changed since (`bench run --stale` recomputes them): knn seed 0, knn seed 1, knn seed 2." in md
+    assert "recomputing" not in capsys.readouterr().out  # without --stale, stale cells stay
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn", "--stale"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("recomputing: code changed since") == 3 and "syn/pop/seed0: cached" in out
+    assert "changed since" not in (res / "tables/seeds/syn-main.md").read_text()
