@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
     from bench.tables import render_tables
 
     suite = load_suite(args.suite)
-    run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force)
+    run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale)
     written = write_tables(suite, args.results, render_tables(suite, args.results))
     print(f"runs in {args.results / 'runs' / suite.name}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
     return 0
@@ -110,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--datasets", type=_csv, help="only these datasets")
     r.add_argument("--seeds", type=_ints, help="only these seeds")
     r.add_argument("--force", action="store_true", help="rerun cells even if stored with the same config")
+    r.add_argument("--stale", action="store_true",
+                   help="also rerun cells computed by code that has changed since (or that recorded no code fingerprint)")
     r.set_defaults(func=cmd_run)
     t = sub.add_parser("table", parents=[common], help="build markdown and LaTeX tables from stored runs")
     t.add_argument("--suite", required=True)

@@ -10,7 +10,7 @@ from bench.results import VariantRuns
 from bench.suites import Suite
 
 
-def _device(record: dict) -> str:
+def device(record: dict) -> str:
     m = record.get("machine", {})
     return m.get("accelerator") or f"CPU, {m.get('cpus', '?')} cores"
 
@@ -35,7 +35,7 @@ def cost_rows(suite: Suite, runs: dict[str, VariantRuns]) -> list[list[str]]:
                      _mean_sd([r["fit_seconds"] for r in records], ".1f"),
                      _mean_sd([r["predict_seconds"] for r in records], ".1f"),
                      _mean_sd(epochs, ".0f"), _mean_sd(best, ".0f"),
-                     ", ".join(f"{p:,}" for p in params), "; ".join(sorted({_device(r) for r in records}))])
+                     ", ".join(f"{p:,}" for p in params), "; ".join(sorted({device(r) for r in records}))])
     return rows
 
 

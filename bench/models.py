@@ -18,6 +18,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from bench.errors import BenchError
+from bench.schema import check_params, init_hints
 from bench.split import Split
 
 
@@ -64,6 +65,7 @@ def make_model(name: str, params: dict) -> Recommender:
         inspect.signature(cls).bind(**params)
     except TypeError as e:
         raise BenchError(f"model {name!r}: bad parameters {sorted(params)} ({e})") from None
+    check_params(f"model {name!r}", init_hints(cls), params)
     return cls(**params)
 
 

@@ -26,10 +26,12 @@ class VariantRuns:
         df = self.per_user[i]
         return Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
 
-    def user_metric(self, metric: str, ks) -> np.ndarray:
-        """Per-user metric averaged over seeds (users aligned by id)."""
+    def user_metric(self, metric: str, ks, seeds=None) -> np.ndarray:
+        """Per-user metric averaged over `seeds` (default: all this variant ran; users aligned by id)."""
         frames = []
         for i, df in enumerate(self.per_user):
+            if seeds is not None and self.seeds[i] not in seeds:
+                continue
             m = metrics_from_ranks(self.ranks(i), ks)[metric]
             frames.append(pd.Series(m, index=df["user"].to_numpy()))
         return pd.concat(frames, axis=1).mean(axis=1).sort_index().to_numpy()

@@ -20,6 +20,7 @@ from bench.datasets import load_dataset
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metric_names, metrics_from_ranks, ranks_from_lists, ranks_from_scores
 from bench.models import FitContext, is_scores, make_model
+from bench.provenance import code_fingerprint, machine, staleness, versions
 from bench.split import Split, leave_one_out
 from bench.store import RunStore, config_hash, dumps, per_user_csv
 from bench.suites import DatasetEntry, Suite, Variant
@@ -30,7 +31,6 @@ PROTOCOL = {
     "ties": "exact expected value over random tie orders (McSherry & Najork 2008)",
     "unranked": "items outside a ranked list tie after it",
 }
-VERSIONED = ("numpy", "scipy", "pandas", "torch", "transformers", "peft", "bm25s", "recbole")
 
 
 @dataclass(frozen=True)
@@ -116,25 +116,6 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
-def machine() -> dict:
-    out = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()}
-    if "torch" in sys.modules:  # only models that use torch can have used a GPU
-        from bench.precision import accelerator
-
-        out["accelerator"] = accelerator()
-    return out
-
-
-def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in VERSIONED:
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -167,7 +148,7 @@ def validation_ndcg10(model, split: Split, users: np.ndarray, batch: int = 512) 
     return float(metrics_from_ranks(score_users(model, split, users, "valid", True, batch, "validation"), [10])["NDCG@10"].mean())
 
 
-def run_cell(cell: Cell, store: RunStore, force: bool = False) -> str:
+def run_cell(cell: Cell, store: RunStore, force: bool = False, stale: bool = False) -> str:
     config = cell.config()
     chash = config_hash(config)
     out = store.cell_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed)
@@ -178,6 +159,8 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False) -> str:
         for action in store.repair(out):
             tqdm.write(f"{cell.name}: {action} (left by an interrupted write)")
         why = store.check_cell(out, chash)
+        if why is None and stale:
+            why = staleness(store.record(out))
         if not force and why is None:
             return "cached"
         if why not in (None, "not run yet"):
@@ -211,6 +194,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         "config": config,
         "config_hash": chash,
         "commit": git_commit(),
+        "code": {"fingerprint": code_fingerprint(cell.variant.model)},
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "bench", *sys.argv[1:]]),
         "versions": versions(),
         "machine": machine(),
@@ -237,13 +221,14 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
 def validate_plan(cells: list[Cell]) -> None:
     """Every model's parameters and every dataset name, checked before the first cell runs: a typo
     in the last model of a long suite surfaces now, not hours later."""
-    from bench.datasets import DATASETS, FAMILIES
+    from bench.datasets import resolve
 
     seen = set()
     for cell in cells:
-        spec = cell.dataset.spec
-        if spec not in DATASETS and spec.split(":", 1)[0] not in FAMILIES:
-            raise BenchError(f"suite {cell.suite.name}: dataset {cell.dataset.key!r}: unknown dataset {spec!r}")
+        try:
+            resolve(cell.dataset.spec, cell.dataset.params)
+        except BenchError as e:
+            raise BenchError(f"suite {cell.suite.name}: dataset {cell.dataset.key!r}: {e}") from None
         key = (cell.variant.key, cell.dataset.key)
         if key not in seen:
             seen.add(key)
@@ -260,7 +245,8 @@ def check_writable(root: Path) -> None:
         raise BenchError(f"results folder {root} is not writable")
 
 
-def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False) -> list[tuple[Cell, str]]:
+def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False,
+              stale=False) -> list[tuple[Cell, str]]:
     store = RunStore(root)
     cells = plan(suite, models, datasets, seeds)
     if not cells:
@@ -271,7 +257,7 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
     bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell")
     for cell in bar:
         bar.set_postfix_str(cell.name)
-        status = run_cell(cell, store, force)
+        status = run_cell(cell, store, force, stale)
         tqdm.write(f"{cell.name}: {status}")
         done.append((cell, status))
     return done

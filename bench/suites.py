@@ -1,4 +1,5 @@
-"""Suite files (YAML): datasets x model variants x seeds, plus what the tables compare.
+"""Suite files (YAML): datasets x model variants x seeds, plus what the tables compare. The
+fields and their types are `bench.schema.SuiteSpec`.
 
     description: ...
     seeds: [0, 1, 2]
@@ -24,11 +25,9 @@ from pathlib import Path
 import yaml
 
 from bench.errors import BenchError
+from bench.schema import parse_suite
 
 SUITE_DIR = Path(__file__).parent / "suites"
-TOP_KEYS = {"description", "seeds", "ks", "history_masking", "user_sample", "valid_sample", "datasets", "models",
-            "reference", "ablations", "check", "eval_batch"}
-VARIANT_KEYS = {"model", "params", "datasets", "group", "label", "seeds"}
 # Keys become folder names under results/: letters, digits, '.', '_', '-' only (no '..', no '/').
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -53,7 +52,7 @@ class Variant:
     model: str
     params: dict
     per_dataset: dict  # dataset key -> params overriding `params`
-    group: str  # "baseline" or "ours": the headline row compares the best of each
+    group: str  # "ours": the method the suite studies (CALRec), else "baseline" (whoever implemented it); the headline row compares the best of each
     label: str
     seeds: tuple | None = None  # overrides the suite's seeds (deterministic models need one)
 
@@ -106,23 +105,6 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
 
 
-def _mapping(value, where: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise BenchError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _sample(value, where: str) -> dict | None:
-    if value is None:
-        return None
-    v = _mapping(value, where)
-    if set(v) - {"size", "seed"} or not isinstance(v.get("size"), int) or v["size"] < 1:
-        raise BenchError(f"{where}: expected {{size: <positive int>, seed: <int>}}")
-    return {"size": v["size"], "seed": int(v.get("seed", 0))}
-
-
 def load_suite(name: str) -> Suite:
     path = suite_path(name)
     try:
@@ -131,57 +113,36 @@ def load_suite(name: str) -> Suite:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark else ""
         raise BenchError(f"{path}:{line} not valid YAML ({getattr(e, 'problem', e)})") from None
-    raw = _mapping(raw, str(path))
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        raise BenchError(f"{path}: unknown key {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(TOP_KEYS))})")
-    for key in ("datasets", "models"):
-        if not raw.get(key):
-            raise BenchError(f"{path}: '{key}' is missing or empty")
+    except UnicodeDecodeError as e:
+        raise BenchError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    if not isinstance(raw, dict):
+        raise BenchError(f"{path}: expected a mapping of suite fields, got {type(raw).__name__}")
+    spec = parse_suite(raw, path)
     datasets = []
-    for key, val in _mapping(raw["datasets"], f"{path}: datasets").items():
-        params = dict(_mapping(val, f"{path}: datasets.{key}"))
+    for key, params in spec.datasets.items():
+        params = dict(params or {})
         datasets.append(DatasetEntry(_key(key, f"{path}: datasets"), str(params.pop("spec", key)), params))
+    dataset_keys = {d.key for d in datasets}
     variants = []
-    for key, val in _mapping(raw["models"], f"{path}: models").items():
+    for key, v in spec.models.items():
         key = _key(key, f"{path}: models")
-        val = _mapping(val, f"{path}: models.{key}")
-        bad = set(val) - VARIANT_KEYS
-        if bad:
-            raise BenchError(f"{path}: models.{key}: unknown key {sorted(bad)[0]!r} (allowed: {', '.join(sorted(VARIANT_KEYS))})")
-        if "model" not in val:
-            raise BenchError(f"{path}: models.{key}: missing 'model'")
-        per_dataset = _mapping(val.get("datasets"), f"{path}: models.{key}.datasets")
-        for dkey in per_dataset:
-            if dkey not in {d.key for d in datasets}:
+        for dkey in v.datasets:
+            if dkey not in dataset_keys:
                 raise BenchError(f"{path}: models.{key}.datasets names unknown dataset {dkey!r}")
-        seeds = val.get("seeds")
-        variants.append(Variant(
-            key=str(key), model=str(val["model"]), params=_mapping(val.get("params"), f"{path}: models.{key}.params"),
-            per_dataset={k: _mapping(v, f"{path}: models.{key}.datasets.{k}") for k, v in per_dataset.items()},
-            group=str(val.get("group", "baseline")), label=str(val.get("label", key)),
-            seeds=tuple(int(s) for s in seeds) if seeds is not None else None,
-        ))
+        variants.append(Variant(key=key, model=v.model, params=v.params, per_dataset=v.datasets, group=v.group,
+                                label=v.label if v.label is not None else key,
+                                seeds=tuple(v.seeds) if v.seeds is not None else None))
     keys = {v.key for v in variants}
-    ablations = {str(k): list(v) for k, v in _mapping(raw.get("ablations"), f"{path}: ablations").items()}
-    for table, rows in ablations.items():
+    for table, rows in spec.ablations.items():
         for r in rows:
             if r not in keys:
                 raise BenchError(f"{path}: ablations.{table} names unknown model variant {r!r}")
-    reference = raw.get("reference")
-    if reference is not None and reference not in keys:
-        raise BenchError(f"{path}: reference {reference!r} is not a model variant of this suite")
-    seeds = raw.get("seeds", [0])
-    ks = raw.get("ks", [1, 5, 10, 20])
-    if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds)):
-        raise BenchError(f"{path}: seeds must be a non-empty list of integers")
-    if not (isinstance(ks, list) and ks and all(isinstance(k, int) and k > 0 for k in ks)):
-        raise BenchError(f"{path}: ks must be a non-empty list of positive integers")
+    if spec.reference is not None and spec.reference not in keys:
+        raise BenchError(f"{path}: reference {spec.reference!r} is not a model variant of this suite")
+    sample = lambda s: s.model_dump() if s is not None else None  # noqa: E731
     return Suite(
-        name=path.stem, path=path, description=str(raw.get("description", "")), datasets=datasets,
-        variants=variants, seeds=seeds, ks=sorted(ks), history_masking=bool(raw.get("history_masking", True)),
-        user_sample=_sample(raw.get("user_sample"), f"{path}: user_sample"),
-        valid_sample=_sample(raw.get("valid_sample"), f"{path}: valid_sample"),
-        reference=reference, ablations=ablations, check=_mapping(raw.get("check"), f"{path}: check"),
-        eval_batch=int(raw.get("eval_batch", 256)),
+        name=path.stem, path=path, description=spec.description, datasets=datasets, variants=variants,
+        seeds=spec.seeds, ks=sorted(spec.ks), history_masking=spec.history_masking,
+        user_sample=sample(spec.user_sample), valid_sample=sample(spec.valid_sample), reference=spec.reference,
+        ablations=spec.ablations, check=spec.check.model_dump(), eval_batch=spec.eval_batch,
     )

@@ -1,10 +1,14 @@
 """Result tables in markdown and LaTeX (booktabs), built only from stored runs.
 
 Each table: models x metrics (mean over seeds of the per-user mean, ± the standard deviation over
-seeds where a row has several), best in bold, second
-underlined, a dagger where the paired test against the table's reference row survives Holm's
-correction over all comparisons of the table, and a protocol line under it. Output is a pure
-function of the stored runs, so `bench check` can rebuild committed tables byte for byte.
+seeds where a row has several) and each row's number of seeds. Best in bold, second underlined,
+decided on the printed values (rows that print the same share the mark). An arrow where the paired
+test against the table's reference row survives Holm's correction: up where the row is higher,
+down where lower. A row is tested on the seeds it shares with the reference (per-user values
+averaged over those seeds), never a three-seed mean against one seed. One Holm family is one metric
+column: the rows compared with the reference on that metric. A protocol note under each table says
+all this. Output is a pure function of the stored runs, so `bench check` can rebuild committed
+tables byte for byte.
 """
 from __future__ import annotations
 
@@ -14,13 +18,15 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from bench.costs import cost_markdown
+from bench.costs import cost_markdown, device
+from bench.provenance import off_pins, staleness
 from bench.results import VariantRuns, load_runs
 from bench.stats import holm, paired_pvalue, relative_improvement
 from bench.suites import Suite
 
 ALPHA = 0.05
-DAGGER = "†"
+UP, DOWN = "↑", "↓"  # significantly higher / lower than the reference row
+DECIMALS = 4
 
 
 def table_metrics(ks) -> list[str]:
@@ -35,9 +41,10 @@ class Table:
     rows: list[str]  # row labels
     values: np.ndarray  # rows x columns, nan where missing
     spread: np.ndarray  # rows x columns: standard deviation over seeds (nan with one seed)
-    significant: np.ndarray  # bool, rows x columns
-    headline: list[float] | None  # relative improvement of best "ours" over best baseline
+    significant: np.ndarray  # rows x columns: +1 significantly higher than the reference, -1 lower, 0 not
+    headline: list[float] | None  # relative improvement of the studied method's best row over the best baseline
     notes: list[str]
+    n_seeds: list[int]
 
 
 def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], reference: str | None,
@@ -52,31 +59,32 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
             values[i, j] = per_seed.mean()
             if len(per_seed) > 1:
                 spread[i, j] = per_seed.std(ddof=1)
-    significant = np.zeros_like(values, dtype=bool)
-    n_comparisons = 0
+    significant = np.zeros(values.shape, dtype=int)
+    tested = 0
     if reference in rows:
-        cmp, pvals = [], []
-        for i, r in enumerate(rows):
-            if r == reference:
-                continue
-            for j, m in enumerate(metrics):
-                a = runs[r].user_metric(m, suite.ks)
-                b = runs[reference].user_metric(m, suite.ks)
-                cmp.append((i, j))
+        for j, m in enumerate(metrics):  # one Holm family per metric column
+            cmp, pvals = [], []
+            for i, r in enumerate(rows):
+                shared = [s for s in runs[r].seeds if s in runs[reference].seeds]
+                if r == reference or not shared:
+                    continue
+                a = runs[r].user_metric(m, suite.ks, shared)
+                b = runs[reference].user_metric(m, suite.ks, shared)
+                cmp.append((i, float(np.mean(a) - np.mean(b))))
                 pvals.append(paired_pvalue(a, b, test))
-        _, reject = holm(pvals, ALPHA)
-        n_comparisons = len(pvals)
-        for (i, j), rej in zip(cmp, reject):
-            significant[i, j] = rej
+            _, reject = holm(pvals, ALPHA)
+            tested = max(tested, len(pvals))
+            for (i, diff), rej in zip(cmp, reject):
+                significant[i, j] = int(np.sign(diff)) if rej else 0
     head = None
     groups = {r: suite.variant(r).group for r in rows}
     ours = [i for i, r in enumerate(rows) if groups[r] == "ours"]
     base = [i for i, r in enumerate(rows) if groups[r] != "ours"]
     if headline and ours and base:
         head = [relative_improvement(values[ours, j].max(), values[base, j].max()) for j in range(len(metrics))]
-    notes = protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing)
+    notes = protocol_notes(suite, runs, rows, reference, test, tested, missing)
     labels = [suite.variant(r).label for r in rows]
-    return Table(title, metrics, labels, values, spread, significant, head, notes)
+    return Table(title, metrics, labels, values, spread, significant, head, notes, [len(runs[r].seeds) for r in rows])
 
 
 def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -> list[str]:
@@ -98,48 +106,81 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -
         f"Commits: {', '.join(commits)}.",
     ]
     if reference in rows:
-        notes.append(f"{DAGGER}: differs from {suite.variant(reference).label} by a paired {test} on per-user values "
-                     f"(averaged over seeds), Holm-corrected over the {n_comparisons} comparisons of this table, alpha={ALPHA}.")
+        ref = runs[reference]
+        unshared = [suite.variant(r).label for r in rows if r != reference and not set(runs[r].seeds) & set(ref.seeds)]
+        notes.append(f"{UP}/{DOWN}: higher/lower than {suite.variant(reference).label} by a paired {test} on per-user "
+                     f"values, each row on the seeds it shares with that row (per-user values averaged over those "
+                     f"seeds), Holm-corrected within each metric column (a family of {n_comparisons} comparisons), "
+                     f"alpha={ALPHA}." + (f" Not tested (no shared seed): {', '.join(unshared)}." if unshared else ""))
+    off = []
+    for r in rows:
+        bad = {}
+        for rec in runs[r].records:
+            bad.update(off_pins(rec.get("versions", {})))
+        if bad:
+            devices = sorted({device(rec) for rec in runs[r].records})
+            off.append(f"{suite.variant(r).label} ({'; '.join(devices)}): "
+                       + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
+    if off:
+        notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
+    stale, unknown, cells = [], 0, 0
+    for r in rows:
+        for seed, rec in zip(runs[r].seeds, runs[r].records):
+            cells += 1
+            why = staleness(rec)
+            if why and why.startswith("no code fingerprint"):
+                unknown += 1
+            elif why:
+                stale.append(f"{suite.variant(r).label} seed {seed}")
+    if stale:
+        notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + ", ".join(stale) + ".")
+    if unknown:
+        notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
     if missing:
         notes.append(f"Not run yet ({len(missing)}): {', '.join(missing)}.")
     return notes
 
 
-def _ranks(col: np.ndarray) -> tuple[int | None, int | None]:
-    order = [i for i in np.argsort(-np.nan_to_num(col, nan=-np.inf), kind="stable") if not np.isnan(col[i])]
-    best = order[0] if order else None
-    second = next((i for i in order[1:] if col[i] < col[best]), None) if best is not None else None
+def _printed(v: float) -> str:
+    return "–" if np.isnan(v) else f"{v:.{DECIMALS}f}"
+
+
+def _marks(col: np.ndarray) -> tuple[str | None, str | None]:
+    """The best and second-best printed values of a column (ties share a mark)."""
+    shown = sorted({float(_printed(v)) for v in col if not np.isnan(v)}, reverse=True)
+    best = _printed(shown[0]) if shown else None
+    second = _printed(shown[1]) if len(shown) > 1 else None
     return best, second
 
 
-def _cells(t: Table, bold, underline, fmt_sig, fmt_sd) -> list[list[str]]:
+def _cells(t: Table, bold, underline, arrows, fmt_sd) -> list[list[str]]:
     out = []
-    marks = [_ranks(t.values[:, j]) for j in range(len(t.columns))]
+    marks = [_marks(t.values[:, j]) for j in range(len(t.columns))]
     for i, label in enumerate(t.rows):
-        row = [label]
+        row = [label, str(t.n_seeds[i])]
         for j in range(len(t.columns)):
-            v = t.values[i, j]
-            s = "–" if np.isnan(v) else f"{v:.4f}"
+            s = _printed(t.values[i, j])
             best, second = marks[j]
-            if not np.isnan(v) and v == t.values[best, j]:
+            if s == best:
                 s = bold(s)
-            elif second is not None and v == t.values[second, j]:
+            elif s == second:
                 s = underline(s)
             if not np.isnan(t.spread[i, j]):
-                s += fmt_sd(f"{t.spread[i, j]:.4f}")
+                s += fmt_sd(f"{t.spread[i, j]:.{DECIMALS}f}")
             if t.significant[i, j]:
-                s += fmt_sig
+                s += arrows[int(t.significant[i, j] < 0)]
             row.append(s)
         out.append(row)
     if t.headline is not None:
-        out.append(["Improvement (best ours vs best baseline)"]
+        out.append(["Improvement (best row of the studied method vs best baseline row)", ""]
                    + ["–" if np.isnan(h) else f"{h * 100:+.1f}%" for h in t.headline])
     return out
 
 
 def to_markdown(t: Table) -> str:
-    cells = _cells(t, lambda s: f"**{s}**", lambda s: f"<u>{s}</u>", DAGGER, lambda sd: f" ±{sd}")
-    body = tabulate(cells, headers=["Model", *t.columns], tablefmt="pipe", disable_numparse=True, colalign=("left",) + ("right",) * len(t.columns))
+    cells = _cells(t, lambda s: f"**{s}**", lambda s: f"<u>{s}</u>", (UP, DOWN), lambda sd: f" ±{sd}")
+    body = tabulate(cells, headers=["Model", "Seeds", *t.columns], tablefmt="pipe", disable_numparse=True,
+                    colalign=("left",) + ("right",) * (len(t.columns) + 1))
     return f"### {t.title}\n\n{body}\n\n" + "\n".join(f"- {n}" for n in t.notes) + "\n"
 
 
@@ -150,17 +191,18 @@ def _tex(s: str) -> str:
 
 
 def to_latex(t: Table) -> str:
-    cells = _cells(t, lambda s: rf"\textbf{{{s}}}", lambda s: rf"\underline{{{s}}}", r"$^\dagger$",
+    cells = _cells(t, lambda s: rf"\textbf{{{s}}}", lambda s: rf"\underline{{{s}}}", (r"$^\uparrow$", r"$^\downarrow$"),
                    lambda sd: rf"{{\scriptsize $\pm${sd}}}")
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_tex(t.title)}}}",
-             r"\begin{tabular}{l" + "r" * len(t.columns) + "}", r"\toprule",
-             " & ".join(["Model", *(_tex(c) for c in t.columns)]) + r" \\", r"\midrule"]
+             r"\begin{tabular}{lr" + "r" * len(t.columns) + "}", r"\toprule",
+             " & ".join(["Model", "Seeds", *(_tex(c) for c in t.columns)]) + r" \\", r"\midrule"]
     for k, row in enumerate(cells):
         if t.headline is not None and k == len(cells) - 1:
             lines.append(r"\midrule")
         lines.append(" & ".join([_tex(row[0]), *(c.replace("%", r"\%").replace("–", "--") for c in row[1:])]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize "
-              + " ".join(_tex(n).replace(DAGGER, r"$^\dagger$") for n in t.notes) + "}", r"\end{table}"]
+              + " ".join(_tex(n).replace(UP, r"$\uparrow$").replace(DOWN, r"$\downarrow$") for n in t.notes) + "}",
+              r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 

@@ -6,9 +6,11 @@ recipe (suite `quick`) switches to the compact template, all-item supervision an
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, field, fields
 
 from bench.errors import BenchError
+from bench.schema import check_params
 
 INFERENCE = ("qrr", "top1", "greedy", "dense", "fused", "likelihood")
 FILLS = ("bm25", "popularity", "dense", "none")
@@ -94,6 +96,8 @@ class CALRecConfig:
         grouped: dict[str, dict] = {g: {} for g in GROUPS}
         for k, v in params.items():
             grouped[owner[k]][k] = v
+        for g, kw in grouped.items():
+            check_params("calrec", typing.get_type_hints(GROUPS[g]), kw)
         cfg = cls(**{g: GROUPS[g](**kw) for g, kw in grouped.items()})
         cfg.check()
         return cfg

@@ -51,7 +51,7 @@ def test_run_is_resumable_and_tables_are_written(suite_file, tmp_path, capsys):
     assert "cached" in capsys.readouterr().out
     assert os.stat(cell / "run.json").st_mtime_ns == mtime  # skipped, not rewritten
     md = (res / "tables/tiny/syn-main.md").read_text()
-    assert "Improvement (best ours vs best baseline)" in md and "Holm" in md and "Seeds: 0, 1" in md
+    assert "Improvement (best row of the studied method vs best baseline row)" in md and "Holm" in md and "Seeds: 0, 1" in md
     tex = (res / "tables/tiny/syn-ablation-knn-vs-random.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"\scriptsize $\pm$" in tex
     assert " ±" in md  # two seeds: the spread over seeds is shown
@@ -114,12 +114,12 @@ def test_check_tables_detects_edited_table(suite_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("models: {a: {model: pop}}", "'datasets' is missing"),
+    ("models: {a: {model: pop}}", "suite: missing 'datasets'"),
     ("datasets: {synthetic: {}}\nmodels: {a: {model: pop}}\nbogus: 1", "unknown key 'bogus'"),
     ("datasets: {synthetic: {}}\nmodels: {a: {modle: pop}}", "models.a: unknown key 'modle'"),
     ("datasets: {synthetic: {}}\nmodels: {a: {model: pop}}\nreference: b", "reference 'b'"),
     ("datasets: {synthetic: {}}\nmodels: [a, b", "line 2: not valid YAML"),
-    ("datasets: {synthetic: {}}\nmodels: {a: {model: pop}}\nseeds: [x]", "seeds must be"),
+    ("datasets: {synthetic: {}}\nmodels: {a: {model: pop}}\nseeds: [x]", "seeds.0: input should be a valid integer"),
 ])
 def test_malformed_suites_give_one_line_errors(tmp_path, text, message):
     p = tmp_path / "bad.yaml"

@@ -19,3 +19,11 @@ def test_dropout_benchmark_runs_and_reports_both_rates(monkeypatch, capsys):
     dropout.main()
     out = capsys.readouterr().out
     assert out.count("faster; dropped") == 2
+
+
+def test_curve_configurations_read_values_as_yaml():
+    from bench.perf.calrec_curve import parse_set
+
+    assert parse_set("lr=3.0e-4,user_pooling=items,head=true,train_layers=4") == {
+        "lr": 3.0e-4, "user_pooling": "items", "head": True, "train_layers": 4}
+    assert parse_set("") == {}

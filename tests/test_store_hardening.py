@@ -219,3 +219,72 @@ def test_bad_atomic_files_are_one_line_errors(tmp_path, capsys, body, message):
     assert run(suite, tmp_path / "r") == 2
     err = capsys.readouterr().err
     assert message in err and err.count("error:") == 1 and "Traceback" not in err
+
+
+GOOD_REVIEW = b'{"reviewerID": "u1", "asin": "a1", "unixReviewTime": 1400000000}\n'
+
+
+def _gz(data: bytes) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
+        f.write(data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name, body, message", [
+    ("Beauty_5.json.gz", b"plain text, not gzip\n", "not a gzip file, though named .gz"),
+    ("Beauty_5.json.gz", _gz(GOOD_REVIEW * 50)[:-30], "truncated after line"),
+    ("Beauty_5.json", _gz(GOOD_REVIEW), "is gzip-compressed; name it Beauty_5.json.gz"),
+    ("Beauty_5.json", GOOD_REVIEW + b'{"reviewerID": "u\xff", "asin": "a", "unixReviewTime": 1}\n', "line 2: not UTF-8"),
+    ("Beauty_5.json", GOOD_REVIEW + b'{"reviewerID": "u2", "asin": "a", "unixReviewTime": "09 13, 2009"}\n',
+     "line 2: unixReviewTime must be a finite number of seconds, not '09 13, 2009'"),
+    ("Beauty_5.json", GOOD_REVIEW + b'{"reviewerID": "u2", "asin": "a", "unixReviewTime": NaN}\n', "line 2: unixReviewTime"),
+    ("Beauty_5.json", GOOD_REVIEW + b'{"reviewerID": "u2", "asin": "", "unixReviewTime": 1}\n',
+     "line 2: field 'asin' must be a non-empty string"),
+])
+def test_bad_amazon_files_are_one_line_errors_naming_file_and_line(tmp_path, capsys, name, body, message):
+    (tmp_path / name).write_bytes(body)
+    (tmp_path / "meta_Beauty.json").write_text('{"asin": "a1", "title": "A"}\n')
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"datasets:\n  b: {{spec: 'amazon2018:Beauty', directory: '{tmp_path}', k: 1}}\n"
+                     "models:\n  pop: {model: pop}\n")
+    assert run(suite, tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert message in err and name in err and err.count("error:") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("seeds: [0]", "seeds: [true]", "seeds.0: input should be a valid integer"),
+    ("seeds: [0]", "seeds: [-3]", "seed -3 is outside"),
+    ("seeds: [0]", "seeds: []", "seeds: list should have at least 1 item"),
+    ("ks: [1, 10]", "ks: [1, '10']", "ks.1: input should be a valid integer"),
+    ("ks: [1, 10]", "ks: [0, 10]", "ks: 0 is not a positive cutoff"),
+    ("description: tiny", "history_masking: 'yes'", "history_masking: input should be a valid boolean"),
+    ("description: tiny", "eval_batch: 0", "eval_batch: input should be greater than or equal to 1"),
+    ("description: tiny", "user_sample: {size: '10'}", "user_sample.size: input should be a valid integer"),
+    ("description: tiny", "reference: 5", "reference: input should be a valid string"),
+    ("description: tiny", "check: {tolerance: {default: 'tight'}}", "check.tolerance.default: input should be a valid number"),
+    ("description: tiny", "check: {tolerance: {default: -1.0}}", "must be a number >= 0"),
+    ("description: tiny", "ablations: {a: pop}", "ablations.a: input should be a valid list"),
+    ("description: tiny", "colour: red", "suite: unknown key 'colour' (allowed: description"),
+    ("  pop: {model: pop}", "  pop: {model: pop, label: 5}", "models.pop.label: input should be a valid string"),
+    ("  pop: {model: pop}", "  pop: {model: pop, params: [1]}", "models.pop.params: input should be a valid dictionary"),
+    ("  pop: {model: pop}", "  pop: {params: {}}", "models.pop: missing 'model'"),
+    ("  pop: {model: pop}", "  pop: {model: itemknn, params: {neighbours: 2.5}}",
+     "parameter 'neighbours' must be int, not float 2.5"),
+    ("  pop: {model: pop}", "  pop: {model: sasrec, params: {lr: 1e-3}}", "write 1.0e-3"),
+    ("  pop: {model: pop}", "  pop: {model: sasrec, params: {all_windows: 'no'}}", "parameter 'all_windows' must be bool"),
+    ("  pop: {model: pop}", "  pop: {model: bert4rec, params: {hidden: true}}", "parameter 'hidden' must be int"),
+    ("  pop: {model: pop}", "  pop: {model: calrec, params: {n_samples: '10'}}", "parameter 'n_samples' must be int"),
+    ("n_users: 40", "n_users: '40'", "dataset 'synthetic': parameter 'n_users' must be int"),
+])
+def test_every_suite_field_is_type_checked_before_any_cell_runs(tmp_path, capsys, old, new, message):
+    assert old in SUITE
+    p = tmp_path / "bad.yaml"
+    p.write_text(SUITE.replace(old, new))
+    assert run(p, tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("error:") == 1 and "Traceback" not in err
+    assert not (tmp_path / "r" / "runs").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from typing import Callable
 
 from bench.datasets.amazon import load_amazon2018
@@ -10,6 +11,7 @@ from bench.datasets.base import Interactions
 from bench.datasets.movielens import load_ml1m, load_ml100k
 from bench.datasets.synthetic import load_synthetic
 from bench.errors import BenchError
+from bench.schema import check_params
 
 DATASETS: dict[str, Callable[..., Interactions]] = {
     "ml-100k": load_ml100k,
@@ -23,7 +25,9 @@ FAMILIES: dict[str, Callable[..., Interactions]] = {
 }
 
 
-def load_dataset(spec: str, **params) -> Interactions:
+def resolve(spec: str, params: dict) -> tuple[Callable[..., Interactions], tuple]:
+    """The loader and its positional arguments for `spec`, with `params` checked against the
+    loader's signature and annotations (run for the whole plan before any cell starts)."""
     if ":" in spec:
         family, arg = spec.split(":", 1)
         if family not in FAMILIES:
@@ -37,7 +41,13 @@ def load_dataset(spec: str, **params) -> Interactions:
         inspect.signature(loader).bind(*args, **params)
     except TypeError as e:
         raise BenchError(f"dataset {spec!r}: bad parameters {sorted(params)} ({e})") from None
+    check_params(f"dataset {spec!r}", typing.get_type_hints(loader), params)
+    return loader, args
+
+
+def load_dataset(spec: str, **params) -> Interactions:
+    loader, args = resolve(spec, params)
     return loader(*args, **params)
 
 
-__all__ = ["DATASETS", "FAMILIES", "Interactions", "load_dataset"]
+__all__ = ["DATASETS", "FAMILIES", "Interactions", "load_dataset", "resolve"]

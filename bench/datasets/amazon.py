@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import html
 import json
+import math
 import re
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -29,18 +31,52 @@ def _find(directory: Path, stem: str) -> Path | None:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                raise BenchError(f"{path}: line {n}: not valid JSON") from None
-            if not isinstance(obj, dict):
-                raise BenchError(f"{path}: line {n}: expected a JSON object")
-            yield n, obj
+    """(line number, object) per non-blank line. Decoded line by line, so a bad byte, a truncated
+    or non-gzip file is a one-line error naming the file and the line."""
+    n = 0
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                if n == 1 and raw[:2] == b"\x1f\x8b" and path.suffix != ".gz":
+                    raise BenchError(f"{path}: is gzip-compressed; name it {path.name}.gz")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise BenchError(f"{path}: line {n}: not UTF-8 (byte {e.start} of the line)") from None
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    raise BenchError(f"{path}: line {n}: not valid JSON") from None
+                if not isinstance(obj, dict):
+                    raise BenchError(f"{path}: line {n}: expected a JSON object")
+                yield n, obj
+    except gzip.BadGzipFile:
+        raise BenchError(f"{path}: not a gzip file, though named .gz") from None
+    except EOFError:
+        raise BenchError(f"{path}: truncated after line {n} (the gzip stream ends early)") from None
+    except (zlib.error, OSError) as e:
+        raise BenchError(f"{path}: unreadable after line {n} ({e})") from None
+
+
+def _text_field(path: Path, n: int, obj: dict, key: str) -> str:
+    value = obj.get(key)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
+        raise BenchError(f"{path}: line {n}: field {key!r} must be a non-empty string, not {value!r}")
+    return str(value)
+
+
+def _review_time(path: Path, n: int, value) -> float:
+    t = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        try:
+            t = float(value)
+        except ValueError:
+            t = None
+    if t is None or not math.isfinite(t):
+        raise BenchError(f"{path}: line {n}: unixReviewTime must be a finite number of seconds, not {value!r}")
+    return float(t)
 
 
 def _clean(value) -> str:
@@ -70,9 +106,9 @@ def load_amazon2018(category: str, directory: str | None = None, variant: str = 
         for key in ("reviewerID", "asin", "unixReviewTime"):
             if key not in r:
                 raise BenchError(f"{reviews}: line {n}: missing field {key!r}")
-        users.append(str(r["reviewerID"]))
-        items.append(str(r["asin"]))
-        times.append(float(r["unixReviewTime"]))
+        users.append(_text_field(reviews, n, r, "reviewerID"))
+        items.append(_text_field(reviews, n, r, "asin"))
+        times.append(_review_time(reviews, n, r["unixReviewTime"]))
     if not users:
         raise BenchError(f"{reviews}: no reviews")
     user, item, ts = np.array(users, dtype=str), np.array(items, dtype=str), np.array(times)
@@ -90,8 +126,9 @@ def load_amazon2018(category: str, directory: str | None = None, variant: str = 
     for n, m in _json_lines(meta):
         if "asin" not in m:
             raise BenchError(f"{meta}: line {n}: missing field 'asin'")
-        if m["asin"] in wanted and m["asin"] not in item_text:
-            item_text[m["asin"]] = {
+        asin = _text_field(meta, n, m, "asin")
+        if asin in wanted and asin not in item_text:
+            item_text[asin] = {
                 "Title": _clean(m.get("title")),
                 "Category": _clean(m.get("category")),
                 "Brand": _clean(m.get("brand")),

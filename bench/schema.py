@@ -1,0 +1,128 @@
+"""Type checks for what users write: the suite file (one pydantic schema) and model parameters
+(checked against the annotations of the model's constructor or config dataclasses). Strict: a YAML
+`yes` is not an int and `"5"` is not a number; an int is accepted where a float is expected.
+Every failure is one line naming the file and the field."""
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from bench.errors import BenchError
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's seed range
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SampleSpec(_Strict):
+    size: int = Field(ge=1)
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
+
+
+class VariantSpec(_Strict):
+    model: str
+    params: dict[str, Any] = {}
+    datasets: dict[str, dict[str, Any]] = {}
+    group: Literal["baseline", "ours"] = "baseline"
+    label: Optional[str] = None
+    seeds: Optional[list[int]] = Field(default=None, min_length=1)
+
+
+class CheckSpec(_Strict):
+    tolerance: dict[str, float] = {}
+
+
+class SuiteSpec(_Strict):
+    description: str = ""
+    seeds: list[int] = Field(default=[0], min_length=1)
+    ks: list[int] = Field(default=[1, 5, 10, 20], min_length=1)
+    history_masking: bool = True
+    user_sample: Optional[SampleSpec] = None
+    valid_sample: Optional[SampleSpec] = None
+    datasets: dict[str, Optional[dict[str, Any]]] = Field(min_length=1)
+    models: dict[str, VariantSpec] = Field(min_length=1)
+    reference: Optional[str] = None
+    ablations: dict[str, list[str]] = {}
+    check: CheckSpec = CheckSpec()
+    eval_batch: int = Field(default=256, ge=1)
+
+
+def _where(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def parse_suite(raw: Any, path) -> SuiteSpec:
+    """The suite file's mapping, type-checked; the first problem as one line."""
+    try:
+        spec = SuiteSpec.model_validate(raw)
+    except ValidationError as e:
+        err = min(e.errors(), key=lambda x: x["type"] != "extra_forbidden")  # a typo'd key says more than the key it lacks
+        loc, kind = err["loc"], err["type"]
+        parent = _where(loc[:-1]) or "suite"
+        if kind == "extra_forbidden":
+            owner = {0: SuiteSpec, 2: VariantSpec}.get(len(loc) - 1, SampleSpec if loc[0].endswith("sample") else CheckSpec)
+            raise BenchError(f"{path}: {parent}: unknown key {loc[-1]!r} (allowed: {', '.join(owner.model_fields)})") from None
+        if kind == "missing":
+            raise BenchError(f"{path}: {parent}: missing {loc[-1]!r}") from None
+        raise BenchError(f"{path}: {_where(loc)}: {err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r})") from None
+    for where, seeds in [("seeds", spec.seeds)] + [(f"models.{k}.seeds", v.seeds or []) for k, v in spec.models.items()]:
+        for s in seeds:
+            if not 0 <= s <= SEED_MAX:
+                raise BenchError(f"{path}: {where}: seed {s} is outside 0..{SEED_MAX}")
+    for k in spec.ks:
+        if k < 1:
+            raise BenchError(f"{path}: ks: {k} is not a positive cutoff")
+    for name, t in spec.check.tolerance.items():
+        if not t >= 0:
+            raise BenchError(f"{path}: check.tolerance.{name}: must be a number >= 0, not {t!r}")
+    return spec
+
+
+def type_name(annotation) -> str:
+    text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+def check_params(owner: str, hints: dict[str, Any], params: dict) -> None:
+    """Each parameter that has an annotation must be of that type."""
+    for name, value in params.items():
+        if name not in hints:
+            continue
+        try:
+            TypeAdapter(hints[name]).validate_python(value, strict=True)
+        except ValidationError:
+            hint = ""
+            if isinstance(value, str) and _is_number(value):
+                hint = " (YAML reads a number like 1e-3 as text; write 1.0e-3)"
+            raise BenchError(f"{owner}: parameter {name!r} must be {type_name(hints[name])}, "
+                             f"not {type(value).__name__} {value!r}{hint}") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def init_hints(cls: type) -> dict[str, Any]:
+    """Annotations of the constructor's parameters, following **kwargs up the class hierarchy."""
+    hints: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        resolved = typing.get_type_hints(init)
+        params = inspect.signature(init).parameters.values()
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name in resolved:
+                hints.setdefault(p.name, resolved[p.name])
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return hints
