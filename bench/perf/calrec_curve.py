@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=40)
     ap.add_argument("--set", action="append", default=[], dest="sets", help="k=v[,k=v]: one configuration")
     ap.add_argument("--out", default="results/perf/calrec_curves.jsonl")
+    ap.add_argument("--no-towers", action="store_true", help="skip validation L_UT and dense Recall (about 2 minutes each)")
     args = ap.parse_args()
     suite = load_suite("quick")
     variant, dataset = suite.variant("calrec"), suite.datasets[0]
@@ -88,7 +91,7 @@ def main() -> None:
             t0 = time.perf_counter()
             model.fit(split, ctx)
             wall = time.perf_counter() - t0
-            towers = valid_towers(model, split, valid_users[: params.get("valid_users", 200)])
+            towers = {} if args.no_towers else valid_towers(model, split, valid_users[: params.get("valid_users", 200)])
         evals = [r for r in ctx.curves if r.get("valid_nll") is not None]
         last = [r["loss_ut"] for r in ctx.curves[-20:] if "loss_ut" in r]
         timing = model.timings.get("stage2", {})
@@ -101,13 +104,13 @@ def main() -> None:
             "uniform_nll": evals[-1]["uniform_nll"] if evals else None,
             "train_loss_ut_last20": round(float(np.mean(last)), 4) if last else None, **towers,
             "commit": git_commit(), "machine": machine(), "versions": versions(),
-            "command": "python -m bench.perf.calrec_curve " + " ".join(f"--set {s}" for s in args.sets),
+            "command": "python -m bench.perf.calrec_curve " + shlex.join(sys.argv[1:]),
         }
         curve = "  ".join(f"{c['train_minutes']:.1f} min: {c['valid_nll']:.3f}" for c in record["curve"])
         print(f"{record['change']:32s} {record['tokens_per_s'] or 0:5.0f} tok/s  NLL {curve}  "
               f"(popularity {record['popularity_nll']}, uniform {record['uniform_nll']})  "
-              f"valid L_UT {towers['valid_L_UT']} (chance {towers['chance_L_UT']})  dense valid Recall@10 "
-              f"{towers['valid_dense_Recall@10']} NDCG@10 {towers['valid_dense_NDCG@10']}", flush=True)
+              + (f"valid L_UT {towers['valid_L_UT']} (chance {towers['chance_L_UT']})  dense valid Recall@10 "
+                 f"{towers['valid_dense_Recall@10']} NDCG@10 {towers['valid_dense_NDCG@10']}" if towers else ""), flush=True)
         out = Path(args.out)
         before = out.read_text(encoding="utf-8") if out.exists() else ""
         atomic_write_text(out, before + json.dumps(record, sort_keys=True) + "\n")
