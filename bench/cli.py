@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.schema import SEED_MAX
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
@@ -19,8 +20,8 @@ def _ints(value: str) -> list[int]:
         out = [int(v) for v in _csv(value)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
-    if any(not 0 <= s < 2**32 for s in out):
-        raise argparse.ArgumentTypeError(f"seeds must be between 0 and 2**32 - 1, got {value!r}")
+    if any(not 0 <= s <= SEED_MAX for s in out):
+        raise argparse.ArgumentTypeError(f"seeds must be between 0 and {SEED_MAX}, got {value!r}")
     return out
 
 

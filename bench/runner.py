@@ -1,9 +1,7 @@
 """Runs a suite's cells: fit on train, score test users through the one evaluator, store the run."""
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import platform
 import random
 import shlex
 import subprocess
