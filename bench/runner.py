@@ -141,9 +141,14 @@ def score_users(model, split: Split, users: np.ndarray, stage: str, masking: boo
     return Ranks(np.concatenate(above), np.concatenate(ties))
 
 
+def validation_metrics(model, split: Split, users: np.ndarray, batch: int = 512) -> dict[str, float]:
+    """Mean Recall@10 and NDCG@10 on validation targets (history masked): what models select on, never test."""
+    m = metrics_from_ranks(score_users(model, split, users, "valid", True, batch, "validation"), [10])
+    return {name: float(m[name].mean()) for name in ("Recall@10", "NDCG@10")}
+
+
 def validation_ndcg10(model, split: Split, users: np.ndarray, batch: int = 512) -> float:
-    """Mean NDCG@10 on validation targets (history masked): what models select on, never test."""
-    return float(metrics_from_ranks(score_users(model, split, users, "valid", True, batch, "validation"), [10])["NDCG@10"].mean())
+    return validation_metrics(model, split, users, batch)["NDCG@10"]
 
 
 def run_cell(cell: Cell, store: RunStore, force: bool = False, stale: bool = False) -> str:

@@ -92,7 +92,9 @@ def _softmax_attend(q, k, v, bias, fused: bool | None = None):
     """softmax(q k^T + bias) v and the log-sum-exp of each query's scores (q already scaled). On a
     CPU, torch's fused flash kernel, which returns both (3-4x faster than the unfused ops here,
     where these are half of a decode step); elsewhere the plain ops."""
-    if fused if fused is not None else q.device.type == "cpu":
+    if fused is None:  # a private aten op (torch 2.13 has it): fall back to plain ops where a build lacks it
+        fused = q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+    if fused:
         mask = None if bias is None else bias.to(q.dtype)
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask, scale=1.0)
     s = (q @ k.transpose(-1, -2)).float()

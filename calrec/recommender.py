@@ -26,7 +26,7 @@ import torch
 from bench.datasets import load_dataset
 from bench.models import FitContext
 from bench.precision import autocast, resolve_bf16, resolve_device
-from bench.runner import validation_ndcg10
+from bench.runner import validation_metrics, validation_ndcg10
 from bench.split import Split, leave_one_out
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone
@@ -196,7 +196,8 @@ class CALRec:
                     out["valid_NDCG@10"] = validation_ndcg10(self, self.split, self.valid_sample)
                 if final and self.cfg.towers.lambda_ut:
                     self.inference = "dense"
-                    out["valid_dense_NDCG@10"] = validation_ndcg10(self, self.split, self.valid_sample)
+                    dense = validation_metrics(self, self.split, self.valid_sample)
+                    out.update({f"valid_dense_{k}": v for k, v in dense.items()})
             finally:
                 self.inference, self._inference_model = mode, None
         return out

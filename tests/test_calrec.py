@@ -268,6 +268,8 @@ def test_inference_variants_share_one_trained_model(syn, tmp_path):
     dense.fit(syn, c2)
     assert "cached" not in qrr.info()["timings"]["stage2"] and "cached" in dense.info()["timings"]["stage2"]
     assert c1.curves == c2.curves  # the cell still stores the training curve of the weights it uses
+    assert qrr.measured == dense.measured  # the final validation is computed once per trained model
+    assert 0 <= qrr.measured["valid_dense_NDCG@10"] <= qrr.measured["valid_dense_Recall@10"] <= 1
     for p1, p2 in zip(qrr.model.parameters(), dense.model.parameters()):
         torch.testing.assert_close(p1, p2)
     no_tt = make_model("calrec", {**params, "lambda_tt": 0.0})
