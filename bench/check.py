@@ -16,7 +16,7 @@ from bench.errors import BenchError
 from bench.runner import run_suite
 from bench.store import RunStore, atomic_write_text, dumps
 from bench.suites import Suite, load_suite
-from bench.tables import render_tables
+from bench.tables import suite_tables
 
 
 def fresh_metrics(suite: Suite) -> dict[str, dict[str, float]]:
@@ -71,7 +71,7 @@ def check_tables(suite_name: str, results: Path) -> list[str]:
     folder = results / "tables" / suite.name
     if not folder.is_dir():
         return [f"{folder}: no committed tables to check (build them with `python -m bench table --suite {suite.name}`)"]
-    expected = render_tables(suite, results)
+    expected = suite_tables(suite, results)
     failures = []
     for name in sorted(set(expected) | {p.name for p in folder.iterdir() if p.suffix in (".md", ".tex")}):
         path = folder / name

@@ -42,11 +42,11 @@ def cmd_list(args) -> int:
 def cmd_run(args) -> int:
     from bench.runner import run_suite
     from bench.suites import load_suite
-    from bench.tables import render_tables
+    from bench.tables import suite_tables
 
     suite = load_suite(args.suite)
     run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale)
-    written = write_tables(suite, args.results, render_tables(suite, args.results))
+    written = write_tables(suite, args.results, suite_tables(suite, args.results))
     print(f"runs in {args.results / 'runs' / suite.name}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
     return 0
 
@@ -67,7 +67,7 @@ def cmd_table(args) -> int:
     from bench.tables import render_tables
 
     suite = load_suite(args.suite)
-    files = render_tables(suite, args.results, args.test)
+    files = render_tables(suite, args.results, args.test, args.ci)
     write_tables(suite, args.results, files)
     suffix = {"markdown": ".md", "latex": ".tex"}[args.format]
     for name, text in files.items():
@@ -118,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--suite", required=True)
     t.add_argument("--format", choices=["markdown", "latex"], default="markdown", help="which one to print")
     t.add_argument("--test", choices=["t-test", "permutation", "wilcoxon"], default="t-test")
+    t.add_argument("--ci", action="store_true", help="write the tables with 95%% bootstrap intervals over users (files *-ci)")
     t.set_defaults(func=cmd_table)
     pl = sub.add_parser("plot", parents=[common], help="metric@K curves, ablation bars with CIs, training curves")
     pl.add_argument("--suite", required=True)

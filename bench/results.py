@@ -1,6 +1,7 @@
 """Loads stored runs of a suite back into per-user metric frames, for tables, plots and checks."""
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.evaluate import Ranks, metrics_from_ranks
+from bench.models import model_class
 from bench.runner import plan
 from bench.store import RunStore, config_hash
 from bench.suites import Suite
@@ -56,3 +58,18 @@ def load_runs(suite: Suite, root: Path, dataset: str) -> tuple[dict[str, Variant
         vr.per_user.append(store.read_per_user(out))
         vr.metrics.append(json.loads((out / "metrics.json").read_text()))
     return runs, missing
+
+
+def capped(record: dict) -> bool:
+    """Whether training ended at its budget rather than by early stopping: epochs run up to the
+    limit, or a step budget whose last evaluation was its best (still improving when cut)."""
+    info = record.get("model_info") or {}
+    model = record["config"]["model"]
+    if info.get("epochs_run") is not None:
+        budget = model["params"].get("epochs")
+        if budget is None:  # the model's own default
+            default = inspect.signature(model_class(model["name"])).parameters.get("epochs")
+            budget = None if default is None else default.default
+        return isinstance(budget, int) and info["epochs_run"] >= budget
+    stage = (info.get("timings") or {}).get("stage2") or {}
+    return bool(stage.get("steps")) and stage.get("best_step") == stage["steps"]

@@ -141,6 +141,14 @@ def score_users(model, split: Split, users: np.ndarray, stage: str, masking: boo
     return Ranks(np.concatenate(above), np.concatenate(ties))
 
 
+def cold_test_targets(split: Split, users: np.ndarray) -> int:
+    """Evaluated users whose test item never occurs in any training sequence (as split.stats counts)."""
+    seen = np.zeros(split.n_items, dtype=bool)
+    for seq in split.train:
+        seen[seq] = True
+    return int((~seen[split.test[users]]).sum())
+
+
 def validation_metrics(model, split: Split, users: np.ndarray, batch: int = 512) -> dict[str, float]:
     """Mean Recall@10 and NDCG@10 on validation targets (history masked): what models select on, never test."""
     m = metrics_from_ranks(score_users(model, split, users, "valid", True, batch, "validation"), [10])
@@ -205,6 +213,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         "fit_seconds": round(t1 - t0, 3),
         "predict_seconds": round(t2 - t1, 3),
         "evaluated_users": int(len(users)),
+        "cold_test_targets_evaluated": cold_test_targets(split, users),
         "dataset_stats": split.stats(),
         "model_info": getattr(model, "info", lambda: {})(),
     }

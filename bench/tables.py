@@ -7,8 +7,10 @@ test against the table's reference row survives Holm's correction: up where the 
 down where lower. A row is tested on the seeds it shares with the reference (per-user values
 averaged over those seeds), never a three-seed mean against one seed. One Holm family is one metric
 column: the rows compared with the reference on that metric. A protocol note under each table says
-all this. Output is a pure function of the stored runs, so `bench check` can rebuild committed
-tables byte for byte.
+all this. A row whose training ended at its budget rather than by early stopping is marked ‡.
+With `ci`, each value also carries its 95% percentile-bootstrap interval over users (per-user values
+averaged over the row's seeds; files named *-ci). Output is a pure function of the stored runs, so
+`bench check` can rebuild committed tables byte for byte.
 """
 from __future__ import annotations
 
@@ -20,12 +22,13 @@ from tabulate import tabulate
 
 from bench.costs import cost_markdown, device
 from bench.provenance import off_pins, staleness
-from bench.results import VariantRuns, load_runs
-from bench.stats import holm, paired_pvalue, relative_improvement
+from bench.results import VariantRuns, capped, load_runs
+from bench.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement
 from bench.suites import Suite
 
 ALPHA = 0.05
 UP, DOWN = "↑", "↓"  # significantly higher / lower than the reference row
+CAPPED = "‡"  # training ended at its budget, not by early stopping
 DECIMALS = 4
 
 
@@ -45,10 +48,12 @@ class Table:
     headline: list[float] | None  # relative improvement of the studied method's best row over the best baseline
     notes: list[str]
     n_seeds: list[int]
+    capped: list[bool]
+    ci: np.ndarray | None = None  # rows x columns x (low, high): 95% bootstrap interval over users
 
 
 def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], reference: str | None,
-                title: str, test: str, missing: list[str], headline: bool) -> Table:
+                title: str, test: str, missing: list[str], headline: bool, ci: bool = False) -> Table:
     metrics = table_metrics(suite.ks)
     rows = [r for r in rows if r in runs]
     values = np.full((len(rows), len(metrics)), np.nan)
@@ -59,6 +64,12 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
             values[i, j] = per_seed.mean()
             if len(per_seed) > 1:
                 spread[i, j] = per_seed.std(ddof=1)
+    intervals = None
+    if ci:
+        intervals = np.full((*values.shape, 2), np.nan)
+        for i, r in enumerate(rows):
+            for j, m in enumerate(metrics):
+                intervals[i, j] = bootstrap_ci(runs[r].user_metric(m, suite.ks))
     significant = np.zeros(values.shape, dtype=int)
     tested = 0
     if reference in rows:
@@ -82,12 +93,14 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
     base = [i for i, r in enumerate(rows) if groups[r] != "ours"]
     if headline and ours and base:
         head = [relative_improvement(values[ours, j].max(), values[base, j].max()) for j in range(len(metrics))]
-    notes = protocol_notes(suite, runs, rows, reference, test, tested, missing)
+    cut = [any(capped(rec) for rec in runs[r].records) for r in rows]
+    notes = protocol_notes(suite, runs, rows, reference, test, tested, missing, cut, ci)
     labels = [suite.variant(r).label for r in rows]
-    return Table(title, metrics, labels, values, spread, significant, head, notes, [len(runs[r].seeds) for r in rows])
+    return Table(title, metrics, labels, values, spread, significant, head, notes, [len(runs[r].seeds) for r in rows],
+                 cut, intervals)
 
 
-def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -> list[str]:
+def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, cut, ci) -> list[str]:
     if not rows:
         return ["No stored runs for this table yet."]
     rec = runs[rows[0]].records[0]
@@ -96,13 +109,15 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -
     sample = suite.user_sample
     seeds = sorted({s for r in rows for s in runs[r].seeds})
     commits = sorted({x["commit"][:12] + ("-dirty" if x["commit"].endswith("-dirty") else "") for r in rows for x in runs[r].records})
+    cold = sorted({x["cold_test_targets_evaluated"] for r in rows for x in runs[r].records if "cold_test_targets_evaluated" in x})
     notes = [
         f"Dataset {st['dataset']} ({st['version']}; {st['preprocessing']}): {st['users']} users "
         f"({st['dropped_users']} dropped with < 3 events), {st['items']} items, {st['interactions']} interactions.",
         f"Leave-one-out by time, timestamp ties broken by file order (stable sort); full ranking over all items; "
         f"history masking {'on' if suite.history_masking else 'off'}; score ties: exact expectation over random tie orders.",
         f"Test users: {n_eval}" + (f" (seeded sample, seed {sample['seed']})" if sample and n_eval < st["users"] else " (all)")
-        + f"; cold test targets in the dataset: {st['cold_test_targets']}. Seeds: {', '.join(map(str, seeds))}. "
+        + f"; cold test targets (never in training): {', '.join(map(str, cold)) or 'not recorded'} of the evaluated users, "
+        f"{st['cold_test_targets']} in the dataset. Seeds: {', '.join(map(str, seeds))}. "
         f"Commits: {', '.join(commits)}.",
     ]
     if reference in rows:
@@ -112,6 +127,13 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing) -
                      f"values, each row on the seeds it shares with that row (per-user values averaged over those "
                      f"seeds), Holm-corrected within each metric column (a family of {n_comparisons} comparisons), "
                      f"alpha={ALPHA}." + (f" Not tested (no shared seed): {', '.join(unshared)}." if unshared else ""))
+    if any(cut):
+        notes.append(f"{CAPPED}: training ended at its budget (epochs, or steps whose last evaluation was the best), not "
+                     f"by early stopping, so the row may be undertrained: "
+                     + ", ".join(suite.variant(r).label for r, c in zip(rows, cut) if c) + ".")
+    if ci:
+        notes.append("[low, high]: 95% percentile-bootstrap interval of the mean over the evaluated users (2000 "
+                     "resamples, seed 0; per-user values averaged over the row's seeds, so seed variance is not in it).")
     off = []
     for r in rows:
         bad = {}
@@ -153,11 +175,11 @@ def _marks(col: np.ndarray) -> tuple[str | None, str | None]:
     return best, second
 
 
-def _cells(t: Table, bold, underline, arrows, fmt_sd) -> list[list[str]]:
+def _cells(t: Table, bold, underline, arrows, fmt_sd, cap) -> list[list[str]]:
     out = []
     marks = [_marks(t.values[:, j]) for j in range(len(t.columns))]
     for i, label in enumerate(t.rows):
-        row = [label, str(t.n_seeds[i])]
+        row = [label + (cap if t.capped[i] else ""), str(t.n_seeds[i])]
         for j in range(len(t.columns)):
             s = _printed(t.values[i, j])
             best, second = marks[j]
@@ -169,6 +191,8 @@ def _cells(t: Table, bold, underline, arrows, fmt_sd) -> list[list[str]]:
                 s += fmt_sd(f"{t.spread[i, j]:.{DECIMALS}f}")
             if t.significant[i, j]:
                 s += arrows[int(t.significant[i, j] < 0)]
+            if t.ci is not None and not np.isnan(t.ci[i, j, 0]):
+                s += f" [{t.ci[i, j, 0]:.{DECIMALS}f}, {t.ci[i, j, 1]:.{DECIMALS}f}]"
             row.append(s)
         out.append(row)
     if t.headline is not None:
@@ -178,7 +202,7 @@ def _cells(t: Table, bold, underline, arrows, fmt_sd) -> list[list[str]]:
 
 
 def to_markdown(t: Table) -> str:
-    cells = _cells(t, lambda s: f"**{s}**", lambda s: f"<u>{s}</u>", (UP, DOWN), lambda sd: f" ±{sd}")
+    cells = _cells(t, lambda s: f"**{s}**", lambda s: f"<u>{s}</u>", (UP, DOWN), lambda sd: f" ±{sd}", f" {CAPPED}")
     body = tabulate(cells, headers=["Model", "Seeds", *t.columns], tablefmt="pipe", disable_numparse=True,
                     colalign=("left",) + ("right",) * (len(t.columns) + 1))
     return f"### {t.title}\n\n{body}\n\n" + "\n".join(f"- {n}" for n in t.notes) + "\n"
@@ -192,41 +216,55 @@ def _tex(s: str) -> str:
 
 def to_latex(t: Table) -> str:
     cells = _cells(t, lambda s: rf"\textbf{{{s}}}", lambda s: rf"\underline{{{s}}}", (r"$^\uparrow$", r"$^\downarrow$"),
-                   lambda sd: rf"{{\scriptsize $\pm${sd}}}")
+                   lambda sd: rf"{{\scriptsize $\pm${sd}}}", CAPPED)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{_tex(t.title)}}}",
              r"\begin{tabular}{lr" + "r" * len(t.columns) + "}", r"\toprule",
              " & ".join(["Model", "Seeds", *(_tex(c) for c in t.columns)]) + r" \\", r"\midrule"]
     for k, row in enumerate(cells):
         if t.headline is not None and k == len(cells) - 1:
             lines.append(r"\midrule")
-        lines.append(" & ".join([_tex(row[0]), *(c.replace("%", r"\%").replace("–", "--") for c in row[1:])]) + r" \\")
+        lines.append(" & ".join([_tex(row[0]).replace(CAPPED, r"$^\ddagger$"),
+                                 *(c.replace("%", r"\%").replace("–", "--") for c in row[1:])]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize "
-              + " ".join(_tex(n).replace(UP, r"$\uparrow$").replace(DOWN, r"$\downarrow$") for n in t.notes) + "}",
+              + " ".join(_tex(n).replace(UP, r"$\uparrow$").replace(DOWN, r"$\downarrow$").replace(CAPPED, r"$\ddagger$")
+                         for n in t.notes) + "}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
 def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: list[str],
-                   test: str = "t-test") -> dict[str, Table]:
+                   test: str = "t-test", ci: bool = False) -> dict[str, Table]:
     """One dataset's tables: the main table and one per declared ablation group."""
     tables = {f"{dataset}-main": build_table(suite, runs, [v.key for v in suite.variants], suite.reference,
-                                             f"{suite.name}: {dataset}, all models", test, missing, headline=True)}
+                                             f"{suite.name}: {dataset}, all models", test, missing, headline=True, ci=ci)}
     for name, rows in suite.ablations.items():
         miss = [m for m in missing if m.split("/")[1] in rows]
         tables[f"{dataset}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {dataset}, ablation: {name}",
-                                                           test, miss, headline=False)
+                                                           test, miss, headline=False, ci=ci)
     return tables
 
 
-def render_tables(suite: Suite, root: Path, test: str = "t-test") -> dict[str, str]:
+def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = False) -> dict[str, str]:
     """File name -> content, for results/tables/<suite>/: per dataset its metric tables (markdown and
-    LaTeX) and its cost table, from one read of its stored runs."""
+    LaTeX; with `ci`, the same tables with bootstrap intervals, named *-ci) and its cost table, from
+    one read of its stored runs."""
     out = {}
     for d in suite.datasets:
         runs, missing = load_runs(suite, root, d.key)
-        for key, t in dataset_tables(suite, d.key, runs, missing, test).items():
-            out[f"{key}.md"] = to_markdown(t)
-            out[f"{key}.tex"] = to_latex(t)
-        if runs:
+        for key, t in dataset_tables(suite, d.key, runs, missing, test, ci).items():
+            name = f"{key}-ci" if ci else key
+            out[f"{name}.md"] = to_markdown(t)
+            out[f"{name}.tex"] = to_latex(t)
+        if runs and not ci:
             out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
+    return out
+
+
+def suite_tables(suite: Suite, root: Path) -> dict[str, str]:
+    """What results/tables/<suite>/ should hold: the plain tables, and the *-ci ones where that
+    folder already has some (bootstrapping every cell is the slow part, so they are opt-in)."""
+    out = render_tables(suite, root)
+    folder = Path(root) / "tables" / suite.name
+    if folder.is_dir() and any(p.stem.endswith("-ci") for p in folder.iterdir()):
+        out.update(render_tables(suite, root, ci=True))
     return out

@@ -5,8 +5,11 @@ import pytest
 import pandas as pd
 
 from bench.cli import main
-from bench.results import VariantRuns
-from bench.tables import Table, _cells, _marks, to_markdown
+import re
+
+from bench.check import check_tables
+from bench.results import VariantRuns, capped
+from bench.tables import CAPPED, Table, _cells, _marks, to_latex, to_markdown
 
 SUITE = """
 seeds: [0, 1, 2]
@@ -24,14 +27,15 @@ reference: pop
 def test_marks_follow_the_printed_values_and_ties_share_them():
     col = np.array([0.00741, 0.00744, 0.0074, 0.0051, np.nan])
     assert _marks(col) == ("0.0074", "0.0051")
-    t = Table("t", ["M"], list("abcde"), col[:, None], np.full((5, 1), np.nan), np.zeros((5, 1), int), None, [], [1] * 5)
-    cells = _cells(t, lambda s: f"*{s}*", lambda s: f"_{s}_", ("+", "-"), lambda sd: sd)
+    t = Table("t", ["M"], list("abcde"), col[:, None], np.full((5, 1), np.nan), np.zeros((5, 1), int), None, [], [1] * 5,
+              [False] * 5)
+    cells = _cells(t, lambda s: f"*{s}*", lambda s: f"_{s}_", ("+", "-"), lambda sd: sd, "!")
     assert [c[2] for c in cells] == ["*0.0074*", "*0.0074*", "*0.0074*", "_0.0051_", "–"]
 
 
 def test_arrows_say_which_side_is_better_and_each_row_shows_its_seeds():
     t = Table("t", ["M"], ["up", "down", "same"], np.array([[0.3], [0.1], [0.2]]), np.full((3, 1), np.nan),
-              np.array([[1], [-1], [0]]), None, [], [3, 1, 2])
+              np.array([[1], [-1], [0]]), None, [], [3, 1, 2], [False] * 3)
     md = to_markdown(t)
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in md.splitlines()[4:7]}
     assert rows == {"up": ["3", "**0.3000**↑"], "down": ["1", "0.1000↓"], "same": ["2", "<u>0.2000</u>"]}
@@ -106,3 +110,58 @@ def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_pat
     out = capsys.readouterr().out
     assert out.count("recomputing: code changed since") == 3 and "syn/pop/seed0: cached" in out
     assert "changed since" not in (res / "tables/seeds/syn-main.md").read_text()
+
+
+def test_rows_cut_by_their_budget_are_marked_and_early_stopped_ones_are_not():
+    def rec(name, params, info):
+        return {"config": {"model": {"name": name, "params": params}}, "model_info": info}
+
+    assert capped(rec("recbole", {"epochs": 2}, {"epochs_run": 2}))
+    assert not capped(rec("recbole", {"epochs": 100}, {"epochs_run": 14}))  # early stopping ended it
+    assert capped(rec("sasrec", {}, {"epochs_run": 200}))  # the model's default budget (200 epochs)
+    assert not capped(rec("sasrec", {}, {"epochs_run": 20}))
+    assert capped(rec("calrec", {}, {"timings": {"stage2": {"steps": 500, "best_step": 500}}}))  # still improving
+    assert not capped(rec("calrec", {}, {"timings": {"stage2": {"steps": 500, "best_step": 250}}}))
+    assert not capped(rec("calrec", {}, {"timings": {"stage2": {"steps": 0, "best_step": 0}}}))  # zero-shot
+    assert not capped(rec("pop", {}, {}))
+    t = Table("t", ["M"], ["cut", "stopped"], np.array([[0.3], [0.1]]), np.full((2, 1), np.nan), np.zeros((2, 1), int),
+              None, [], [1, 1], [True, False])
+    rows = [line.split("|")[1].strip() for line in to_markdown(t).splitlines()[4:6]]
+    assert rows == [f"cut {CAPPED}", "stopped"]
+    assert r"cut$^\ddagger$ &" in to_latex(t).replace(" $^", "$^")
+
+
+def test_ci_tables_hold_intervals_around_the_means_and_check_rebuilds_them(tmp_path):
+    suite = tmp_path / "seeds.yaml"
+    suite.write_text(SUITE)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+    assert not list((res / "tables/seeds").glob("*-ci.*"))  # opt-in
+    assert main(["table", "--suite", str(suite), "--results", str(res), "--ci"]) == 0
+    md = (res / "tables/seeds/syn-main-ci.md").read_text()
+    assert "95% percentile-bootstrap interval" in md
+    cells = [c for line in md.splitlines() if line.startswith("| ") for c in line.split("|")[3:-1] if "[" in c]
+    assert cells
+    for c in cells:  # the first number is the mean, then its interval
+        mean = float(re.search(r"\d\.\d{4}", c).group())
+        lo, hi = map(float, re.search(r"\[(\d\.\d{4}), (\d\.\d{4})\]", c).groups())
+        assert lo <= mean <= hi, c
+    assert check_tables(str(suite), res) == []
+    (res / "tables/seeds/syn-main-ci.md").write_text(md.replace("[", "(", 1))
+    assert any("syn-main-ci.md: differs" in f for f in check_tables(str(suite), res))
+
+
+def test_cold_targets_are_counted_over_the_evaluated_users(tmp_path):
+    from bench.runner import cold_test_targets
+    from bench.split import Split
+
+    split = Split("d", "v", "none", np.arange(4).astype(str), [{}] * 4, np.array(["a", "b", "c"]),
+                  [np.array([0]), np.array([0, 1]), np.array([1])], np.array([1, 0, 0]), np.array([2, 3, 1]), 0)
+    assert cold_test_targets(split, np.arange(3)) == 2  # items 2 and 3 never occur in training
+    assert cold_test_targets(split, np.array([2])) == 0
+    suite = tmp_path / "seeds.yaml"
+    suite.write_text(SUITE)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop"]) == 0
+    md = (res / "tables/seeds/syn-main.md").read_text()
+    assert re.search(r"cold test targets \(never in training\): \d+ of the evaluated users, \d+ in the dataset", md)
