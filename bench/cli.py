@@ -1,4 +1,4 @@
-"""python -m bench {list,run,table,plot,check}."""
+"""python -m bench {list,plan,run,table,plot,check}."""
 from __future__ import annotations
 
 import argparse
@@ -76,6 +76,14 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from bench.plan import plan_markdown
+    from bench.suites import load_suite
+
+    print(plan_markdown(load_suite(args.suite), args.results))
+    return 0
+
+
 def cmd_plot(args) -> int:
     from bench.plots import plot_suite
     from bench.suites import load_suite
@@ -120,6 +128,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--test", choices=["t-test", "permutation", "wilcoxon"], default="t-test")
     t.add_argument("--ci", action="store_true", help="write the tables with 95%% bootstrap intervals over users (files *-ci)")
     t.set_defaults(func=cmd_table)
+    pn = sub.add_parser("plan", parents=[common], help="every cell's state, device and estimated time, before running")
+    pn.add_argument("--suite", required=True)
+    pn.set_defaults(func=cmd_plan)
     pl = sub.add_parser("plot", parents=[common], help="metric@K curves, ablation bars with CIs, training curves")
     pl.add_argument("--suite", required=True)
     pl.set_defaults(func=cmd_plot)

@@ -18,7 +18,7 @@ from bench.datasets import load_dataset
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metric_names, metrics_from_ranks, ranks_from_lists, ranks_from_scores
 from bench.models import FitContext, is_scores, make_model
-from bench.provenance import code_fingerprint, machine, staleness, versions
+from bench.provenance import code_record, machine, staleness, versions
 from bench.split import Split, leave_one_out
 from bench.store import RunStore, config_hash, dumps, per_user_csv
 from bench.suites import DatasetEntry, Suite, Variant
@@ -205,7 +205,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         "config": config,
         "config_hash": chash,
         "commit": git_commit(),
-        "code": {"fingerprint": code_fingerprint(cell.variant.model)},
+        "code": code_record(cell.variant.model, cell.dataset.spec),
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "bench", *sys.argv[1:]]),
         "versions": versions(),
         "machine": machine(),
@@ -233,21 +233,30 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
 def validate_plan(cells: list[Cell]) -> None:
     """Every model's parameters and every dataset name, checked before the first cell runs: a typo
     in the last model of a long suite surfaces now, not hours later."""
-    from bench.datasets import resolve
+    from bench.datasets import missing_inputs, resolve
 
-    seen = set()
+    seen, inputs = set(), {}
     for cell in cells:
         try:
             resolve(cell.dataset.spec, cell.dataset.params)
         except BenchError as e:
             raise BenchError(f"suite {cell.suite.name}: dataset {cell.dataset.key!r}: {e}") from None
+        inputs[cell.dataset.spec] = cell.dataset.params
         key = (cell.variant.key, cell.dataset.key)
         if key not in seen:
             seen.add(key)
+            params = cell.variant.params_for(cell.dataset.key)
             try:
-                make_model(cell.variant.model, cell.variant.params_for(cell.dataset.key))
+                make_model(cell.variant.model, params)
             except (BenchError, TypeError, ValueError) as e:
                 raise BenchError(f"suite {cell.suite.name}: model variant {cell.variant.key!r}: {e}") from None
+            for entry in (params.get("stage1") or {}).get("datasets", []):  # CALRec's stage-I domains
+                spec, extra = (entry, {}) if isinstance(entry, str) else (entry["spec"], {k: v for k, v in entry.items() if k != "spec"})
+                inputs[spec] = extra
+    missing, sources = missing_inputs(inputs)
+    if missing:
+        raise BenchError(f"suite {cells[0].suite.name}: {len(missing)} input files missing: {', '.join(missing)} "
+                         f"(get them from {'; '.join(sources)})")
 
 
 def check_writable(root: Path) -> None:

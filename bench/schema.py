@@ -50,6 +50,7 @@ class SuiteSpec(_Strict):
     ablations: dict[str, list[str]] = {}
     check: CheckSpec = CheckSpec()
     eval_batch: int = Field(default=256, ge=1)
+    published: Optional[str] = None  # bench/published/<name>.yaml: published numbers beside ours
 
 
 def _where(loc: tuple) -> str:

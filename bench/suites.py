@@ -76,6 +76,7 @@ class Suite:
     ablations: dict[str, list[str]] = field(default_factory=dict)
     check: dict = field(default_factory=dict)
     eval_batch: int = 256
+    published: str | None = None  # bench/published/<name>.yaml
 
     def variant(self, key: str) -> Variant:
         for v in self.variants:
@@ -139,10 +140,17 @@ def load_suite(name: str) -> Suite:
                 raise BenchError(f"{path}: ablations.{table} names unknown model variant {r!r}")
     if spec.reference is not None and spec.reference not in keys:
         raise BenchError(f"{path}: reference {spec.reference!r} is not a model variant of this suite")
+    if spec.published is not None:
+        from bench.published import load_published
+
+        try:
+            load_published(spec.published)
+        except BenchError as e:
+            raise BenchError(f"{path}: published: {e}") from None
     sample = lambda s: s.model_dump() if s is not None else None  # noqa: E731
     return Suite(
         name=path.stem, path=path, description=spec.description, datasets=datasets, variants=variants,
         seeds=spec.seeds, ks=sorted(spec.ks), history_masking=spec.history_masking,
         user_sample=sample(spec.user_sample), valid_sample=sample(spec.valid_sample), reference=spec.reference,
-        ablations=spec.ablations, check=spec.check.model_dump(), eval_batch=spec.eval_batch,
+        ablations=spec.ablations, check=spec.check.model_dump(), eval_batch=spec.eval_batch, published=spec.published,
     )

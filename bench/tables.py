@@ -22,6 +22,7 @@ from tabulate import tabulate
 
 from bench.costs import cost_markdown, device
 from bench.provenance import off_pins, staleness
+from bench.published import load_published, published_markdown
 from bench.results import VariantRuns, capped, load_runs
 from bench.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement
 from bench.suites import Suite
@@ -249,6 +250,7 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
     LaTeX; with `ci`, the same tables with bootstrap intervals, named *-ci) and its cost table, from
     one read of its stored runs."""
     out = {}
+    pub = load_published(suite.published) if suite.published else None
     for d in suite.datasets:
         runs, missing = load_runs(suite, root, d.key)
         for key, t in dataset_tables(suite, d.key, runs, missing, test, ci).items():
@@ -257,6 +259,8 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
             out[f"{name}.tex"] = to_latex(t)
         if runs and not ci:
             out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
+        if pub is not None and d.key in pub.targets and not ci:
+            out[f"{d.key}-published.md"] = published_markdown(suite, d.key, runs, pub)
     return out
 
 

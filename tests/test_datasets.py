@@ -67,3 +67,37 @@ def test_atomic_dir_and_errors(tmp_path):
         load_dataset(f"atomic:{d}")
     with pytest.raises(BenchError, match="expected exactly one <name>.inter"):
         load_dataset(f"atomic:{tmp_path / 'nothing'}")
+
+
+SCI = {"directory": str(FIXTURES), "recipe": "recformer"}
+
+
+def test_recformer_recipe_counts_every_step_by_hand():
+    """Fixture (real 2018 format, gzipped): 6 users, 26 reviews; item X has no metadata (2 reviews);
+    after dropping them the users have 4, 3, 6, 2, 4, 5 reviews, so 4 have >= 4; u3 reviews A twice."""
+    d = load_dataset("amazon2018:Industrial_and_Scientific", **SCI, user_fraction=1.0)
+    assert d.extra["counts"] == {"reviews": 26, "with_metadata": 24, "users_with_metadata": 6, "users_eligible": 4,
+                                 "users_sampled": 4, "interactions": 19, "items": 5}
+    assert "2 whose item has no metadata dropped" in d.preprocessing and "100% user sample (seed 0)" in d.preprocessing
+    assert d.item_text["B0SCI0000C"] == {"Title": "Lab Beaker Set", "Brand": "MakerC",
+                                         "Category": "Industrial & Scientific, Test, Measure & Inspect"}
+    assert "B0SCI00000Z" not in d.item_text  # metadata of an item nobody reviewed
+    s = leave_one_out(d)
+    seqs = {s.user_ids[u]: [s.item_ids[i][-1] for i in [*s.train[u], s.valid[u], s.test[u]]] for u in range(s.n_users)}
+    # time-sorted, equal times in file order (u3: B and C on day 2), repeats kept (u3 ends with A again)
+    assert seqs == {"AU1SCI": list("ABCD"), "AU3SCI": list("ABCDEA"), "AU5SCI": list("DECA"), "AU6SCI": list("ABCDE")}
+    assert s.stats()["preprocessing"] == d.preprocessing
+
+
+def test_recformer_user_sample_is_seeded():
+    a = load_dataset("amazon2018:Industrial_and_Scientific", **SCI, user_fraction=0.5, sample_seed=1)
+    b = load_dataset("amazon2018:Industrial_and_Scientific", **SCI, user_fraction=0.5, sample_seed=1)
+    assert sorted(set(a.user)) == sorted(set(b.user))
+    # seed 1 draws users 3, 5 and 6 (in order of first appearance); of the eligible, u3, u5, u6 stay
+    assert sorted(set(a.user)) == ["AU3SCI", "AU5SCI", "AU6SCI"] and a.extra["counts"]["users_sampled"] == 3
+    with pytest.raises(BenchError, match="keeps no user"):
+        load_dataset("amazon2018:Industrial_and_Scientific", **SCI, min_interactions=7, user_fraction=1.0)
+    with pytest.raises(BenchError, match="user_fraction must be in"):
+        load_dataset("amazon2018:Industrial_and_Scientific", **SCI, user_fraction=0.0)
+    with pytest.raises(BenchError, match="recipe"):
+        load_dataset("amazon2018:Industrial_and_Scientific", directory=str(FIXTURES), recipe="unisrec")

@@ -95,12 +95,9 @@ def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_pat
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
     assert "changed since" not in md and "no code fingerprint" not in md
-    from bench import runner
-
     real = provenance.code_fingerprint
-    changed = lambda m: "0" * 16 if m == "itemknn" else real(m)  # noqa: E731 (itemknn's sources "edited")
+    changed = lambda m, d: "0" * 16 if m == "itemknn" else real(m, d)  # noqa: E731 (itemknn's sources "edited")
     monkeypatch.setattr(provenance, "code_fingerprint", changed)
-    monkeypatch.setattr(runner, "code_fingerprint", changed)
     capsys.readouterr()
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
@@ -165,3 +162,14 @@ def test_cold_targets_are_counted_over_the_evaluated_users(tmp_path):
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
     assert re.search(r"cold test targets \(never in training\): \d+ of the evaluated users, \d+ in the dataset", md)
+
+
+def test_a_cell_fingerprints_only_its_own_loader_and_model_package():
+    from bench.provenance import code_sources
+
+    ml = code_sources("sasrec", "ml-100k")
+    assert "bench/datasets/movielens.py" in ml and "bench/datasets/amazon.py" not in ml
+    assert "baselines/sasrec.py" in ml and not any(f.startswith("calrec/") for f in ml)
+    amazon = code_sources("calrec", "amazon2018:Beauty")
+    assert "bench/datasets/amazon.py" in amazon and "bench/datasets/movielens.py" not in amazon
+    assert "calrec/recommender.py" in amazon and "bench/evaluate.py" in amazon

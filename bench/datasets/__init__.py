@@ -5,7 +5,8 @@ import inspect
 import typing
 from typing import Callable
 
-from bench.datasets.amazon import load_amazon2018
+from bench.datasets.amazon import SOURCE as AMAZON_SOURCE
+from bench.datasets.amazon import load_amazon2018, missing_files
 from bench.datasets.atomic import load_atomic_dir
 from bench.datasets.base import Interactions
 from bench.datasets.movielens import load_ml1m, load_ml100k
@@ -45,9 +46,27 @@ def resolve(spec: str, params: dict) -> tuple[Callable[..., Interactions], tuple
     return loader, args
 
 
+# Families whose raw files the user supplies: what is missing, checked for a whole plan up front.
+MISSING: dict[str, tuple[Callable[..., list[str]], str]] = {"amazon2018": (missing_files, AMAZON_SOURCE)}
+
+
+def missing_inputs(inputs: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """For dataset spec -> parameters: the raw files that cannot be found, and where to get them."""
+    files, sources = [], []
+    for spec, params in inputs.items():
+        family, _, arg = spec.partition(":")
+        if family in MISSING and arg:
+            find, source = MISSING[family]
+            gone = find(arg, **params)
+            files += gone
+            if gone and source not in sources:
+                sources.append(source)
+    return files, sources
+
+
 def load_dataset(spec: str, **params) -> Interactions:
     loader, args = resolve(spec, params)
     return loader(*args, **params)
 
 
-__all__ = ["DATASETS", "FAMILIES", "Interactions", "load_dataset", "resolve"]
+__all__ = ["DATASETS", "FAMILIES", "Interactions", "load_dataset", "missing_inputs", "resolve"]

@@ -1,0 +1,60 @@
+"""`bench plan` (issue 16, section 3): states, devices and estimates from stored runs, on a small suite."""
+from bench.cli import main
+from bench.plan import estimate, plan_suite, training_key
+from bench.runner import plan
+from bench.suites import load_suite
+
+SUITE = """
+seeds: [0, 1]
+ks: [1, 10]
+user_sample: {size: 30, seed: 0}
+datasets:
+  syn: {spec: synthetic, n_users: 60, n_items: 40, seed: 1}
+models:
+  pop: {model: pop, seeds: [0]}
+  knn: {model: itemknn, params: {neighbours: 10}}
+  sas: {model: sasrec, params: {epochs: 4, max_len: 10, hidden: 16, eval_every: 1, patience: 100}}
+  sas-long: {model: sasrec, params: {epochs: 40, max_len: 10, hidden: 16, eval_every: 1, patience: 100}}
+  cal: {model: calrec, params: {backbone: tiny, stage2_steps: 8, n_samples: 2}}
+  cal-dense: {model: calrec, params: {backbone: tiny, stage2_steps: 8, n_samples: 2, inference: dense}}
+  cal-more: {model: calrec, params: {backbone: tiny, stage2_steps: 16, n_samples: 2}}
+"""
+
+
+def _suite(tmp_path):
+    path = tmp_path / "planned.yaml"
+    path.write_text(SUITE)
+    return load_suite(str(path))
+
+
+def test_plan_before_and_after_runs(tmp_path, capsys):
+    suite, res = _suite(tmp_path), tmp_path / "r"
+    before = plan_suite(suite, res)
+    assert all(p.state == "to run: not run yet" and p.train_s is None for p in before)
+    assert main(["run", "--suite", str(suite.path), "--results", str(res), "--models", "pop,knn,sas", "--seeds", "0"]) == 0
+    after = {p.cell.name: p for p in plan_suite(suite, res)}
+    assert after["syn/pop/seed0"].state == "done" and after["syn/knn/seed0"].state == "done"
+    assert after["syn/knn/seed1"].state == "to run: not run yet" and after["syn/knn/seed1"].train_s is not None
+    # sas ran 4 epochs: 40 planned epochs are estimated at 10x its training time
+    sas, long = after["syn/sas/seed1"], after["syn/sas-long/seed0"]
+    assert abs(long.train_s - 10 * sas.train_s) < 1e-6 * max(sas.train_s, 1) and "other settings" in long.basis
+    assert after["syn/cal/seed0"].train_s is None and "no stored run" in after["syn/cal/seed0"].basis
+    capsys.readouterr()
+    assert main(["plan", "--suite", str(suite.path), "--results", str(res)]) == 0
+    out = capsys.readouterr().out
+    assert "3 of 13 cells done" in out and "without an estimate" in out and "| syn/pop/seed0 " in out
+
+
+def test_inference_variants_count_their_training_once(tmp_path):
+    suite = _suite(tmp_path)
+    cells = {c.name: c for c in plan(suite)}
+    assert training_key(cells["syn/cal/seed0"]) == training_key(cells["syn/cal-dense/seed0"])
+    assert training_key(cells["syn/cal/seed0"]) != training_key(cells["syn/cal-more/seed0"])
+    assert training_key(cells["syn/cal/seed0"]) != training_key(cells["syn/cal/seed1"])
+    rec = {"config": {"model": {"name": "calrec", "params": {"backbone": "tiny", "stage2_steps": 4}}},
+           "machine": {}, "fit_seconds": 99.0, "predict_seconds": 3.0, "evaluated_users": 30,
+           "dataset_stats": {"users": 60}, "model_info": {"timings": {"stage2": {"steps": 4, "train_seconds": 20.0}}}}
+    train, predict, _ = estimate(cells["syn/cal-more/seed0"], "cpu", [rec])
+    assert train == 80.0 and predict == 3.0  # 16 steps at 5 s; 30 test users at 0.1 s
+    planned = {p.cell.name: p for p in plan_suite(suite, tmp_path / "empty")}
+    assert planned["syn/cal/seed0"].device == "cpu"
