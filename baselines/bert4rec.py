@@ -30,18 +30,18 @@ class BERT4Rec(SASRec):
 
     def loss(self, batch: tuple[list[np.ndarray], torch.Tensor], rng) -> torch.Tensor:
         pieces = batch[0]  # every piece's items are candidates for masking
-        tok = pad_right(pieces, self._train_width())
+        tok = pad_right(pieces, self._train_width()).to(self.device)
         real = tok > 0
-        masked = torch.from_numpy(rng.random(tok.shape) < self.mask_prob) & real
+        masked = torch.from_numpy(rng.random(tok.shape) < self.mask_prob).to(self.device) & real
         # Every sequence gets its last item masked half of the time: the inference task.
-        rows, last = torch.arange(len(pieces)), (real.sum(1) - 1).clamp(min=0)
-        masked[rows, last] |= torch.from_numpy(rng.random(len(pieces)) < 0.5) & real[rows, last]
+        rows, last = torch.arange(len(pieces), device=tok.device), (real.sum(1) - 1).clamp(min=0)
+        masked[rows, last] |= torch.from_numpy(rng.random(len(pieces)) < 0.5).to(self.device) & real[rows, last]
         nothing = ~masked.any(dim=1) & real.any(dim=1)
         masked[rows[nothing], last[nothing]] = True
         inp = tok.masked_fill(masked, self.n_items + 1)
-        with autocast(self.bf16):
+        with autocast(self.bf16, self.device):
             logits = self.item_logits(self.net(inp)[masked])
         return F.cross_entropy(logits.float(), tok[masked] - 1)
 
     def _final_state(self, histories):
-        return self.net(pad_right(histories, self.max_len, extra=[self.n_items + 1]), last_only=True)
+        return self.net(pad_right(histories, self.max_len, extra=[self.n_items + 1]).to(self.device), last_only=True)

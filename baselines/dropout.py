@@ -33,6 +33,8 @@ class FastDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if x.device.type != "cpu":  # the slow Bernoulli draws are a CPU problem; on a GPU torch's own is fast
+            return nn.functional.dropout(x, self.p, training=True)
         return x * self.mask(x.shape, x.dtype)
 
     def extra_repr(self) -> str:

@@ -94,12 +94,12 @@ class Block(nn.Module):
         b, n, h = x.shape
         q, k, v = self.qkv(x if self.post_ln else self.ln1(x)).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
         if last is not None:
-            rows = torch.arange(b)
+            rows = torch.arange(b, device=x.device)
             x, q = x[rows, last][:, None], q[rows, :, last][:, :, None]
             if mask is None:  # is_causal would align the one query with key 0, not with `last`
-                mask = (torch.arange(n) <= last[:, None])[:, None, :]
+                mask = (torch.arange(n, device=x.device) <= last[:, None])[:, None, :]
         if self.training and self.attn_drop.p > 0:  # SDPA would draw its mask with torch's slow bernoulli_
-            seen = torch.ones(n, n, dtype=torch.bool).tril() if mask is None else mask[:, None]
+            seen = torch.ones(n, n, dtype=torch.bool, device=x.device).tril() if mask is None else mask[:, None]
             s = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).masked_fill(~seen, float("-inf"))
             a = self.attn_drop(s.softmax(-1)) @ v
         elif mask is None:
@@ -158,13 +158,13 @@ class SequenceEncoder(nn.Module):
         b, n = tokens.shape
         lengths = (tokens > 0).sum(1)
         if self.layout == "recbole":
-            x = self.drop(self.norm(self.item(tokens) + self.pos(torch.arange(n))))
+            x = self.drop(self.norm(self.item(tokens) + self.pos(torch.arange(n, device=tokens.device))))
         else:
-            back = (lengths[:, None] - 1 - torch.arange(n)).clamp(min=0)  # padding gets any valid position
+            back = (lengths[:, None] - 1 - torch.arange(n, device=tokens.device)).clamp(min=0)  # padding gets any valid position
             x = self.drop(self.item(tokens) * math.sqrt(self.item.embedding_dim) + self.pos(back))
         mask = None
         if not self.causal:  # every real key; key 0 too, so an empty row cannot turn into NaN
-            keys = (tokens > 0) | (torch.arange(n) == 0)
+            keys = (tokens > 0) | (torch.arange(n, device=tokens.device) == 0)
             mask = keys[:, None, :]
         last = (lengths - 1).clamp(min=0)
         for i, block in enumerate(self.blocks):

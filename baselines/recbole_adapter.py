@@ -18,6 +18,7 @@ import torch
 
 from baselines.recbole_compat import hidden_argv, import_recbole, load_checkpoint
 from bench.models import FitContext
+from bench.precision import resolve_device
 from bench.split import Split
 
 NEEDS_NEGATIVES = {"FPMC", "TransRec", "SINE"}  # pairwise models: BPR with sampled negatives
@@ -50,8 +51,10 @@ def write_benchmark_files(split: Split, folder: Path, name: str, max_len: int) -
 
 class RecBoleModel:
     def __init__(self, model: str = "SASRec", epochs: int = 50, patience: int = 5, max_len: int = 50,
-                 batch_size: int = 256, lr: float = 1e-3, config: dict | None = None, threads: int | None = None):
+                 batch_size: int = 256, lr: float = 1e-3, config: dict | None = None, threads: int | None = None,
+                 device: str = "auto"):
         self.model_name, self.epochs, self.patience, self.max_len = model, epochs, patience, max_len
+        self.device = resolve_device(device)  # RecBole's own GPU path (use_gpu) where there is a GPU
         self.batch_size, self.lr, self.extra, self.threads = batch_size, lr, dict(config or {}), threads
 
     def recbole_config(self, data_path: Path, name: str, seed: int, checkpoint_dir: Path) -> dict:
@@ -63,7 +66,7 @@ class RecBoleModel:
             "train_batch_size": self.batch_size, "eval_batch_size": 1024, "learning_rate": self.lr,
             "eval_args": {"order": "TO", "mode": "full", "group_by": "user"},
             "metrics": ["Recall", "NDCG"], "topk": [10], "valid_metric": "NDCG@10",
-            "device": "cpu", "use_gpu": False, "seed": seed, "reproducibility": True, "show_progress": False,
+            "use_gpu": self.device.startswith("cuda"), "gpu_id": self.device.partition(":")[2] or "0", "seed": seed, "reproducibility": True, "show_progress": False,
             "checkpoint_dir": str(checkpoint_dir), "log_wandb": False, "state": "WARNING",
         }
         if self.model_name in NEEDS_NEGATIVES:
@@ -86,11 +89,12 @@ class RecBoleModel:
         with hidden_argv():
             config = Config(model=self.model_name, dataset=name,
                             config_dict=self.recbole_config(data_path, name, ctx.seed, Path(ctx.workdir) / "recbole-ckpt"))
+        config["device"] = torch.device(self.device)  # RecBole picks cuda wherever one is visible; ours decides
         init_seed(config["seed"], config["reproducibility"])
         logging.getLogger().setLevel(logging.WARNING)
         dataset = create_dataset(config)
         train_data, valid_data, self.test_data = data_preparation(config, dataset)
-        model = get_model(config["model"])(config, train_data._dataset).to("cpu")
+        model = get_model(config["model"])(config, train_data._dataset).to(self.device)
         self.trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
         t0 = time.perf_counter()
 
@@ -126,7 +130,7 @@ class RecBoleModel:
             m.ITEM_SEQ_LEN: torch.from_numpy(lengths),
             m.USER_ID: torch.tensor([self.user_tok2id[str(u)] for u in users]),
         })
-        scores = m.full_sort_predict(inter).view(len(histories), -1).float().numpy()
+        scores = m.full_sort_predict(inter.to(self.device)).view(len(histories), -1).float().cpu().numpy()
         return scores[:, self.to_recbole]  # column j = our item j; RecBole's padding column dropped
 
     def recbole_test_metrics(self) -> dict:
@@ -137,4 +141,4 @@ class RecBoleModel:
     def info(self) -> dict:
         return {"recbole_model": self.model_name, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
                 "best_valid_NDCG@10_recbole_unmasked": float(self.best_valid),
-                "parameters": sum(p.numel() for p in self.model.parameters())}
+                "parameters": sum(p.numel() for p in self.model.parameters()), "device": self.device}

@@ -3,6 +3,7 @@ Each fix answers one item of RECBOLE_NOTES.md; `import_recbole()` applies them o
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import types
 
@@ -56,13 +57,19 @@ def import_recbole():
 
 @contextlib.contextmanager
 def hidden_argv():
-    """RecBole's Config parses sys.argv: a harness flag like --seeds=1 would silently override it."""
-    saved = sys.argv
+    """RecBole's Config parses sys.argv: a harness flag like --seeds=1 would silently override it.
+    It also sets CUDA_VISIBLE_DEVICES from `gpu_id` for the whole process; restored here, so a
+    CPU-only RecBole model leaves the GPU visible to the models after it."""
+    saved, visible = sys.argv, os.environ.get("CUDA_VISIBLE_DEVICES")
     sys.argv = saved[:1]
     try:
         yield
     finally:
         sys.argv = saved
+        if visible is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
 
 
 def load_checkpoint(path: str) -> dict:

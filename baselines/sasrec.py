@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.neural import SequenceEncoder, check_layout, length_batches, pad_right, train_with_early_stopping, windows
-from bench.precision import autocast, resolve_bf16
+from bench.precision import autocast, resolve_bf16, resolve_device
 from bench.errors import BenchError
 from bench.models import FitContext
 from bench.split import Split
@@ -22,11 +22,13 @@ class SASRec:
                  attn_dropout: float = 0.0, layout: str = "pre-ln",
                  lr: float = 1e-3, weight_decay: float = 0.0, batch_size: int = 128, epochs: int = 200,
                  patience: int = 5, eval_every: int = 1, ema: float = 0.0, all_windows: bool = False,
-                 stride: int | None = None, bf16: bool | str = False, threads: int | None = None):
+                 stride: int | None = None, bf16: bool | str = False, threads: int | None = None, device: str = "auto"):
         self.hidden, self.layers, self.heads, self.max_len, self.dropout = hidden, layers, heads, max_len, dropout
         self.lr, self.weight_decay, self.batch_size, self.epochs = lr, weight_decay, batch_size, epochs
         # bf16 measured slower at these sizes even where it is native; "auto" follows the hardware.
-        self.patience, self.eval_every, self.bf16, self.threads = patience, eval_every, resolve_bf16(bf16), threads
+        self.device = resolve_device(device)  # "auto": the GPU where there is one; the stored config keeps "auto"
+        self.patience, self.eval_every, self.threads = patience, eval_every, threads
+        self.bf16 = resolve_bf16(bf16, self.device)
         self.all_windows, self.attn_dropout, self.layout = all_windows, attn_dropout, layout
         self.stride, self.ema = stride, ema
         name = type(self).__name__.lower()
@@ -46,7 +48,7 @@ class SASRec:
         rng = np.random.default_rng(ctx.seed)
         self.n_items = split.n_items
         self.net = SequenceEncoder(self._tokens(split), self.max_len + 1, self.hidden, self.layers, self.heads,
-                                   self.dropout, self.causal, self.attn_dropout, self.layout)
+                                   self.dropout, self.causal, self.attn_dropout, self.layout).to(self.device)
         seqs = [s for s in split.train if len(s) >= 2]
         lengths = np.array([min(len(s), self._train_width()) for s in seqs])
         targets = lengths - 1  # without windows: every transition of the last window
@@ -56,7 +58,7 @@ class SASRec:
 
         def batches():
             for idx in length_batches(lengths, self.batch_size, rng):
-                yield [seqs[i] for i in idx], torch.from_numpy(targets[idx])
+                yield [seqs[i] for i in idx], torch.from_numpy(targets[idx]).to(self.device)
 
         train_with_early_stopping(self, self.net, split, ctx, lambda b: self.loss(b, rng), batches, self.epochs,
                                   self.patience, self.lr, self.weight_decay, self.eval_every, self.ema)
@@ -67,19 +69,19 @@ class SASRec:
     def loss(self, batch: tuple[list[np.ndarray], torch.Tensor], rng) -> torch.Tensor:
         """`batch`: pieces of histories and how many of each piece's last transitions to train on."""
         pieces, n_targets = batch
-        tok = pad_right(pieces, self._train_width())
+        tok = pad_right(pieces, self._train_width()).to(self.device)
         # The last real token of each row is an input only where it is followed by another.
         inp, tgt = tok[:, :-1] * (tok[:, 1:] > 0), tok[:, 1:]
         first = (tok > 0).sum(1) - 1 - n_targets  # column of each row's first trained target
-        with autocast(self.bf16):
+        with autocast(self.bf16, self.device):
             h = self.net(inp)
-            keep = (tgt > 0) & (torch.arange(tgt.shape[1]) >= first[:, None])
+            keep = (tgt > 0) & (torch.arange(tgt.shape[1], device=tgt.device) >= first[:, None])
             # Logits only at real positions: the full-softmax head is the costly part.
             logits = self.item_logits(h[keep])
         return F.cross_entropy(logits.float(), tgt[keep] - 1)
 
     def _final_state(self, histories: list[np.ndarray]) -> torch.Tensor:
-        return self.net(pad_right(histories, self.max_len), last_only=True)
+        return self.net(pad_right(histories, self.max_len).to(self.device), last_only=True)
 
     @torch.no_grad()
     def predict(self, histories: list[np.ndarray], users: np.ndarray) -> np.ndarray:
@@ -87,10 +89,10 @@ class SASRec:
         out = np.empty((len(histories), self.n_items), dtype=np.float32)
         # Similar lengths together: a batch is only as wide as its longest history.
         for idx in length_batches(np.array([len(h) for h in histories]), 128):
-            out[idx] = self.item_logits(self._final_state([histories[i] for i in idx])).float().numpy()
+            out[idx] = self.item_logits(self._final_state([histories[i] for i in idx])).float().cpu().numpy()
         return out
 
     def info(self) -> dict:
         return {"epochs_run": self.epochs_run, "best_epoch": getattr(self, "best_epoch", None),
                 "best_valid_NDCG@10": self.best_valid_ndcg10,
-                "parameters": sum(p.numel() for p in self.net.parameters())}
+                "parameters": sum(p.numel() for p in self.net.parameters()), "device": self.device}

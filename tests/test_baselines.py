@@ -180,3 +180,20 @@ def test_itemknn_and_bm25_shapes_and_signal(syn, tmp_path):
         s = m.predict(syn.inputs("test", np.arange(3)), np.arange(3))
         assert s.shape == (3, syn.n_items) and s.dtype == np.float32
     assert ndcg10(fit("itemknn", {}, syn, tmp_path), syn) > ndcg10(fit("pop", {}, syn, tmp_path), syn)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_sequence_models_run_where_told_and_score_alike_on_a_gpu(name, syn, tmp_path):
+    """device: auto takes the GPU where there is one; a model trained on the CPU scores the same
+    users within float tolerance after moving to the GPU (the GPU half needs a GPU machine)."""
+    m = fit(name, {"hidden": 16, "max_len": 10, "epochs": 2, "patience": 5, "device": "cpu"}, syn, tmp_path)
+    assert m.info()["device"] == "cpu"
+    assert make_model(name, {}).device == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU here: the CPU-vs-GPU comparison runs on a GPU machine")
+    users = np.arange(20)
+    h = syn.inputs("test", users)
+    on_cpu = m.predict(h, users)
+    m.net.to("cuda")
+    m.device = "cuda"
+    np.testing.assert_allclose(m.predict(h, users), on_cpu, rtol=1e-4, atol=1e-4)
