@@ -26,6 +26,9 @@ def test_paper_suite_plans_without_data_and_names_every_missing_file(tmp_path, m
     assert "data/amazon2018/meta_Pet_Supplies.json.gz" in msg and "data/amazon2018/Movies_and_TV_5.json.gz" in msg
     assert main(["run", "--suite", "paper", "--results", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    assert main(["plan", "--suite", "paper", "--results", str(tmp_path / "r")]) == 0  # plans without the data
+    out = capsys.readouterr().out
+    assert "0 of 264 cells done" in out and "| scientific/calrec/seed0 " in out and "no estimate" in out
 
 
 def test_published_numbers_match_the_issue_and_every_target_has_every_method():
