@@ -67,7 +67,7 @@ def cmd_table(args) -> int:
     from bench.tables import render_tables
 
     suite = load_suite(args.suite)
-    files = render_tables(suite, args.results, args.test, args.ci)
+    files = render_tables(suite, args.results, args.test, ci=args.ci, plain=not args.ci)
     write_tables(suite, args.results, files)
     suffix = {"markdown": ".md", "latex": ".tex"}[args.format]
     for name, text in files.items():

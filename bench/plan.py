@@ -8,7 +8,6 @@ A cell with no stored run of its model on its dataset and device has no estimate
 """
 from __future__ import annotations
 
-import inspect
 import json
 from collections import defaultdict
 from dataclasses import dataclass, fields
@@ -17,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from bench.models import model_class
+from bench.models import make_model
 from bench.provenance import staleness
+from bench.results import epoch_budget
 from bench.runner import Cell, plan
 from bench.store import RunStore, config_hash
 from bench.suites import Suite
@@ -27,7 +27,7 @@ from bench.suites import Suite
 @dataclass
 class PlannedCell:
     cell: Cell
-    state: str  # "done", "to run: <why>", "stale: <why>"
+    state: str  # "done", "done (no code fingerprint)", "to run: <why>" or "stale (--stale reruns): <why>"
     device: str
     train_s: float | None
     predict_s: float | None
@@ -39,10 +39,8 @@ def budget(model: str, params: dict) -> float | None:
     if model == "calrec":
         stage1 = params.get("stage1") or {}
         return float((stage1.get("steps", 200) if stage1 else 0) + params.get("stage2_steps", 1000))
-    if "epochs" in params:
-        return float(params["epochs"])
-    p = inspect.signature(model_class(model)).parameters.get("epochs")
-    return float(p.default) if p is not None and isinstance(p.default, int) else None
+    epochs = epoch_budget(model, params)
+    return None if epochs is None else float(epochs)
 
 
 def units_run(rec: dict) -> float | None:
@@ -55,11 +53,9 @@ def units_run(rec: dict) -> float | None:
 
 
 def cell_device(model: str, params: dict) -> str:
-    if model != "calrec":
-        return "cpu"  # only CALRec moves to a GPU today
-    from bench.precision import resolve_device
-
-    return "gpu" if resolve_device(params.get("device", "auto")).startswith("cuda") else "cpu"
+    """Where the model would run here: the device it resolves (`device: auto` takes a GPU where there
+    is one); models without one run on the CPU."""
+    return "gpu" if str(getattr(make_model(model, params), "device", "cpu")).startswith("cuda") else "cpu"
 
 
 def record_device(rec: dict) -> str:

@@ -60,16 +60,22 @@ def load_runs(suite: Suite, root: Path, dataset: str) -> tuple[dict[str, Variant
     return runs, missing
 
 
+def epoch_budget(model: str, params: dict) -> int | None:
+    """The epochs a config allows: its own `epochs`, else the model's default (None: no such limit).
+    Read from the constructor's signature, so records of older configs need no model instance."""
+    if "epochs" in params:
+        return params["epochs"]
+    default = inspect.signature(model_class(model)).parameters.get("epochs")
+    return default.default if default is not None and isinstance(default.default, int) else None
+
+
 def capped(record: dict) -> bool:
     """Whether training ended at its budget rather than by early stopping: epochs run up to the
     limit, or a step budget whose last evaluation was its best (still improving when cut)."""
     info = record.get("model_info") or {}
     model = record["config"]["model"]
     if info.get("epochs_run") is not None:
-        budget = model["params"].get("epochs")
-        if budget is None:  # the model's own default
-            default = inspect.signature(model_class(model["name"])).parameters.get("epochs")
-            budget = None if default is None else default.default
+        budget = epoch_budget(model["name"], model["params"])
         return isinstance(budget, int) and info["epochs_run"] >= budget
     stage = (info.get("timings") or {}).get("stage2") or {}
     return bool(stage.get("steps")) and stage.get("best_step") == stage["steps"]

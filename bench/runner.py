@@ -233,7 +233,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
 def validate_plan(cells: list[Cell]) -> None:
     """Every model's parameters and every dataset name, checked before the first cell runs: a typo
     in the last model of a long suite surfaces now, not hours later."""
-    from bench.datasets import missing_inputs, resolve
+    from bench.datasets import entry_spec, missing_inputs, resolve
 
     seen, inputs = set(), {}
     for cell in cells:
@@ -251,7 +251,7 @@ def validate_plan(cells: list[Cell]) -> None:
             except (BenchError, TypeError, ValueError) as e:
                 raise BenchError(f"suite {cell.suite.name}: model variant {cell.variant.key!r}: {e}") from None
             for entry in (params.get("stage1") or {}).get("datasets", []):  # CALRec's stage-I domains
-                spec, extra = (entry, {}) if isinstance(entry, str) else (entry["spec"], {k: v for k, v in entry.items() if k != "spec"})
+                spec, extra = entry_spec(entry)
                 inputs[spec] = extra
     missing, sources = missing_inputs(inputs)
     if missing:

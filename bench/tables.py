@@ -14,7 +14,7 @@ averaged over the row's seeds; files named *-ci). Output is a pure function of t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,8 @@ from bench.suites import Suite
 ALPHA = 0.05
 UP, DOWN = "↑", "↓"  # significantly higher / lower than the reference row
 CAPPED = "‡"  # training ended at its budget, not by early stopping
+CI_NOTE = ("[low, high]: 95% percentile-bootstrap interval of the mean over the evaluated users (2000 resamples, "
+           "seed 0; per-user values averaged over the row's seeds, so seed variance is not in it).")
 DECIMALS = 4
 
 
@@ -133,8 +135,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
                      f"by early stopping, so the row may be undertrained: "
                      + ", ".join(suite.variant(r).label for r, c in zip(rows, cut) if c) + ".")
     if ci:
-        notes.append("[low, high]: 95% percentile-bootstrap interval of the mean over the evaluated users (2000 "
-                     "resamples, seed 0; per-user values averaged over the row's seeds, so seed variance is not in it).")
+        notes.append(CI_NOTE)
     off = []
     for r in rows:
         bad = {}
@@ -245,21 +246,24 @@ def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], mis
     return tables
 
 
-def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = False) -> dict[str, str]:
-    """File name -> content, for results/tables/<suite>/: per dataset its metric tables (markdown and
-    LaTeX; with `ci`, the same tables with bootstrap intervals, named *-ci) and its cost table, from
-    one read of its stored runs."""
+def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = False, plain: bool = True) -> dict[str, str]:
+    """File name -> content, for results/tables/<suite>/, from one read of the stored runs: per
+    dataset, with `plain`, its metric tables (markdown and LaTeX), cost table and published-numbers
+    table; with `ci`, the metric tables with bootstrap intervals, named *-ci (each table is built
+    once and rendered both ways)."""
     out = {}
     pub = load_published(suite.published) if suite.published else None
     for d in suite.datasets:
         runs, missing = load_runs(suite, root, d.key)
         for key, t in dataset_tables(suite, d.key, runs, missing, test, ci).items():
-            name = f"{key}-ci" if ci else key
-            out[f"{name}.md"] = to_markdown(t)
-            out[f"{name}.tex"] = to_latex(t)
-        if runs and not ci:
+            if plain:
+                bare = replace(t, ci=None, notes=[n for n in t.notes if n != CI_NOTE])
+                out[f"{key}.md"], out[f"{key}.tex"] = to_markdown(bare), to_latex(bare)
+            if ci:
+                out[f"{key}-ci.md"], out[f"{key}-ci.tex"] = to_markdown(t), to_latex(t)
+        if runs and plain:
             out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
-        if pub is not None and d.key in pub.targets and not ci:
+        if pub is not None and d.key in pub.targets and plain:
             out[f"{d.key}-published.md"] = published_markdown(suite, d.key, runs, pub)
     return out
 
@@ -267,8 +271,5 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
 def suite_tables(suite: Suite, root: Path) -> dict[str, str]:
     """What results/tables/<suite>/ should hold: the plain tables, and the *-ci ones where that
     folder already has some (bootstrapping every cell is the slow part, so they are opt-in)."""
-    out = render_tables(suite, root)
     folder = Path(root) / "tables" / suite.name
-    if folder.is_dir() and any(p.stem.endswith("-ci") for p in folder.iterdir()):
-        out.update(render_tables(suite, root, ci=True))
-    return out
+    return render_tables(suite, root, ci=folder.is_dir() and any(p.stem.endswith("-ci") for p in folder.iterdir()))

@@ -50,6 +50,12 @@ def resolve(spec: str, params: dict) -> tuple[Callable[..., Interactions], tuple
 MISSING: dict[str, tuple[Callable[..., list[str]], str]] = {"amazon2018": (missing_files, AMAZON_SOURCE)}
 
 
+def entry_spec(entry: str | dict) -> tuple[str, dict]:
+    """A dataset named in a model's parameters (e.g. CALRec's stage-I domains): a spec string, or
+    {spec: ..., loader params...}."""
+    return (entry, {}) if isinstance(entry, str) else (entry["spec"], {k: v for k, v in entry.items() if k != "spec"})
+
+
 def missing_inputs(inputs: dict[str, dict]) -> tuple[list[str], list[str]]:
     """For dataset spec -> parameters: the raw files that cannot be found, and where to get them."""
     files, sources = [], []
@@ -69,4 +75,4 @@ def load_dataset(spec: str, **params) -> Interactions:
     return loader(*args, **params)
 
 
-__all__ = ["DATASETS", "FAMILIES", "Interactions", "load_dataset", "missing_inputs", "resolve"]
+__all__ = ["DATASETS", "FAMILIES", "Interactions", "entry_spec", "load_dataset", "missing_inputs", "resolve"]

@@ -120,11 +120,17 @@ def _read_meta(path: Path, wanted: set[str], fields: dict[str, str]) -> dict[str
 SOURCE = "Amazon Review Data 2018 (https://nijianmo.github.io/amazon/): per category the 5-core reviews and the metadata"
 
 
+def _raw_files(d: Path, category: str, variant: str) -> tuple[str, Path | None, Path | None]:
+    """The reviews file's stem, and the reviews and metadata files found in `d` (None where absent)."""
+    stem = f"{category}_5" if variant == "5core" else category
+    return stem, _find(d, stem), _find(d, f"meta_{category}")
+
+
 def missing_files(category: str, directory: str | None = None, variant: str = "5core", **_) -> list[str]:
     """The raw files a load would need and cannot find (checked before a suite starts)."""
     d = Path(directory or ".").expanduser()
-    stem = f"{category}_5" if variant == "5core" else category
-    return [f"{d}/{name}.json.gz" for name in (stem, f"meta_{category}") if _find(d, name) is None]
+    stem, reviews, meta = _raw_files(d, category, variant)
+    return [f"{d}/{name}.json.gz" for name, path in ((stem, reviews), (f"meta_{category}", meta)) if path is None]
 
 
 def load_amazon2018(category: str, directory: str | None = None, variant: str = "5core", k: int = 5,
@@ -142,8 +148,7 @@ def load_amazon2018(category: str, directory: str | None = None, variant: str = 
     if not 0 < user_fraction <= 1:
         raise BenchError(f"amazon2018:{category}: user_fraction must be in (0, 1], not {user_fraction!r}")
     d = Path(directory).expanduser()
-    stem = f"{category}_5" if variant == "5core" else category
-    reviews, meta = _find(d, stem), _find(d, f"meta_{category}")
+    stem, reviews, meta = _raw_files(d, category, variant)
     if reviews is None or meta is None:
         raise BenchError(
             f"amazon2018:{category}: expected {d}/{stem}.json[.gz] and {d}/meta_{category}.json[.gz]"
@@ -192,12 +197,13 @@ def _recformer(category, version, user, item, ts, meta, variant, min_interaction
     chosen[order[eligible & drawn]] = True
     keep = chosen[inverse]
     user, item, ts = user[keep], item[keep], ts[keep]
+    kept_items = set(item.tolist())
     counts.update(users_with_metadata=len(ids), users_eligible=int(eligible.sum()), users_sampled=int(chosen.sum()),
-                  interactions=len(user), items=len(set(item.tolist())))
+                  interactions=len(user), items=len(kept_items))
     if not len(user):
         raise BenchError(f"amazon2018:{category}: the Recformer recipe keeps no user (min_interactions={min_interactions}, "
                          f"user_fraction={fraction})")
-    item_text = {i: item_text[i] for i in set(item.tolist())}
+    item_text = {i: item_text[i] for i in kept_items}
     c = counts
     steps = (f"Recformer recipe: {variant} reviews ({c['reviews']}); {c['reviews'] - c['with_metadata']} whose item has no "
              f"metadata dropped; users with >= {min_interactions} interactions: {c['users_eligible']} of "
