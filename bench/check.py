@@ -67,7 +67,7 @@ def check_reference(suite_name: str, results: Path, update: bool = False) -> lis
 
 
 def check_tables(suite_name: str, results: Path) -> list[str]:
-    suite = load_suite(suite_name)
+    suite = load_suite(suite_name, results)  # with the variants `bench tune` added
     folder = results / "tables" / suite.name
     if not folder.is_dir():
         return [f"{folder}: no committed tables to check (build them with `python -m bench table --suite {suite.name}`)"]

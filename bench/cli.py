@@ -1,4 +1,4 @@
-"""python -m bench {list,plan,run,table,plot,check}."""
+"""python -m bench {list,plan,run,tune,table,plot,check}."""
 from __future__ import annotations
 
 import argparse
@@ -44,10 +44,39 @@ def cmd_run(args) -> int:
     from bench.suites import load_suite
     from bench.tables import suite_tables
 
-    suite = load_suite(args.suite)
-    run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale)
+    suite = load_suite(args.suite, args.results)
+    tracker = make_tracker(args.track, args.results)
+    on_cell = (lambda cell, folder: tracker.log_cell(cell, folder)) if tracker else None
+    run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale, on_cell=on_cell)
     written = write_tables(suite, args.results, suite_tables(suite, args.results))
     print(f"runs in {args.results / 'runs' / suite.name}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
+    return 0
+
+
+def make_tracker(track: str | None, results: Path):
+    if not track:
+        return None
+    from bench.track import tracker
+
+    return tracker(track, results)
+
+
+def cmd_tune(args) -> int:
+    from bench.suites import load_suite
+    from bench.tune import Search, run_search, write_overlay, write_report
+
+    search = Search(load_suite(args.suite, args.results), args.model, args.dataset, args.metric, args.storage)
+    tracker = make_tracker(args.track, args.results)
+    callbacks = [tracker.trial_callback(search)] if tracker else []
+    study = run_search(search, args.results, args.trials, args.timeout, callbacks)
+    if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+        raise BenchError(f"study {search.study_name}: no trial completed, so there is nothing to write")
+    overlay = write_overlay(search, study, args.results)
+    report = write_report(search, study, args.results)
+    best = study.best_trial
+    print(f"best trial {best.number}: valid {args.metric} = {best.value:.4f} with {best.params}")
+    print(f"variant {args.model}-tuned written to {overlay}; report: {', '.join(str(p) for p in report)}")
+    print(f"next: python -m bench run --suite {args.suite} --models {args.model}-tuned --datasets {args.dataset}")
     return 0
 
 
@@ -66,7 +95,7 @@ def cmd_table(args) -> int:
     from bench.suites import load_suite
     from bench.tables import render_tables
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, args.results)
     files = render_tables(suite, args.results, args.test, ci=args.ci, plain=not args.ci)
     write_tables(suite, args.results, files)
     suffix = {"markdown": ".md", "latex": ".tex"}[args.format]
@@ -80,7 +109,7 @@ def cmd_plan(args) -> int:
     from bench.plan import plan_markdown
     from bench.suites import load_suite
 
-    print(plan_markdown(load_suite(args.suite), args.results))
+    print(plan_markdown(load_suite(args.suite, args.results), args.results))
     return 0
 
 
@@ -88,7 +117,7 @@ def cmd_plot(args) -> int:
     from bench.plots import plot_suite
     from bench.suites import load_suite
 
-    for p in plot_suite(load_suite(args.suite), args.results):
+    for p in plot_suite(load_suite(args.suite, args.results), args.results):
         print(p)
     return 0
 
@@ -121,7 +150,19 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun cells even if stored with the same config")
     r.add_argument("--stale", action="store_true",
                    help="also rerun cells computed by code that has changed since (or that recorded no code fingerprint)")
+    r.add_argument("--track", metavar="mlflow[:URI]",
+                   help="log each cell as an MLflow run (default store: results/mlflow/; needs the .[track] extra)")
     r.set_defaults(func=cmd_run)
+    tu = sub.add_parser("tune", parents=[common], help="search a variant's `tune:` space on validation data (Optuna)")
+    tu.add_argument("--suite", required=True)
+    tu.add_argument("--model", required=True, help="the model variant whose `tune:` space to search")
+    tu.add_argument("--dataset", required=True)
+    tu.add_argument("--trials", type=int, default=20, help="finished (complete or pruned) trials the study should hold")
+    tu.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tu.add_argument("--metric", default="NDCG@10", help="the validation metric to maximise")
+    tu.add_argument("--storage", help="an Optuna storage URL (default: SQLite under results/tune/<suite>/)")
+    tu.add_argument("--track", metavar="mlflow[:URI]", help="log each trial as an MLflow run")
+    tu.set_defaults(func=cmd_tune)
     t = sub.add_parser("table", parents=[common], help="build markdown and LaTeX tables from stored runs")
     t.add_argument("--suite", required=True)
     t.add_argument("--format", choices=["markdown", "latex"], default="markdown", help="which one to print")

@@ -89,7 +89,7 @@ def plan(suite: Suite, models=None, datasets=None, seeds=None) -> list[Cell]:
         if datasets and d.key not in datasets:
             continue
         for v in suite.variants:
-            if models and v.key not in models:
+            if (models and v.key not in models) or not v.runs_on(d.key):
                 continue
             for seed in (v.seeds or suite.seeds):
                 if seeds and seed not in seeds:
@@ -217,6 +217,8 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         "dataset_stats": split.stats(),
         "model_info": getattr(model, "info", lambda: {})(),
     }
+    if cell.variant.tuned is not None:
+        record["tuning"] = cell.variant.tuned[cell.dataset.key]  # the study and trial these parameters came from
     files = {
         "run.json": dumps(record),
         "metrics.json": dumps(metrics),
@@ -267,7 +269,9 @@ def check_writable(root: Path) -> None:
 
 
 def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False,
-              stale=False) -> list[tuple[Cell, str]]:
+              stale=False, on_cell=None) -> list[tuple[Cell, str]]:
+    """Compute (or find stored) every selected cell; `on_cell(cell, folder)` is called after each
+    stored one (e.g. to log it to a tracker)."""
     store = RunStore(root)
     cells = plan(suite, models, datasets, seeds)
     if not cells:
@@ -281,4 +285,6 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
         status = run_cell(cell, store, force, stale)
         tqdm.write(f"{cell.name}: {status}")
         done.append((cell, status))
+        if on_cell is not None and not status.startswith("skipped"):
+            on_cell(cell, store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
     return done

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -24,6 +24,16 @@ class SampleSpec(_Strict):
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
 
 
+class TuneRange(_Strict):
+    """One searched parameter: a range (`low`/`high`, integers if both are, `log` scale, `step`) or
+    `choices`. A dotted name sets a key inside a dict parameter (RecBole's `config.embedding_size`)."""
+    low: Optional[Union[int, float]] = None
+    high: Optional[Union[int, float]] = None
+    log: bool = False
+    step: Optional[Union[int, float]] = None
+    choices: Optional[list[Union[bool, int, float, str, None]]] = Field(default=None, min_length=1)
+
+
 class VariantSpec(_Strict):
     model: str
     params: dict[str, Any] = {}
@@ -31,6 +41,14 @@ class VariantSpec(_Strict):
     group: Literal["baseline", "ours"] = "baseline"
     label: Optional[str] = None
     seeds: Optional[list[int]] = Field(default=None, min_length=1)
+    tune: dict[str, TuneRange] = {}  # the space `python -m bench tune` searches (bench/tune.py)
+    tuned: Optional[dict[str, dict[str, Any]]] = None  # written by `bench tune`: dataset -> study and trial
+
+
+class OverlaySpec(_Strict):
+    """results/tune/<suite>/overlay.yaml, written by `bench tune`: variants (and their tables) added to a suite."""
+    models: dict[str, VariantSpec] = {}
+    ablations: dict[str, list[str]] = {}
 
 
 class CheckSpec(_Strict):
@@ -53,28 +71,67 @@ class SuiteSpec(_Strict):
     published: Optional[str] = None  # bench/published/<name>.yaml: published numbers beside ours
 
 
+def check_tune(space: dict[str, TuneRange], where: str) -> None:
+    for name, r in space.items():
+        at = f"{where}.{name}"
+        if r.choices is not None:
+            if r.low is not None or r.high is not None or r.log or r.step is not None:
+                raise BenchError(f"{at}: give either choices or low/high, not both")
+            continue
+        if r.low is None or r.high is None:
+            raise BenchError(f"{at}: needs low and high (or choices)")
+        if not r.low < r.high:
+            raise BenchError(f"{at}: low ({r.low!r}) must be below high ({r.high!r})")
+        if r.log and (r.low <= 0 or r.step is not None):
+            raise BenchError(f"{at}: a log scale needs low > 0 and no step")
+        if r.step is not None and not r.step > 0:
+            raise BenchError(f"{at}: step must be > 0, not {r.step!r}")
+
+
 def _where(loc: tuple) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def parse_suite(raw: Any, path) -> SuiteSpec:
-    """The suite file's mapping, type-checked; the first problem as one line."""
+def _owner(top: type, loc: tuple) -> type:
+    """The schema class a location inside `top` belongs to (to list its allowed keys)."""
+    if len(loc) == 1:
+        return top
+    if loc[0] == "models":
+        return TuneRange if len(loc) == 5 and loc[2] == "tune" else VariantSpec
+    return SampleSpec if loc[0].endswith("sample") else CheckSpec
+
+
+def _validated(cls: type, raw: Any, path):
     try:
-        spec = SuiteSpec.model_validate(raw)
+        return cls.model_validate(raw)
     except ValidationError as e:
         err = min(e.errors(), key=lambda x: x["type"] != "extra_forbidden")  # a typo'd key says more than the key it lacks
         loc, kind = err["loc"], err["type"]
         parent = _where(loc[:-1]) or "suite"
         if kind == "extra_forbidden":
-            owner = {0: SuiteSpec, 2: VariantSpec}.get(len(loc) - 1, SampleSpec if loc[0].endswith("sample") else CheckSpec)
+            owner = _owner(cls, loc)
             raise BenchError(f"{path}: {parent}: unknown key {loc[-1]!r} (allowed: {', '.join(owner.model_fields)})") from None
         if kind == "missing":
             raise BenchError(f"{path}: {parent}: missing {loc[-1]!r}") from None
         raise BenchError(f"{path}: {_where(loc)}: {err['msg'][0].lower()}{err['msg'][1:]} (got {err['input']!r})") from None
+
+
+def parse_overlay(raw: Any, path) -> OverlaySpec:
+    spec = _validated(OverlaySpec, raw, path)
+    for key, v in spec.models.items():
+        check_tune(v.tune, f"{path}: models.{key}.tune")
+    return spec
+
+
+def parse_suite(raw: Any, path) -> SuiteSpec:
+    """The suite file's mapping, type-checked; the first problem as one line."""
+    spec = _validated(SuiteSpec, raw, path)
     for where, seeds in [("seeds", spec.seeds)] + [(f"models.{k}.seeds", v.seeds or []) for k, v in spec.models.items()]:
         for s in seeds:
             if not 0 <= s <= SEED_MAX:
                 raise BenchError(f"{path}: {where}: seed {s} is outside 0..{SEED_MAX}")
+    for key, v in spec.models.items():
+        check_tune(v.tune, f"{path}: models.{key}.tune")
     for k in spec.ks:
         if k < 1:
             raise BenchError(f"{path}: ks: {k} is not a positive cutoff")

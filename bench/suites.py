@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from bench.errors import BenchError
-from bench.schema import parse_suite
+from bench.schema import parse_overlay, parse_suite
 
 SUITE_DIR = Path(__file__).parent / "suites"
 # Keys become folder names under results/: letters, digits, '.', '_', '-' only (no '..', no '/').
@@ -55,6 +55,11 @@ class Variant:
     group: str  # "ours": the method the suite studies (CALRec), else "baseline" (whoever implemented it); the headline row compares the best of each
     label: str
     seeds: tuple | None = None  # overrides the suite's seeds (deterministic models need one)
+    tune: dict = field(default_factory=dict)  # name -> TuneRange: what `bench tune` searches
+    tuned: dict | None = None  # dataset -> the study and trial it came from; runs only on these datasets
+
+    def runs_on(self, dataset_key: str) -> bool:
+        return self.tuned is None or dataset_key in self.tuned
 
     def params_for(self, dataset_key: str) -> dict:
         return {**self.params, **self.per_dataset.get(dataset_key, {})}
@@ -106,8 +111,12 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
 
 
-def load_suite(name: str) -> Suite:
-    path = suite_path(name)
+def overlay_path(results: Path, suite_name: str) -> Path:
+    """Where `bench tune` writes the tuned variants that `load_suite(..., results)` adds to a suite."""
+    return Path(results) / "tune" / suite_name / "overlay.yaml"
+
+
+def _read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -118,23 +127,52 @@ def load_suite(name: str) -> Suite:
         raise BenchError(f"{path}: not UTF-8 text (byte {e.start})") from None
     if not isinstance(raw, dict):
         raise BenchError(f"{path}: expected a mapping of suite fields, got {type(raw).__name__}")
-    spec = parse_suite(raw, path)
+    return raw
+
+
+def _variants(models: dict, path: Path, dataset_keys: set[str]) -> list[Variant]:
+    variants = []
+    for key, v in models.items():
+        key = _key(key, f"{path}: models")
+        for dkey in [*v.datasets, *(v.tuned or {})]:
+            if dkey not in dataset_keys:
+                raise BenchError(f"{path}: models.{key} names unknown dataset {dkey!r}")
+        variants.append(Variant(key=key, model=v.model, params=v.params, per_dataset=v.datasets, group=v.group,
+                                label=v.label if v.label is not None else key,
+                                seeds=tuple(v.seeds) if v.seeds is not None else None,
+                                tune=dict(v.tune), tuned=v.tuned))
+    return variants
+
+
+def _load_overlay(path: Path, dataset_keys: set[str]) -> tuple[list[Variant], dict[str, list[str]]]:
+    spec = parse_overlay(_read_yaml(path), path)
+    return _variants(spec.models, path, dataset_keys), dict(spec.ablations)
+
+
+def load_suite(name: str, results: Path | None = None) -> Suite:
+    """The suite file, plus the variants `bench tune` wrote under `results` (if given)."""
+    path = suite_path(name)
+    spec = parse_suite(_read_yaml(path), path)
     datasets = []
     for key, params in spec.datasets.items():
         params = dict(params or {})
         datasets.append(DatasetEntry(_key(key, f"{path}: datasets"), str(params.pop("spec", key)), params))
     dataset_keys = {d.key for d in datasets}
-    variants = []
-    for key, v in spec.models.items():
-        key = _key(key, f"{path}: models")
-        for dkey in v.datasets:
-            if dkey not in dataset_keys:
-                raise BenchError(f"{path}: models.{key}.datasets names unknown dataset {dkey!r}")
-        variants.append(Variant(key=key, model=v.model, params=v.params, per_dataset=v.datasets, group=v.group,
-                                label=v.label if v.label is not None else key,
-                                seeds=tuple(v.seeds) if v.seeds is not None else None))
+    variants = _variants(spec.models, path, dataset_keys)
+    ablations = dict(spec.ablations)
+    overlay = overlay_path(results, path.stem) if results is not None else None
+    if overlay is not None and overlay.is_file():
+        extra, more = _load_overlay(overlay, dataset_keys)
+        for v in extra:
+            if any(v.key == w.key for w in variants):
+                raise BenchError(f"{overlay}: model variant {v.key!r} is already in {path}; rename it")
+        variants += extra
+        for table in more:
+            if table in ablations:
+                raise BenchError(f"{overlay}: ablation table {table!r} is already in {path}; rename it")
+        ablations.update(more)
     keys = {v.key for v in variants}
-    for table, rows in spec.ablations.items():
+    for table, rows in ablations.items():
         for r in rows:
             if r not in keys:
                 raise BenchError(f"{path}: ablations.{table} names unknown model variant {r!r}")
@@ -152,5 +190,5 @@ def load_suite(name: str) -> Suite:
         name=path.stem, path=path, description=spec.description, datasets=datasets, variants=variants,
         seeds=spec.seeds, ks=sorted(spec.ks), history_masking=spec.history_masking,
         user_sample=sample(spec.user_sample), valid_sample=sample(spec.valid_sample), reference=spec.reference,
-        ablations=spec.ablations, check=spec.check.model_dump(), eval_batch=spec.eval_batch, published=spec.published,
+        ablations=ablations, check=spec.check.model_dump(), eval_batch=spec.eval_batch, published=spec.published,
     )

@@ -241,6 +241,8 @@ def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], mis
                                              f"{suite.name}: {dataset}, all models", test, missing, headline=True, ci=ci)}
     for name, rows in suite.ablations.items():
         miss = [m for m in missing if m.split("/")[1] in rows]
+        if not miss and not any(r in runs for r in rows):
+            continue  # none of its rows runs on this dataset (a variant tuned on another one)
         tables[f"{dataset}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {dataset}, ablation: {name}",
                                                            test, miss, headline=False, ci=ci)
     return tables

@@ -1,0 +1,143 @@
+"""`--track mlflow[:URI]`: stored cells and tuning trials as MLflow runs.
+
+A cell becomes one run in the experiment `<suite>`: params = its resolved config (flattened),
+metrics = its test metrics plus each training-curve column per step, tags = commit, device, config
+hash, code fingerprint and the cell's name; artifacts = run.json, metrics.json, per_user.csv.gz and
+curves.csv. Runs are logged from the stored files after a cell is computed or found stored, and a
+cell whose (name, config hash, start time) is already logged is not logged twice, so `--track` on a
+finished suite fills a tracker with what the store holds.
+
+The default store is a local SQLite database under results/mlflow/ (ignored by git; MLflow 3 keeps
+its plain-file store only behind an opt-out). MLflow's metric names may not contain '@', so
+NDCG@10 is logged as NDCG_at_10.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.errors import BenchError
+
+CELL_TAG = "bench.cell"
+
+
+def _mlflow():
+    try:
+        import mlflow
+    except ImportError:
+        raise BenchError("--track mlflow needs MLflow: pip install -e '.[track]'") from None
+    return mlflow
+
+
+def metric_key(name: str) -> str:
+    return name.replace("@", "_at_")
+
+
+def flatten(obj, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {'model.params.lr': '0.002', ...} (MLflow params are strings)."""
+    if isinstance(obj, dict) and obj:
+        out = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: json.dumps(obj) if isinstance(obj, (list, dict)) else str(obj)}
+
+
+def tracker(spec: str, results: Path):
+    """`mlflow` or `mlflow:URI` -> a tracker; anything else is a one-line error."""
+    kind, _, uri = spec.partition(":")
+    if kind != "mlflow":
+        raise BenchError(f"--track {spec!r}: unknown tracker (supported: mlflow, mlflow:URI)")
+    return MlflowTracker(uri or None, results)
+
+
+class MlflowTracker:
+    def __init__(self, uri: str | None, results: Path):
+        mlflow = _mlflow()
+        from mlflow.tracking import MlflowClient
+
+        self.local = uri is None
+        folder = (Path(results) / "mlflow").resolve()
+        if self.local:
+            folder.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{folder / 'mlflow.db'}"
+        self.artifacts = (folder / "artifacts").as_uri() if self.local else None
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.mlflow = mlflow
+
+    def experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=self.artifacts and f"{self.artifacts}/{name}")
+
+    def _logged(self, experiment: str, tags: dict) -> bool:
+        query = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in (CELL_TAG, "config_hash", "started"))
+        return bool(self.client.search_runs([experiment], filter_string=query, max_results=1))
+
+    def _log(self, experiment: str, run_name: str, tags: dict, params: dict, metrics: dict[str, float],
+             curves: list[dict], files: list[Path]) -> str:
+        from mlflow.entities import Metric, Param, RunTag
+
+        run = self.client.create_run(experiment, run_name=run_name, tags=tags)
+        rid, now = run.info.run_id, run.info.start_time
+        points = [Metric(metric_key(k), float(v), now, 0) for k, v in metrics.items()]
+        for i, row in enumerate(curves):
+            step = int(row.get("epoch", row.get("step", i)))
+            points += [Metric(metric_key(f"curve.{k}"), float(v), now, step) for k, v in row.items()
+                       if k not in ("epoch", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+        items = [Param(k[:250], v[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's limits per log_batch call
+            self.client.log_batch(rid, params=items[start : start + 100])
+        for start in range(0, len(points), 1000):
+            self.client.log_batch(rid, metrics=points[start : start + 1000])
+        self.client.log_batch(rid, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        for f in files:
+            if f.is_file():
+                self.client.log_artifact(rid, str(f))
+        self.client.set_terminated(rid)
+        return rid
+
+    def log_cell(self, cell, folder: Path) -> str | None:
+        """Log one stored cell (skipped if this exact run is already logged). Returns the run id."""
+        import pandas as pd
+
+        rec = json.loads((folder / "run.json").read_text())
+        info = rec.get("model_info") or {}
+        host = rec.get("machine") or {}
+        tags = {CELL_TAG: cell.name, "config_hash": rec["config_hash"], "started": rec.get("started", ""),
+                "commit": rec.get("commit", ""), "code_fingerprint": (rec.get("code") or {}).get("fingerprint", ""),
+                "device": info.get("device") or host.get("accelerator") or f"cpu: {host.get('cpu_model') or host.get('processor')}",
+                "suite": cell.suite.name, "dataset": cell.dataset.key, "variant": cell.variant.key, "seed": cell.seed}
+        if "tuning" in rec:
+            tags["tuned_from"] = f"{rec['tuning']['study']} trial {rec['tuning']['trial']}"
+        experiment = self.experiment(cell.suite.name)
+        if self._logged(experiment, tags):
+            return None
+        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics.update({"fit_seconds": rec["fit_seconds"], "predict_seconds": rec["predict_seconds"]})
+        curves = pd.read_csv(folder / "curves.csv").to_dict("records") if (folder / "curves.csv").is_file() else []
+        files = [folder / n for n in ("run.json", "metrics.json", "per_user.csv.gz", "curves.csv")]
+        return self._log(experiment, cell.name, tags, flatten(rec["config"]), metrics, curves, files)
+
+    def trial_callback(self, search):
+        """An Optuna callback: each finished trial as a run in the experiment `tune/<suite>/<study>`
+        (sampled params, validation metrics, the pruning curve as `curve.valid`)."""
+        name = f"tune/{search.suite.name}/{search.study_name}"
+
+        def log_trial(study, trial) -> None:
+            experiment = self.experiment(name)
+            tags = {CELL_TAG: f"{search.study_name}/trial{trial.number}", "config_hash": trial.number,
+                    "started": trial.datetime_start.isoformat() if trial.datetime_start else "",
+                    "study": study.study_name, "state": trial.state.name}
+            if self._logged(experiment, tags):
+                return
+            metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and v is not None}
+            if trial.value is not None:
+                metrics["objective"] = trial.value
+            curve = [{"epoch": step, "valid": v} for step, v in sorted(trial.intermediate_values.items())]
+            params = {k: str(v) for k, v in trial.params.items()}
+            self._log(experiment, f"trial {trial.number}", tags, params, metrics, curve, [])
+
+        return log_trial

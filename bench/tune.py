@@ -1,0 +1,289 @@
+"""`python -m bench tune`: search a variant's hyperparameters on validation data only (Optuna).
+
+The suite declares the space beside the variant (`bench.schema.TuneRange`):
+
+    sasrec: {model: sasrec, params: {...}, tune: {lr: {low: 1.0e-4, high: 1.0e-2, log: true},
+                                                   dropout: {low: 0.1, high: 0.7}, hidden: {choices: [32, 64]}}}
+
+Each trial fits the variant with the sampled values (over its own parameters for that dataset) on
+the train part, with the suite's first seed, and scores the suite's validation users with the one
+evaluator; the objective is a validation metric (NDCG@10 by default). TPE (seeded) proposes; a
+median pruner stops a trial whose learning curve (the validation score a model logs each epoch)
+trails the median of earlier trials at that epoch.
+
+No test target is ever read: every trial gets a copy of the split whose test targets are replaced
+by the validation ones (`without_test`), so no code path, ours or RecBole's, can see a held-out item.
+
+The study lives in a database (SQLite under results/tune/<suite>/, or any URL Optuna accepts, e.g.
+PostgreSQL for several workers), so a killed search resumes and several processes can share one.
+The best trial becomes the variant `<variant>-tuned` in results/tune/<suite>/overlay.yaml (with a
+table comparing it with the hand-set variant), which `load_suite(..., results)` merges: `bench run`
+then trains and tests it like any other cell, and its run.json records the study and trial.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fcntl
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from bench.errors import BenchError
+from bench.evaluate import metric_names, metrics_from_ranks
+from bench.models import FitContext, make_model, model_class
+from bench.runner import get_split, git_commit, sample_users, score_users, seed_everything
+from bench.split import Split
+from bench.store import atomic_write_text
+from bench.suites import Suite, overlay_path
+
+# Curve columns a model logs per evaluation (ours, RecBole's own); pruning reads the first present.
+CURVE_KEYS = ("valid_NDCG@10", "recbole_valid_NDCG@10_unmasked")
+PRUNE_STARTUP_TRIALS = 5  # no pruning until this many trials have finished: the median needs company
+PRUNE_WARMUP_EPOCHS = 3  # early epochs rank runs poorly (slow starters catch up)
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise BenchError("bench tune needs Optuna: pip install -e '.[tune]'") from None
+    return optuna
+
+
+def without_test(split: Split) -> Split:
+    """The split a search may see: test targets replaced by the validation ones."""
+    return dataclasses.replace(split, test=split.valid.copy())
+
+
+def with_values(params: dict, values: dict) -> dict:
+    """`params` with each sampled value set; a dotted name sets a key inside a dict parameter."""
+    out = copy.deepcopy(params)
+    for name, value in values.items():
+        *outer, last = name.split(".")
+        node = out
+        for part in outer:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise BenchError(f"tune: {name!r}: parameter {part!r} is not a mapping")
+        node[last] = value
+    return out
+
+
+def suggest(trial, space: dict) -> dict:
+    values = {}
+    for name, r in space.items():
+        if r.choices is not None:
+            values[name] = trial.suggest_categorical(name, r.choices)
+        elif all(isinstance(x, int) for x in (r.low, r.high, r.step or 1)):
+            values[name] = trial.suggest_int(name, r.low, r.high, step=r.step or 1, log=r.log)
+        else:
+            values[name] = trial.suggest_float(name, r.low, r.high, step=r.step, log=r.log)
+    return values
+
+
+def check_space(model: str, params: dict, space: dict, where: str) -> None:
+    """Every searched name is a parameter of the model, and the space's corners construct one."""
+    import inspect
+
+    known = inspect.signature(model_class(model)).parameters
+    for name in space:
+        if name.split(".")[0] not in known:
+            raise BenchError(f"{where}.tune: {name!r} is not a parameter of model {model!r}")
+    for pick in (0, -1):
+        corner = {n: (r.choices[pick] if r.choices is not None else (r.low, r.high)[pick]) for n, r in space.items()}
+        try:
+            make_model(model, with_values(params, corner))
+        except BenchError as e:
+            raise BenchError(f"{where}.tune: {e}") from None
+
+
+class PruningCurve(list):
+    """A model's `ctx.curves` that reports each validation point to the trial as it is logged."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        value = next((row[k] for k in CURVE_KEYS if k in row), None)
+        if value is None:
+            return
+        step = int(row.get("epoch", len(self)))
+        self.trial.report(float(value), step)
+        if self.trial.should_prune():
+            raise _optuna().TrialPruned(f"validation {value:.4f} at epoch {step} trails the median")
+
+
+@dataclasses.dataclass
+class Search:
+    suite: Suite
+    variant: str
+    dataset: str
+    metric: str = "NDCG@10"
+    storage: str | None = None  # Optuna URL; default SQLite under results/tune/<suite>/
+
+    @property
+    def study_name(self) -> str:
+        return f"{self.dataset}/{self.variant}"
+
+    def folder(self, results: Path) -> Path:
+        return Path(results) / "tune" / self.suite.name / self.dataset / self.variant
+
+    def storage_url(self, results: Path) -> str:
+        if self.storage:
+            return self.storage
+        db = Path(results).resolve() / "tune" / self.suite.name / "optuna.db"
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{db}"
+
+
+def _entry(search: Search):
+    suite = search.suite
+    variant = suite.variant(search.variant)
+    entry = next((d for d in suite.datasets if d.key == search.dataset), None)
+    if entry is None:
+        raise BenchError(f"suite {suite.name}: no dataset {search.dataset!r} (has {', '.join(d.key for d in suite.datasets)})")
+    if not variant.tune:
+        raise BenchError(f"suite {suite.name}: model variant {variant.key!r} declares no `tune:` space")
+    if search.metric not in metric_names(suite.ks):
+        raise BenchError(f"metric {search.metric!r} is not one the suite computes ({', '.join(metric_names(suite.ks))})")
+    return variant, entry
+
+
+def objective_fn(search: Search, split: Split, valid_users: np.ndarray):
+    """What one trial does: fit with the sampled values, score validation users, return the metric."""
+    suite = search.suite
+    variant = suite.variant(search.variant)
+    base = variant.params_for(search.dataset)
+    seed = (variant.seeds or suite.seeds)[0]
+    optuna = _optuna()
+
+    def objective(trial) -> float:
+        params = with_values(base, suggest(trial, variant.tune))
+        model = make_model(variant.model, params)
+        work = Path(tempfile.mkdtemp(prefix="bench-tune-"))
+        try:
+            ctx = FitContext(seed=seed, workdir=work, valid_users=valid_users, ks=suite.ks, curves=PruningCurve(trial))
+            seed_everything(seed)
+            t0 = time.perf_counter()
+            try:
+                model.fit(split, ctx)
+            finally:
+                trial.set_user_attr("fit_seconds", round(time.perf_counter() - t0, 2))
+                trial.set_user_attr("epochs_run", getattr(model, "epochs_run", None))
+            ranks = score_users(model, split, valid_users, "valid", suite.history_masking, suite.eval_batch, "validation")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        means = {m: float(v.mean()) for m, v in metrics_from_ranks(ranks, suite.ks).items()}
+        for name, value in means.items():
+            trial.set_user_attr(f"valid_{name}", value)
+        if not np.isfinite(means[search.metric]):
+            raise optuna.TrialPruned("non-finite validation metric")
+        return means[search.metric]
+
+    return objective
+
+
+def run_search(search: Search, results: Path, trials: int, timeout: float | None = None, callbacks=()):
+    """Run trials until the study holds `trials` finished (complete or pruned) ones or `timeout`
+    seconds pass; a resumed search continues the same study. Returns the study."""
+    optuna = _optuna()
+    variant, entry = _entry(search)
+    check_space(variant.model, variant.params_for(entry.key), variant.tune, f"suite {search.suite.name}: models.{variant.key}")
+    seed = (variant.seeds or search.suite.seeds)[0]
+    storage = optuna.storages.RDBStorage(search.storage_url(results), heartbeat_interval=60, grace_period=180)
+    study = optuna.create_study(
+        storage=storage, study_name=search.study_name, direction="maximize", load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS))
+    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    left = trials - len(study.get_trials(deepcopy=False, states=done_states))
+    if left > 0:
+        split = without_test(get_split(entry))
+        valid_users = sample_users(split.n_users, search.suite.valid_sample)
+        study.optimize(objective_fn(search, split, valid_users), timeout=timeout, gc_after_trial=True,
+                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=done_states), *callbacks],
+                       catch=(BenchError,))
+    return study
+
+
+def tuned_entry(search: Search, study, results: Path) -> dict:
+    """The overlay's record of where the tuned parameters came from (copied into each run.json)."""
+    optuna = _optuna()
+    best = study.best_trial
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    db = Path(results).resolve() / "tune" / search.suite.name / "optuna.db"
+    root = Path(__file__).resolve().parent.parent
+    storage = str(db.relative_to(root) if db.is_relative_to(root) else db)
+    if search.storage:
+        from sqlalchemy.engine import make_url
+
+        storage = make_url(search.storage).render_as_string(hide_password=True)
+    return {
+        "study": search.study_name, "storage": storage, "trial": best.number, "commit": git_commit(), "metric": f"valid {search.metric}",
+        "value": round(float(best.value), 6), "params": dict(best.params),
+        "trials": {s.name.lower(): states.count(s) for s in (optuna.trial.TrialState.COMPLETE,
+                                                               optuna.trial.TrialState.PRUNED,
+                                                               optuna.trial.TrialState.FAIL)},
+    }
+
+
+def write_overlay(search: Search, study, results: Path) -> Path:
+    """Add (or replace) `<variant>-tuned` on this dataset in the suite's overlay, under a lock so
+    searches in parallel processes do not lose each other's entries."""
+    variant = search.suite.variant(search.variant)
+    key = f"{variant.key}-tuned"
+    path = overlay_path(results, search.suite.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".overlay.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+        raw = raw or {"models": {}, "ablations": {}}
+        entry = raw["models"].get(key) or {
+            "model": variant.model, "group": variant.group, "label": f"{variant.label}, tuned", "datasets": {}, "tuned": {}}
+        if variant.seeds is not None:
+            entry["seeds"] = list(variant.seeds)
+        entry["datasets"][search.dataset] = with_values(variant.params_for(search.dataset), study.best_trial.params)
+        entry["tuned"][search.dataset] = tuned_entry(search, study, results)
+        raw["models"][key] = entry
+        raw.setdefault("ablations", {})[f"tuning-{variant.key}"] = [variant.key, key]
+        header = ("# Written by `python -m bench tune`; `bench run` adds these variants to the suite.\n"
+                  "# Each tuned variant runs only on the datasets it was tuned on.\n")
+        atomic_write_text(path, header + yaml.safe_dump(raw, sort_keys=False, width=120))
+    return path
+
+
+def write_report(search: Search, study, results: Path) -> list[Path]:
+    """trials.csv, and Optuna's optimisation-history and parameter-importance plots (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    optuna = _optuna()
+    folder = search.folder(results)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = [folder / "trials.csv"]
+    atomic_write_text(out[0], study.trials_dataframe().to_csv(index=False))
+    plots = [("history.png", optuna.visualization.matplotlib.plot_optimization_history)]
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) >= 2 and len(study.best_trial.params) >= 2:
+        plots.append(("importances.png", optuna.visualization.matplotlib.plot_param_importances))
+    import warnings
+
+    for name, plot in plots:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            ax = plot(study)
+        ax.figure.set_size_inches(7, 4.5)
+        ax.figure.tight_layout()
+        ax.figure.savefig(folder / name, dpi=120)
+        plt.close(ax.figure)
+        out.append(folder / name)
+    return out
