@@ -134,6 +134,13 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
         notes.append(f"{CAPPED}: training ended at its budget (epochs, or steps whose last evaluation was the best), not "
                      f"by early stopping, so the row may be undertrained: "
                      + ", ".join(suite.variant(r).label for r, c in zip(rows, cut) if c) + ".")
+    for r in rows:
+        tuning = (runs[r].records[0].get("tuning") if runs[r].records else None)
+        if tuning:
+            counts = ", ".join(f"{n} {state}" for state, n in tuning["trials"].items() if n)
+            notes.append(f"{suite.variant(r).label}: hyperparameters searched on validation only (Optuna; study "
+                         f"{tuning['study']} in {tuning['storage']}, {counts}); best trial {tuning['trial']}, "
+                         f"{tuning['metric']} {tuning['value']:.4f}.")
     if ci:
         notes.append(CI_NOTE)
     off = []
@@ -241,8 +248,8 @@ def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], mis
                                              f"{suite.name}: {dataset}, all models", test, missing, headline=True, ci=ci)}
     for name, rows in suite.ablations.items():
         miss = [m for m in missing if m.split("/")[1] in rows]
-        if not miss and not any(r in runs for r in rows):
-            continue  # none of its rows runs on this dataset (a variant tuned on another one)
+        if not all(suite.variant(r).runs_on(dataset) for r in rows):
+            continue  # a row that does not run on this dataset (a variant tuned on another one)
         tables[f"{dataset}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {dataset}, ablation: {name}",
                                                            test, miss, headline=False, ci=ci)
     return tables

@@ -197,7 +197,11 @@ def run_search(search: Search, results: Path, trials: int, timeout: float | None
     variant, entry = _entry(search)
     check_space(variant.model, variant.params_for(entry.key), variant.tune, f"suite {search.suite.name}: models.{variant.key}")
     seed = (variant.seeds or search.suite.seeds)[0]
-    storage = optuna.storages.RDBStorage(search.storage_url(results), heartbeat_interval=60, grace_period=180)
+    import warnings
+
+    with warnings.catch_warnings():  # heartbeats (a killed worker's trial is failed, not left running) are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(search.storage_url(results), heartbeat_interval=60, grace_period=180)
     study = optuna.create_study(
         storage=storage, study_name=search.study_name, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
