@@ -47,9 +47,14 @@ def cmd_run(args) -> int:
     suite = load_suite(args.suite, args.results)
     tracker = make_tracker(args.track, args.results)
     on_cell = (lambda cell, folder: tracker.log_cell(cell, folder)) if tracker else None
-    run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale, on_cell=on_cell)
+    done = run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,
+                     on_cell=on_cell, executor=args.executor, address=args.address, cpus_per_cell=args.cpus_per_cell)
     written = write_tables(suite, args.results, suite_tables(suite, args.results))
     print(f"runs in {args.results / 'runs' / suite.name}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
+    failed = [f"{cell.name} ({status})" for cell, status in done if status.startswith("failed")]
+    if failed:
+        print(f"error: {len(failed)} cell(s) failed: " + "; ".join(failed), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -152,6 +157,10 @@ def parser() -> argparse.ArgumentParser:
                    help="also rerun cells computed by code that has changed since (or that recorded no code fingerprint)")
     r.add_argument("--track", metavar="mlflow[:URI]",
                    help="log each cell as an MLflow run (default store: results/mlflow/; needs the .[track] extra)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="run cells here one by one (default) or as tasks on a Ray cluster (needs the .[ray] extra)")
+    r.add_argument("--address", help="the Ray cluster to join (default: start a local one)")
+    r.add_argument("--cpus-per-cell", type=float, default=1, help="cores a CPU cell asks Ray for (default 1)")
     r.set_defaults(func=cmd_run)
     tu = sub.add_parser("tune", parents=[common], help="search a variant's `tune:` space on validation data (Optuna)")
     tu.add_argument("--suite", required=True)

@@ -269,15 +269,23 @@ def check_writable(root: Path) -> None:
 
 
 def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False,
-              stale=False, on_cell=None) -> list[tuple[Cell, str]]:
-    """Compute (or find stored) every selected cell; `on_cell(cell, folder)` is called after each
-    stored one (e.g. to log it to a tracker)."""
+              stale=False, on_cell=None, executor: str = "local", address: str | None = None,
+              cpus_per_cell: float = 1) -> list[tuple[Cell, str]]:
+    """Compute (or find stored) every selected cell, here one after another or as tasks on a Ray
+    cluster (bench/executors.py); `on_cell(cell, folder)` is called after each stored one (e.g. to
+    log it to a tracker). Returns (cell, status) pairs."""
     store = RunStore(root)
     cells = plan(suite, models, datasets, seeds)
     if not cells:
         raise BenchError(f"suite {suite.name}: the filters select no cell")
     validate_plan(cells)
     check_writable(root)
+    if executor == "ray":
+        from bench.executors import run_on_ray
+
+        return run_on_ray(cells, root, force, stale, address, cpus_per_cell, on_cell)
+    if executor != "local":
+        raise BenchError(f"unknown executor {executor!r} (local, ray)")
     done = []
     bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell")
     for cell in bar:
