@@ -17,16 +17,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.errors import BenchError
+from bench.errors import optional
 from bench.models import make_model, model_class
 
 
 def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise BenchError("--executor ray needs Ray: pip install -e '.[ray]'") from None
-    return ray
+    return optional("ray", "--executor ray", "ray")
 
 
 def requested_device(cell) -> str:

@@ -16,17 +16,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, optional
 
 CELL_TAG = "bench.cell"
 
 
 def _mlflow():
-    try:
-        import mlflow
-    except ImportError:
-        raise BenchError("--track mlflow needs MLflow: pip install -e '.[track]'") from None
-    return mlflow
+    return optional("mlflow", "--track mlflow", "track")
 
 
 def metric_key(name: str) -> str:

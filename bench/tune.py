@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from bench.errors import BenchError
+from bench.errors import BenchError, optional
 from bench.evaluate import metric_names, metrics_from_ranks
 from bench.models import FitContext, make_model, model_class
 from bench.runner import get_split, git_commit, sample_users, score_users, seed_everything
@@ -48,11 +48,7 @@ PRUNE_WARMUP_EPOCHS = 3  # early epochs rank runs poorly (slow starters catch up
 
 
 def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise BenchError("bench tune needs Optuna: pip install -e '.[tune]'") from None
-    return optuna
+    return optional("optuna", "bench tune", "tune")
 
 
 def without_test(split: Split) -> Split:

@@ -175,3 +175,18 @@ def test_track_logs_the_smoke_suite_to_mlflow_and_reads_it_back(tmp_path):
     assert {a.path for a in client.list_artifacts(knn.info.run_id)} >= {"run.json", "per_user.csv.gz", "metrics.json"}
     assert main(["run", "--suite", "smoke", "--results", str(res), "--track", "mlflow"]) == 0
     assert len(client.search_runs([experiment.experiment_id])) == 4  # stored cells are not logged twice
+
+
+def test_tune_track_logs_each_trial(suite_file, tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    res = tmp_path / "res"
+    assert main(["tune", "--suite", str(suite_file), "--model", "probe", "--dataset", "heldout", "--trials", "3",
+                 "--results", str(res), "--track", "mlflow"]) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{res / 'mlflow/mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tune/tunetest/heldout/probe").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["trial 0", "trial 1", "trial 2"]
+    assert all("objective" in r.data.metrics and "alpha" in r.data.params for r in runs)
+    history = client.get_metric_history(runs[0].info.run_id, "curve.valid")
+    assert [m.step for m in history] == list(range(1, 9))  # the curve the pruner read, per epoch
