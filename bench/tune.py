@@ -25,9 +25,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fcntl
+import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -193,15 +195,19 @@ def run_search(search: Search, results: Path, trials: int, timeout: float | None
     variant, entry = _entry(search)
     check_space(variant.model, variant.params_for(entry.key), variant.tune, f"suite {search.suite.name}: models.{variant.key}")
     seed = (variant.seeds or search.suite.seeds)[0]
-    import warnings
-
     with warnings.catch_warnings():  # heartbeats (a killed worker's trial is failed, not left running) are "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(search.storage_url(results), heartbeat_interval=60, grace_period=180)
     study = optuna.create_study(
         storage=storage, study_name=search.study_name, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS))
+    # Seeded, so a fresh search is reproducible; offset by the trials already stored, else a resumed
+    # search would draw its random start-up trials again (and a worker joining a running one too).
+    held = study.get_trials(deepcopy=False)
+    offset = len(held) + (os.getpid() if any(t.state == optuna.trial.TrialState.RUNNING for t in held) else 0)
+    with warnings.catch_warnings():  # constant_liar (parallel workers avoid each other's running trials) is "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.TPESampler(seed=(seed + offset) % 2**32, constant_liar=True)
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     left = trials - len(study.get_trials(deepcopy=False, states=done_states))
     if left > 0:
@@ -275,8 +281,6 @@ def write_report(search: Search, study, results: Path) -> list[Path]:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) >= 2 and len(study.best_trial.params) >= 2:
         plots.append(("importances.png", optuna.visualization.matplotlib.plot_param_importances))
-    import warnings
-
     for name, plot in plots:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental

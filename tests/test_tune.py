@@ -112,6 +112,7 @@ def test_a_search_resumes_its_study_and_prunes_trailing_curves(suite_file, tmp_p
     study = run_search(search, res, trials=14)
     states = [t.state for t in study.trials]
     assert [t.params for t in study.trials[:3]] == first  # the same study went on
+    assert study.trials[3].params not in first  # and did not draw its start-up trials again
     assert sum(s.is_finished() for s in states) == 14
     assert optuna.trial.TrialState.PRUNED in states  # curves below the median (alpha is the curve) stopped early
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
