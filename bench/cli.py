@@ -46,9 +46,8 @@ def cmd_run(args) -> int:
 
     suite = load_suite(args.suite, args.results)
     tracker = make_tracker(args.track, args.results)
-    on_cell = (lambda cell, folder: tracker.log_cell(cell, folder)) if tracker else None
     done = run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,
-                     on_cell=on_cell, executor=args.executor, address=args.address, cpus_per_cell=args.cpus_per_cell)
+                     on_cell=tracker.log_cell if tracker else None, executor=args.executor, address=args.address, cpus_per_cell=args.cpus_per_cell)
     written = write_tables(suite, args.results, suite_tables(suite, args.results))
     print(f"runs in {args.results / 'runs' / suite.name}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
     failed = [f"{cell.name} ({status})" for cell, status in done if status.startswith("failed")]

@@ -247,9 +247,9 @@ def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], mis
     tables = {f"{dataset}-main": build_table(suite, runs, [v.key for v in suite.variants], suite.reference,
                                              f"{suite.name}: {dataset}, all models", test, missing, headline=True, ci=ci)}
     for name, rows in suite.ablations.items():
-        miss = [m for m in missing if m.split("/")[1] in rows]
         if not all(suite.variant(r).runs_on(dataset) for r in rows):
             continue  # a row that does not run on this dataset (a variant tuned on another one)
+        miss = [m for m in missing if m.split("/")[1] in rows]
         tables[f"{dataset}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {dataset}, ablation: {name}",
                                                            test, miss, headline=False, ci=ci)
     return tables

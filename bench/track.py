@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.errors import BenchError, optional
 
 CELL_TAG = "bench.cell"
+KEY_TAG = "bench.key"  # what makes a logged run the same one: logged once
 
 
 def _mlflow():
@@ -49,7 +50,7 @@ def tracker(spec: str, results: Path):
 
 class MlflowTracker:
     def __init__(self, uri: str | None, results: Path):
-        mlflow = _mlflow()
+        _mlflow()
         from mlflow.tracking import MlflowClient
 
         self.local = uri is None
@@ -58,9 +59,7 @@ class MlflowTracker:
             folder.mkdir(parents=True, exist_ok=True)
             uri = f"sqlite:///{folder / 'mlflow.db'}"
         self.artifacts = (folder / "artifacts").as_uri() if self.local else None
-        self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        self.mlflow = mlflow
 
     def experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -68,9 +67,8 @@ class MlflowTracker:
             return found.experiment_id
         return self.client.create_experiment(name, artifact_location=self.artifacts and f"{self.artifacts}/{name}")
 
-    def _logged(self, experiment: str, tags: dict) -> bool:
-        query = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in (CELL_TAG, "config_hash", "started"))
-        return bool(self.client.search_runs([experiment], filter_string=query, max_results=1))
+    def _logged(self, experiment: str, key: str) -> bool:
+        return bool(self.client.search_runs([experiment], filter_string=f"tags.`{KEY_TAG}` = '{key}'", max_results=1))
 
     def _log(self, experiment: str, run_name: str, tags: dict, params: dict, metrics: dict[str, float],
              curves: list[dict], files: list[Path]) -> str:
@@ -108,8 +106,9 @@ class MlflowTracker:
                 "suite": cell.suite.name, "dataset": cell.dataset.key, "variant": cell.variant.key, "seed": cell.seed}
         if "tuning" in rec:
             tags["tuned_from"] = f"{rec['tuning']['study']} trial {rec['tuning']['trial']}"
+        tags[KEY_TAG] = f"{cell.name}|{rec['config_hash']}|{rec.get('started', '')}"
         experiment = self.experiment(cell.suite.name)
-        if self._logged(experiment, tags):
+        if self._logged(experiment, tags[KEY_TAG]):
             return None
         metrics = json.loads((folder / "metrics.json").read_text())
         metrics.update({"fit_seconds": rec["fit_seconds"], "predict_seconds": rec["predict_seconds"]})
@@ -124,12 +123,12 @@ class MlflowTracker:
 
         def log_trial(study, trial) -> None:
             experiment = self.experiment(name)
-            tags = {CELL_TAG: f"{search.study_name}/trial{trial.number}", "config_hash": trial.number,
-                    "started": trial.datetime_start.isoformat() if trial.datetime_start else "",
-                    "study": study.study_name, "state": trial.state.name}
-            if self._logged(experiment, tags):
+            started = trial.datetime_start.isoformat() if trial.datetime_start else ""
+            tags = {CELL_TAG: f"{search.study_name}/trial{trial.number}", "study": study.study_name,
+                    "state": trial.state.name, KEY_TAG: f"{search.study_name}/trial{trial.number}|{started}"}
+            if self._logged(experiment, tags[KEY_TAG]):
                 return
-            metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and v is not None}
+            metrics = {k: v for k, v in trial.user_attrs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             if trial.value is not None:
                 metrics["objective"] = trial.value
             curve = [{"epoch": step, "valid": v} for step, v in sorted(trial.intermediate_values.items())]

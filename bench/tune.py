@@ -85,12 +85,15 @@ def suggest(trial, space: dict) -> dict:
 
 
 def check_space(model: str, params: dict, space: dict, where: str) -> None:
-    """Every searched name is a parameter of the model, and the space's corners construct one."""
+    """Every searched name is a parameter of the model, and the space's corners construct one. A
+    model taking **params (CALRec: grouped config dataclasses) names its parameters itself, so for
+    it constructing the corners is the check."""
     import inspect
 
     known = inspect.signature(model_class(model)).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in known.values())
     for name in space:
-        if name.split(".")[0] not in known:
+        if not takes_any and name.split(".")[0] not in known:
             raise BenchError(f"{where}.tune: {name!r} is not a parameter of model {model!r}")
     for pick in (0, -1):
         corner = {n: (r.choices[pick] if r.choices is not None else (r.low, r.high)[pick]) for n, r in space.items()}
@@ -133,10 +136,19 @@ class Search:
     def folder(self, results: Path) -> Path:
         return Path(results) / "tune" / self.suite.name / self.dataset / self.variant
 
+    @property
+    def seed(self) -> int:
+        """The seed every trial fits with (and the sampler starts from): the variant's first."""
+        return (self.suite.variant(self.variant).seeds or self.suite.seeds)[0]
+
+    def db_path(self, results: Path) -> Path:
+        """The default study database, beside the suite's overlay."""
+        return Path(results).resolve() / "tune" / self.suite.name / "optuna.db"
+
     def storage_url(self, results: Path) -> str:
         if self.storage:
             return self.storage
-        db = Path(results).resolve() / "tune" / self.suite.name / "optuna.db"
+        db = self.db_path(results)
         db.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{db}"
 
@@ -159,7 +171,7 @@ def objective_fn(search: Search, split: Split, valid_users: np.ndarray):
     suite = search.suite
     variant = suite.variant(search.variant)
     base = variant.params_for(search.dataset)
-    seed = (variant.seeds or suite.seeds)[0]
+    seed = search.seed
     optuna = _optuna()
 
     def objective(trial) -> float:
@@ -194,7 +206,6 @@ def run_search(search: Search, results: Path, trials: int, timeout: float | None
     optuna = _optuna()
     variant, entry = _entry(search)
     check_space(variant.model, variant.params_for(entry.key), variant.tune, f"suite {search.suite.name}: models.{variant.key}")
-    seed = (variant.seeds or search.suite.seeds)[0]
     with warnings.catch_warnings():  # heartbeats (a killed worker's trial is failed, not left running) are "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(search.storage_url(results), heartbeat_interval=60, grace_period=180)
@@ -207,7 +218,7 @@ def run_search(search: Search, results: Path, trials: int, timeout: float | None
     offset = len(held) + (os.getpid() if any(t.state == optuna.trial.TrialState.RUNNING for t in held) else 0)
     with warnings.catch_warnings():  # constant_liar (parallel workers avoid each other's running trials) is "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.sampler = optuna.samplers.TPESampler(seed=(seed + offset) % 2**32, constant_liar=True)
+        study.sampler = optuna.samplers.TPESampler(seed=(search.seed + offset) % 2**32, constant_liar=True)
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     left = trials - len(study.get_trials(deepcopy=False, states=done_states))
     if left > 0:
@@ -224,7 +235,7 @@ def tuned_entry(search: Search, study, results: Path) -> dict:
     optuna = _optuna()
     best = study.best_trial
     states = [t.state for t in study.get_trials(deepcopy=False)]
-    db = Path(results).resolve() / "tune" / search.suite.name / "optuna.db"
+    db = search.db_path(results)
     root = Path(__file__).resolve().parent.parent
     storage = str(db.relative_to(root) if db.is_relative_to(root) else db)
     if search.storage:

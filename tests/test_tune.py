@@ -191,3 +191,13 @@ def test_tune_track_logs_each_trial(suite_file, tmp_path):
     assert all("objective" in r.data.metrics and "alpha" in r.data.params for r in runs)
     history = client.get_metric_history(runs[0].info.run_id, "curve.valid")
     assert [m.step for m in history] == list(range(1, 9))  # the curve the pruner read, per epoch
+
+
+def test_a_calrec_space_is_checked_through_its_grouped_config():
+    from bench.schema import TuneRange
+    from bench.tune import check_space
+
+    params = load_suite("quick").variant("calrec").params_for("ml-100k")
+    check_space("calrec", params, {"lr": TuneRange(low=1.0e-4, high=1.0e-2, log=True)}, "x")  # CALRec takes **params
+    with pytest.raises(BenchError, match="unknown parameter 'lrr'"):
+        check_space("calrec", params, {"lrr": TuneRange(low=1.0e-4, high=1.0e-2, log=True)}, "x")
