@@ -40,14 +40,20 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from bench.distributed import init_from_env, is_main
     from bench.runner import run_suite
     from bench.suites import load_suite
     from bench.tables import suite_tables
 
+    ranks = init_from_env()  # torchrun / accelerate launch: data-parallel CALRec
     suite = load_suite(args.suite, args.results)
-    tracker = make_tracker(args.track, args.results)
+    tracker = make_tracker(args.track, args.results) if is_main() else None
     done = run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,
                      on_cell=tracker.log_cell if tracker else None, executor=args.executor, address=args.address, cpus_per_cell=args.cpus_per_cell)
+    if not is_main():
+        return 0  # rank 0 wrote the cells and writes the tables
+    if ranks > 1:
+        print(f"ran data-parallel on {ranks} processes")
     written = write_tables(suite, args.results, suite_tables(suite, args.results))
     print(f"runs in {args.results / 'runs' / suite.name}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
     failed = [f"{cell.name} ({status})" for cell, status in done if status.startswith("failed")]

@@ -37,8 +37,10 @@ class PlannedCell:
 def budget(model: str, params: dict) -> float | None:
     """Training units the config asks for: epochs, or CALRec's stage steps (None: not a trained model)."""
     if model == "calrec":
-        stage1 = params.get("stage1") or {}
-        return float((stage1.get("steps", 200) if stage1 else 0) + params.get("stage2_steps", 1000))
+        from calrec.config import CALRecConfig, stage1_settings
+
+        t = CALRecConfig.from_params(params).training
+        return float((stage1_settings(t.stage1)["steps"] if t.stage1 else 0) + t.stage2_steps)
     epochs = epoch_budget(model, params)
     return None if epochs is None else float(epochs)
 

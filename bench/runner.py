@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bench.datasets import load_dataset
+from bench.distributed import agree, check_models, is_main, world
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metric_names, metrics_from_ranks, ranks_from_lists, ranks_from_scores
 from bench.models import FitContext, is_scores, make_model
@@ -160,12 +161,17 @@ def validation_ndcg10(model, split: Split, users: np.ndarray, batch: int = 512) 
 
 
 def run_cell(cell: Cell, store: RunStore, force: bool = False, stale: bool = False) -> str:
+    """Compute the cell unless it is stored and current. Under a multi-process launch rank 0
+    decides (and alone holds the lock and writes); the other ranks follow it into the fit."""
     config = cell.config()
     chash = config_hash(config)
     out = store.cell_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed)
+    if not is_main():
+        status = agree(None)
+        return _compute_cell(cell, store, out, config, chash, write=False) if status == "compute" else status
     lock = store.lock(out)
     if lock is None:
-        return "skipped: another run is computing this cell now"
+        return agree("skipped: another run is computing this cell now")
     try:
         for action in store.repair(out):
             tqdm.write(f"{cell.name}: {action} (left by an interrupted write)")
@@ -173,15 +179,16 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False, stale: bool = Fal
         if why is None and stale:
             why = staleness(store.record(out))
         if not force and why is None:
-            return "cached"
+            return agree("cached")
         if why not in (None, "not run yet"):
             tqdm.write(f"{cell.name}: recomputing: {why}")
+        agree("compute")
         return _compute_cell(cell, store, out, config, chash)
     finally:
         lock.close()
 
 
-def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: str) -> str:
+def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: str, write: bool = True) -> str:
     split = get_split(cell.dataset)
     users = sample_users(split.n_users, cell.suite.user_sample)
     ctx = FitContext(
@@ -201,6 +208,9 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
     t2 = time.perf_counter()
     per_user = metrics_from_ranks(ranks, cell.suite.ks)
     metrics = {m: float(per_user[m].mean()) for m in metric_names(cell.suite.ks)}
+    summary = f"R@10={metrics.get('Recall@10', float('nan')):.4f} N@10={metrics.get('NDCG@10', float('nan')):.4f} fit {t1 - t0:.1f}s"
+    if not write:
+        return summary
     record = {
         "config": config,
         "config_hash": chash,
@@ -229,7 +239,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
 
         files["curves.csv"] = pd.DataFrame(ctx.curves).to_csv(index=False)
     store.write_cell(out, files)
-    return f"R@10={metrics.get('Recall@10', float('nan')):.4f} N@10={metrics.get('NDCG@10', float('nan')):.4f} fit {t1 - t0:.1f}s"
+    return summary
 
 
 def validate_plan(cells: list[Cell]) -> None:
@@ -279,6 +289,8 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
     if not cells:
         raise BenchError(f"suite {suite.name}: the filters select no cell")
     validate_plan(cells)
+    if world()[1] > 1:
+        check_models({c.variant.key: make_model(c.variant.model, c.variant.params_for(c.dataset.key)) for c in cells})
     check_writable(root)
     if executor == "ray":
         from bench.executors import run_on_ray

@@ -50,7 +50,11 @@ class TrainConfig:
     train_layers: int = 0  # 0: all; N: only the top N decoder layers and the final norm (embeddings frozen)
     stage1: dict | None = None
     stage2_steps: int = 200
-    batch_size: int = 8
+    batch_size: int = 8  # examples per optimiser step (all ranks)
+    micro_batch: int = 0  # rows per forward pass and rank, gradients accumulated (0: batch_size / ranks)
+    contrastive_batch: int = 0  # in-batch negatives: rows per InfoNCE group (0: one forward pass, all ranks)
+    fused_adamw: bool | str = "auto"  # fused AdamW kernel; auto: on a GPU
+    log_every: int = 1  # steps per training-curve row (each row reads the losses: a host sync)
     lr: float = 5e-5
     warmup: int = 10
     schedule: str = "constant"  # 'constant' or 'cosine' after warmup
@@ -75,6 +79,13 @@ class InferenceConfig:
     fill: str = "bm25"  # after each generation's own best match: deeper BM25 ranks (paper), popularity, dense, none
     candidates: dict | str = "auto"  # likelihood: 'all' items, or {qrr: M, dense: M, popularity: M}; auto: all on a GPU
     user_batch: int | None = None
+
+
+STAGE1 = {"steps": 200, "exponent": 0.3}  # stage I's defaults; `datasets` defaults to the target alone
+
+
+def stage1_settings(stage1: dict, target: str | None = None) -> dict:
+    return {"datasets": [target], **STAGE1, **stage1}
 
 
 GROUPS = {"text": TextConfig, "towers": TowerConfig, "training": TrainConfig, "inference": InferenceConfig}

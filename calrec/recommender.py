@@ -23,14 +23,15 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from bench.datasets import load_dataset
+from bench.datasets import entry_spec, load_dataset
+from bench.distributed import agree, barrier, gather_objects, is_main, world
 from bench.models import FitContext
 from bench.precision import autocast, resolve_bf16, resolve_device
 from bench.runner import validation_metrics, validation_ndcg10
 from bench.split import Split, leave_one_out
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone
-from calrec.config import CALRecConfig
+from calrec.config import CALRecConfig, stage1_settings
 from calrec.generate import continuation_logprobs, sample
 from calrec.retrieve import fill_list, group_generations, quasi_round_robin, reciprocal_rank_fusion, top_items
 from calrec.text import PromptBuilder, domain_noun
@@ -39,6 +40,8 @@ from calrec.train import Domain, StageConfig, domain_probabilities, load_trainab
 
 
 class CALRec:
+    data_parallel = True  # trains across the ranks of a torchrun launch (calrec/parallel.py)
+
     def __init__(self, **params):
         self.p = params
         self.cfg = CALRecConfig.from_params(params)
@@ -46,6 +49,7 @@ class CALRec:
         # The stored config keeps "auto"; info() records what it resolved to on this machine.
         self.device = resolve_device(t.device)
         self.bf16 = resolve_bf16(t.bf16, self.device)
+        self.fused_adamw = self.device.startswith("cuda") if t.fused_adamw == "auto" else bool(t.fused_adamw)
         # Users decoded together; on 2 CPU cores 16 beat 8 and 32 (bench.perf.calrec, 330-token prompts).
         self.user_batch = self.cfg.inference.user_batch or (64 if self.device.startswith("cuda") else 16)
         self.inference = self.cfg.inference.inference
@@ -76,7 +80,7 @@ class CALRec:
         self.valid_sample = ctx.valid_users[: t.valid_users]
         key = self._training_key(ctx.seed)
         if t.stage1:
-            key["stage1"] = s1 = {"datasets": [split.dataset], "steps": 200, "exponent": 0.3, **t.stage1}
+            key["stage1"] = s1 = stage1_settings(t.stage1, split.dataset)
             rng = np.random.default_rng([ctx.seed, 1])  # one stream per stage: a cached stage I changes nothing after it
             self._cached_stage("stage1", key, ctx, lambda: self._stage1(split, s1, ctx, rng))
         if t.stage2_steps:
@@ -107,15 +111,20 @@ class CALRec:
         return StageConfig(steps=steps, batch_size=t.batch_size, lr=t.lr, warmup=t.warmup, schedule=t.schedule,
                            eval_every=t.eval_every if eval_every is None else eval_every, patience=t.patience,
                            target=t.target, examples=t.examples, nig_targets=self.cfg.towers.nig_targets,
-                           vocab=self.cfg.towers.vocab,
+                           vocab=self.cfg.towers.vocab, micro_batch=t.micro_batch, contrastive_batch=t.contrastive_batch,
+                           log_every=t.log_every, fused=self.fused_adamw,
                            shuffle_history=self.cfg.text.shuffle_history, bf16=self.bf16, device=self.device)
 
     def _training_key(self, seed: int) -> dict:
         """Everything that shapes the trained weights (and nothing that only shapes inference)."""
         t = {k: v for k, v in asdict(self.cfg.training).items()
-             if k not in ("stage1", "stage2_steps", "eval_every", "patience", "select", "valid_users", "threads", "device")}
+             if k not in ("stage1", "stage2_steps", "eval_every", "patience", "select", "valid_users", "threads", "device",
+                          "log_every", "fused_adamw")}
         key = {**asdict(self.cfg.text), **asdict(self.cfg.towers), **t, "bf16": self.bf16, "seed": seed}
-        return {k: v for k, v in key.items() if v is not None}
+        if self.fused_adamw:
+            key["fused_adamw"] = True
+        # Switches absent while off, so weights trained before they existed keep their key.
+        return {k: v for k, v in key.items() if v is not None and not (k in ("micro_batch", "contrastive_batch") and v == 0)}
 
     def _selection(self) -> dict:
         """How checkpoints are chosen: validation NLL, QRR through generation, or dense retrieval without L_NIG."""
@@ -135,7 +144,7 @@ class CALRec:
         else train and save them atomically."""
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = ctx.extra.get("shared_cache", ctx.workdir) / f"calrec-{stage}" / f"{digest}.pt"
-        if path.exists():
+        if agree(path.exists()):  # rank 0 decides: every rank loads, or every rank trains
             saved = torch.load(path, map_location=self.device, weights_only=False)
             load_trainable_state(self.model, self.head, saved["state"])
             ctx.curves.extend(saved.get("curves", []))
@@ -143,11 +152,13 @@ class CALRec:
             return
         first = len(ctx.curves)
         timing = train()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"state": trainable_state(self.model, self.head), "timing": timing, "key": key,
-                    "curves": ctx.curves[first:]}, tmp)
-        os.replace(tmp, path)
+        if is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save({"state": trainable_state(self.model, self.head), "timing": timing, "key": key,
+                        "curves": ctx.curves[first:]}, tmp)
+            os.replace(tmp, path)
+        barrier()
         self.timings[stage] = timing
 
     def _final_validation(self, ctx: FitContext, key: dict) -> dict:
@@ -155,20 +166,22 @@ class CALRec:
         the inference variants that share the weights share them."""
         digest = hashlib.sha1(json.dumps({**key, "valid": self._valid_digest()}, sort_keys=True).encode()).hexdigest()[:16]
         path = ctx.extra.get("shared_cache", ctx.workdir) / "calrec-validation" / f"{digest}.json"
-        if path.exists():
+        if agree(path.exists()):
             return json.loads(path.read_text())
-        out = self._validate(final=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, path)
+        out = agree(self._validate(final=True))
+        if is_main():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(out))
+            os.replace(tmp, path)
+        barrier()
         return out
 
     def _stage1(self, split: Split, s1: dict, ctx: FitContext, rng) -> dict:
         """The multi-domain stage over every named dataset's training sequences."""
         domains, offset = [], 0
         for entry in s1["datasets"]:  # a spec string, or {spec: ..., loader params...}
-            spec, params = (entry, {}) if isinstance(entry, str) else (entry["spec"], {k: v for k, v in entry.items() if k != "spec"})
+            spec, params = entry_spec(entry)
             dsplit = split if spec == split.dataset else leave_one_out(load_dataset(spec, **params))
             domains.append(Domain(spec, dsplit, self._builder(dsplit), offset))
             offset += dsplit.n_items
@@ -316,6 +329,17 @@ class CALRec:
         return out
 
     def predict(self, histories: list[np.ndarray], users: np.ndarray):
+        """Under a multi-process launch each rank ranks every world-th user and all ranks get
+        every list (each rank samples its users from its own copy of the seeded generator)."""
+        rank, n_ranks = world()
+        if n_ranks == 1:
+            return self._predict(histories)
+        mine = histories[rank::n_ranks]
+        shards = gather_objects(self._predict(mine) if len(mine) else [])
+        out = [shards[k % n_ranks][k // n_ranks] for k in range(len(histories))]
+        return np.stack(out) if out and isinstance(out[0], np.ndarray) else out
+
+    def _predict(self, histories: list[np.ndarray]):
         i = self.cfg.inference
         if self.inference == "dense":
             return self._dense_scores(histories)

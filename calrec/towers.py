@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calrec.parallel import gather_rows
 from calrec.text import PromptTokens
 from calrec.trie import CatalogTrie
 
@@ -145,16 +146,21 @@ def user_vector(hidden: torch.Tensor, history: torch.Tensor, items: torch.Tensor
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, keys: torch.Tensor, tau: float,
-             logq: torch.Tensor | None = None) -> torch.Tensor:
+             logq: torch.Tensor | None = None, group: int = 0) -> torch.Tensor:
     """In-batch InfoNCE with cosine similarity / tau. Row i's positive is column i; other columns
     holding the same item (same key) are false negatives and are masked out. With `logq` (log of
     each column item's sampling share), logits are corrected by -logq: in-batch negatives are
-    drawn by popularity, which otherwise teaches the towers to push popular items down."""
+    drawn by popularity, which otherwise teaches the towers to push popular items down. With
+    `group`, rows contrast only within consecutive groups of that many rows (a fixed number of
+    negatives however large the forward batch)."""
     logits = F.normalize(anchor.float(), dim=-1) @ F.normalize(positive.float(), dim=-1).T / tau
     if logq is not None:
         logits = logits - logq[None, :]
     same = keys[:, None] == keys[None, :]
     same.fill_diagonal_(False)
+    if group and group < len(keys):
+        g = torch.arange(len(keys), device=keys.device) // group
+        same |= g[:, None] != g[None, :]
     logits = logits.masked_fill(same, float("-inf"))
     return F.cross_entropy(logits, torch.arange(len(keys), device=logits.device))
 
@@ -180,9 +186,29 @@ def token_logprobs(model, hidden: torch.Tensor, ids: torch.Tensor, labels: torch
 
 
 def nig_loss(model, hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor,
-             vocab: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """Next-item generation: LM cross-entropy on the labelled tokens only."""
-    return -token_logprobs(model, hidden, ids, labels, vocab, allowed).mean()
+             vocab: torch.Tensor | None = None, allowed: torch.Tensor | None = None, n_labels: int | None = None) -> torch.Tensor:
+    """Next-item generation: LM cross-entropy on the labelled tokens only, averaged over `n_labels`
+    (default: this batch's labelled tokens; a micro-batch passes its whole step's)."""
+    lp = token_logprobs(model, hidden, ids, labels, vocab, allowed)
+    return -lp.mean() if n_labels is None else -lp.sum() / n_labels
+
+
+def labelled_tokens(prompt: PromptTokens, nig_targets: str) -> int:
+    """How many tokens `collate` labels for L_NIG in this prompt (the step's normaliser)."""
+    s, e = prompt.target or (0, 0)
+    return e - s + (sum(b - a for a, b in prompt.items) if nig_targets == "all" else 0)
+
+
+@dataclass
+class StepShare:
+    """This forward pass's part of one optimiser step: every loss is a mean over the whole step
+    (all micro-batches, all ranks), so the gradients of the parts add up to the step's gradient.
+    `labels`: labelled tokens in the step; `fraction`: this forward's rows (all ranks) / the step's
+    rows; `world`: ranks; `group`: contrastive rows per group (0: the forward's rows, all ranks)."""
+    labels: int
+    fraction: float = 1.0
+    world: int = 1
+    group: int = 0
 
 
 @dataclass
@@ -200,27 +226,34 @@ def user_tower(hidden: torch.Tensor, batch: Batch, w: LossWeights) -> torch.Tens
     return user_vector(hidden, batch.history_span, batch.items_span, batch.next_pos, w.user_pooling, w.pooling)
 
 
-def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights,
+                share: StepShare | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted loss and its parts, as detached tensors (no host sync here: the caller decides
-    when to read them)."""
+    when to read them). With `share` (micro-batches, several ranks) each is this forward's
+    contribution to the step's loss on this rank: summed over forwards and ranks, the step's loss.
+
+    Across ranks the contrastive rows are gathered, so every rank computes the same InfoNCE over
+    the global rows; each takes 1/world of it, and the gather sends every rank's gradient back."""
     hidden = hidden_states(model, batch.user_ids, batch.user_mask)
     total = hidden.new_zeros((), dtype=torch.float32)
     parts: dict[str, torch.Tensor] = {}
     if w.nig:
-        l_nig = nig_loss(model, hidden, batch.user_ids, batch.label_span, batch.vocab, batch.allowed)
+        l_nig = nig_loss(model, hidden, batch.user_ids, batch.label_span, batch.vocab, batch.allowed,
+                         share.labels if share else None)
         total = total + w.nig * l_nig
         parts["nig"] = l_nig.detach()
     if w.tt or w.ut:
+        share = share or StepShare(0)
         proj = head if head is not None else nn.Identity()
-        logq = batch.item_logq if w.logq else None
-        v_t = proj(pool(hidden_states(model, batch.item_ids, batch.item_mask), batch.item_mask.bool(), w.pooling))
-        if w.tt:
-            l_tt = info_nce(proj(pool(hidden, batch.target_span, w.pooling)), v_t, batch.item_key, w.tau, logq)
-            total = total + w.tt * l_tt
-            parts["tt"] = l_tt.detach()
-        if w.ut:
-            l_ut = info_nce(proj(user_tower(hidden, batch, w)), v_t, batch.item_key, w.tau, logq)
-            total = total + w.ut * l_ut
-            parts["ut"] = l_ut.detach()
+        keys = gather_rows(batch.item_key)
+        logq = gather_rows(batch.item_logq) if w.logq else None
+        v_t = gather_rows(proj(pool(hidden_states(model, batch.item_ids, batch.item_mask), batch.item_mask.bool(), w.pooling)))
+        scale = share.fraction / share.world
+        for name, weight, anchor in (("tt", w.tt, lambda: pool(hidden, batch.target_span, w.pooling)),
+                                     ("ut", w.ut, lambda: user_tower(hidden, batch, w))):
+            if weight:
+                loss = info_nce(gather_rows(proj(anchor())), v_t, keys, w.tau, logq, share.group) * scale
+                total = total + weight * loss
+                parts[name] = loss.detach()
     parts["total"] = total.detach()
     return total, parts

@@ -6,6 +6,11 @@ Stage I samples a domain per batch with probability proportional to n_users ** e
 (CALREC_SPEC: Two stages); stage II is the same loop with the target domain alone. Only
 `split.train` is ever read here, so no validation or test item of any domain reaches training.
 
+One optimiser step takes `batch_size` examples (across every rank of a data-parallel launch,
+calrec/parallel.py), run as forward passes of `micro_batch` rows per rank with gradients
+accumulated; the contrastive losses contrast the rows of one forward pass across ranks, or groups
+of `contrastive_batch` of them. Defaults (one pass of the whole batch) are the paper's step.
+
 Examples (`examples`):
   sampled  a random user, then a random target position (or the last one): the first version
   epochs   every (user, position) pair once per epoch, shuffled; with nig_targets='all', windows of
@@ -25,8 +30,10 @@ from tqdm.auto import tqdm
 
 from bench.precision import autocast
 from bench.split import Split
+from bench.distributed import agree, world
+from calrec.parallel import sum_across_ranks, sum_gradients
 from calrec.text import PromptBuilder
-from calrec.towers import Batch, LossWeights, calrec_loss, collate
+from calrec.towers import Batch, LossWeights, StepShare, calrec_loss, collate, labelled_tokens
 
 
 @dataclass
@@ -64,8 +71,24 @@ class StageConfig:
     vocab: str = "full"  # LM head over the 'full' vocabulary, the domain's 'catalog' tokens, or its item 'trie'
     shuffle_history: bool = False  # control: destroys order information
     bucket: int = 8  # batches drawn together and sorted by length (less padding)
+    micro_batch: int = 0  # rows per forward pass and rank (0: the step's batch split over the ranks)
+    contrastive_batch: int = 0  # rows each InfoNCE row contrasts with (0: one forward pass, all ranks)
+    log_every: int = 1  # steps per curve row: reading the losses is a host sync (idles a GPU)
+    fused: bool = False  # fused AdamW kernel
     bf16: bool = True
     device: str = "cpu"
+
+    def forward_plan(self, n_ranks: int) -> tuple[int, int, int]:
+        """(rows per forward and rank, rows per forward over all ranks, contrastive group)."""
+        micro = self.micro_batch or self.batch_size // n_ranks
+        rows = micro * n_ranks
+        group = self.contrastive_batch or rows
+        if micro < 1 or self.batch_size % rows:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of micro_batch {micro} x {n_ranks} rank(s)")
+        if rows % group:
+            raise ValueError(f"contrastive_batch {group} must divide the rows of one forward pass ({micro} x {n_ranks} "
+                             f"rank(s)): in-batch negatives come from one pass")
+        return micro, rows, group
 
 
 def domain_probabilities(domains: list[Domain], exponent: float) -> np.ndarray:
@@ -138,17 +161,27 @@ class Examples:
         return out
 
 
-def batches(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.random.Generator, pad: int) -> Iterator[Batch]:
-    """Single-domain batches (in-batch negatives come from the same catalog), length-bucketed."""
+def steps(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.random.Generator) -> Iterator[tuple[Examples, list]]:
+    """Each step's examples and their stream: single-domain (in-batch negatives come from the same
+    catalog), length-bucketed. Every rank draws the same steps (same seed)."""
     while True:
         s = streams[rng.choice(len(streams), p=probs)]
         pool = s.draw(cfg.batch_size * cfg.bucket)
         pool.sort(key=lambda ex: len(ex[0].ids))
         chunks = [pool[i : i + cfg.batch_size] for i in range(0, len(pool), cfg.batch_size)]
         for k in rng.permutation(len(chunks)):
-            c = chunks[k]
-            yield collate([e[0] for e in c], [e[1] for e in c], [e[2] for e in c], pad, cfg.nig_targets, [e[3] for e in c],
-                          s.vocab, s.trie)
+            yield s, chunks[k]
+
+
+def collate_examples(rows: list, s: Examples, cfg: StageConfig, pad: int) -> Batch:
+    return collate([e[0] for e in rows], [e[1] for e in rows], [e[2] for e in rows], pad, cfg.nig_targets,
+                   [e[3] for e in rows], s.vocab, s.trie)
+
+
+def batches(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.random.Generator, pad: int) -> Iterator[Batch]:
+    """Each step's examples as one batch."""
+    for s, rows in steps(streams, probs, cfg, rng):
+        yield collate_examples(rows, s, cfg, pad)
 
 
 def trainable_state(model, head) -> dict[str, torch.Tensor]:
@@ -177,39 +210,66 @@ def lr_factor(step: int, cfg: StageConfig) -> float:
     raise ValueError(f"schedule must be 'constant' or 'cosine', not {cfg.schedule!r}")
 
 
+def step_gradients(model, head, s: Examples, rows: list, cfg: StageConfig, weights: LossWeights, pad: int,
+                   params: list[torch.nn.Parameter]) -> dict[str, torch.Tensor]:
+    """This rank's forward and backward passes over one step's rows (micro-batches accumulated),
+    then gradients summed across ranks: every rank holds the step's gradient. Returns this rank's
+    loss parts (summed over its passes; summed across ranks they are the step's losses)."""
+    rank, n_ranks = world()
+    micro, forward, group = cfg.forward_plan(n_ranks)
+    share = StepShare(sum(labelled_tokens(e[0], cfg.nig_targets) for e in rows), forward / len(rows), n_ranks, group)
+    out: dict[str, torch.Tensor] = {}
+    for at in range(0, len(rows), forward):
+        batch = collate_examples(rows[at + rank * micro : at + (rank + 1) * micro], s, cfg, pad).to(cfg.device)
+        with autocast(cfg.bf16, cfg.device):
+            loss, parts = calrec_loss(model, head, batch, weights, share)
+        loss.backward()
+        for k, v in parts.items():
+            out[k] = out[k] + v if k in out else v
+    sum_gradients(params)
+    return out
+
+
 def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: StageConfig, weights: LossWeights,
                 rng: np.random.Generator, pad: int, validate: Callable[[], dict] | None, curves: list[dict],
                 stage: str, select: str = "valid_NDCG@10") -> dict:
     """Runs the stage. With `validate` and eval_every, `validate()` returns a dict of validation
     numbers; the weights with the best `select` entry (lowest for an NLL, else highest) are kept."""
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     streams = [Examples(d, cfg, rng) for d in domains]
-    data = batches(streams, probs, cfg, rng, pad)
+    data = steps(streams, probs, cfg, rng)
+    cfg.forward_plan(world()[1])  # a batch the ranks cannot split fails before the first step
     lower_is_better = "nll" in select.lower()
     best, best_state, best_step, bad, tokens, train_s = None, None, 0, 0, 0, 0.0
+    window: dict[str, torch.Tensor] = {}  # loss parts summed on the device since the last curve row
     model.train()
     bar = tqdm(range(1, cfg.steps + 1), desc=f"CALRec {stage}", leave=False)
     for step in bar:
         t0 = time.perf_counter()
-        batch = next(data).to(cfg.device)
-        with autocast(cfg.bf16, cfg.device):
-            loss, parts = calrec_loss(model, head, batch, weights)
-        loss.backward()
+        s, rows = next(data)
+        for k, v in step_gradients(model, head, s, rows, cfg, weights, pad, params).items():
+            window[k] = window[k] + v if k in window else v
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        tokens += batch.n_tokens
+        tokens += sum(len(e[0].ids) + len(e[1]) for e in rows)  # every rank's tokens, counted without a sync
         train_s += time.perf_counter() - t0  # validation time is not training throughput
+        evaluate = validate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps)
+        if not (evaluate or step % cfg.log_every == 0 or step == cfg.steps):
+            continue
+        n = (step - 1) % cfg.log_every + 1  # steps in this row's window
+        parts = sum_across_ranks(torch.stack(list(window.values()))).div(n).tolist()
         row = {"stage": stage, "step": step, "epochs": round(sum(s.epochs for s in streams), 4),
-               **{f"loss_{k}": round(float(v), 5) for k, v in parts.items()},
+               **{f"loss_{k}": round(v, 5) for k, v in zip(window, parts)},
                "lr": round(opt.param_groups[0]["lr"], 8), "tokens_per_s": round(tokens / train_s, 1),
                "train_seconds": round(train_s, 1)}
-        if validate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+        window = {}
+        if evaluate:
             model.eval()
-            row.update(validate())
+            row.update(agree(validate()))  # every rank follows rank 0's selection
             model.train()
             score = row[select]
             if best is None or (score < best if lower_is_better else score > best):

@@ -1,6 +1,16 @@
 """CALRec speed on this machine with the bundled SmolLM2-135M and real ML-100k prompts.
 
     python -m bench.perf.calrec [--steps 3] [--users 8] [--max-history 20] [--bf16-rows]
+    python -m bench.perf.calrec --mfu [--device cuda] [--batches 16,64,128] [--steps 20]
+
+--mfu: the training path as `calrec.train` runs it (step_gradients, clipping, AdamW), for the
+current settings and each speed switch, with model FLOP utilisation against this device's measured
+GEMM peak (a square matmul in the training dtype). Model FLOPs per token follow PaLM (Chowdhery et
+al., 2022, appendix B): 6 x non-embedding parameters + 12 x layers x width x sequence length, plus
+6 x width x vocabulary for each token the LM head scores (our loss scores only labelled tokens).
+Rows: current (batch B in one pass, the losses read every step, AdamW foreach); + no per-step
+sync (log_every 50) and fused AdamW; + larger forward batches with the in-batch negatives kept at B
+(`contrastive_batch`).
 
 Training tokens/s (user + item tower tokens, forward + backward + AdamW step):
   plain   fp32, full LM logits over the whole sequence (HF `labels=` path), NIG loss only
@@ -23,13 +33,13 @@ import torch
 from bench.runner import get_split
 from bench.suites import DatasetEntry
 from bench.text import BM25Catalog
-from bench.precision import autocast, native_bf16
+from bench.precision import autocast, native_bf16, resolve_device
 from calrec.backbone import BUNDLED, add_lora, load_backbone
 from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin
 from calrec.text import PromptBuilder
 from calrec.towers import LossWeights, calrec_loss
-from calrec.train import Domain, Examples, StageConfig, batches
+from calrec.train import Domain, Examples, StageConfig, batches, step_gradients, steps
 
 
 def timed_training(model, split, builder, cfg: StageConfig, bf16: bool, step_loss) -> tuple[float, float]:
@@ -77,7 +87,7 @@ def infer_speed(model, tok, builder, catalog, histories, n: int, plain: bool, us
         if plain:
             outs = []
             for p in chunk:
-                ids = torch.tensor([p])
+                ids = torch.tensor([p], device=model.device)
                 gen = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.7, top_k=0,
                                      num_return_sequences=n, max_new_tokens=40, eos_token_id=sorted(stop),
                                      pad_token_id=tok.pad_token_id)
@@ -96,6 +106,73 @@ def infer_speed(model, tok, builder, catalog, histories, n: int, plain: bool, us
     return len(prompts) / seconds, new_tokens / len(prompts) / n
 
 
+def gemm_peak(device: str, dtype: torch.dtype, n: int, repeats: int = 5) -> float:
+    """FLOP/s of the best of `repeats` n x n matmuls: the peak this device reaches on this dtype."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    a @ b
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def step_flops(model, rows: list, n_labels: int) -> float:
+    """Model FLOPs of one training step (forward + backward) over `rows` (PaLM's count, above)."""
+    c = model.config
+    width, layers = c.hidden_size, c.num_hidden_layers
+    dense = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n and "lm_head" not in n)
+    flops = 0.0
+    for prompt, item, *_ in rows:  # user tower (prompt) and item tower (item text alone)
+        for length in (len(prompt.ids), len(item)):
+            flops += length * (6 * dense + 12 * layers * width * length)
+    return flops + n_labels * 6 * width * c.vocab_size
+
+
+def mfu_rows(model, split, builder, device: str, bf16: bool, batches_: list[int], steps_: int, peak: float) -> None:
+    """Training tokens/s and MFU for the current path and each speed switch (see the docstring)."""
+    from calrec.towers import labelled_tokens
+
+    weights = LossWeights(user_pooling="next")
+    base = copy.deepcopy(model).cpu()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    b0 = batches_[0]
+    configs = [(f"current: batch {b0}, one pass, losses read every step", b0, 0, False, 1)]
+    configs.append((f"+ fused AdamW, losses read every 50 steps", b0, 0, True, 50))
+    configs += [(f"+ batch {b} in one pass, negatives in groups of {b0}", b, b0, True, 50) for b in batches_[1:]]
+    for label, batch, group, fused, log_every in configs:
+        m = copy.deepcopy(base).to(device).train()
+        params = [p for p in m.parameters() if p.requires_grad]
+        cfg = StageConfig(steps_, batch, contrastive_batch=group, fused=fused, log_every=log_every, bf16=bf16,
+                          device=device, examples="epochs", nig_targets="all")
+        opt = torch.optim.AdamW(params, lr=1e-5, fused=fused or None)
+        rng = np.random.default_rng(0)
+        data = steps([Examples(Domain("ml-100k", split, builder, 0), cfg, rng)], np.ones(1), cfg, rng)
+        tokens = flops = 0.0
+        for step in range(steps_ + 1):
+            if step == 1:  # the first step warms up (allocator, kernels) and is not counted
+                sync()
+                t = time.perf_counter()
+            s, rows = next(data)
+            parts = step_gradients(m, None, s, rows, cfg, weights, builder.eos, params)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if step % log_every == 0:
+                float(parts["total"])  # what reading the curve costs: a host sync
+            if step:
+                tokens += sum(len(e[0].ids) + len(e[1]) for e in rows)
+                flops += step_flops(m, rows, sum(labelled_tokens(e[0], "all") for e in rows))
+        sync()
+        seconds = time.perf_counter() - t
+        print(f"train  {label:58s} {tokens / seconds:9.0f} tokens/s  MFU {100 * flops / seconds / peak:5.1f}%", flush=True)
+        del m, opt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3)
@@ -107,11 +184,25 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--user-batches", default="8,16", help="users per generation batch to measure")
     ap.add_argument("--bf16-rows", action="store_true", help="measure fp32 and bf16 (default: the auto choice only)")
+    ap.add_argument("--mfu", action="store_true", help="training tokens/s and model FLOP utilisation per speed switch")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda (--mfu and inference rows; other training rows: CPU)")
+    ap.add_argument("--batches", default="8,32", help="--mfu: the current batch, then larger forward batches")
+    ap.add_argument("--peak-size", type=int, default=0, help="--mfu: matmul size for the GEMM peak (0: 8192 GPU, 2048 CPU)")
     args = ap.parse_args()
     torch.manual_seed(0)
     split = get_split(DatasetEntry("ml-100k", "ml-100k", {}))
     model, tok = load_backbone(BUNDLED)
     builder = PromptBuilder(tok, split.item_text, "movie", max_history=args.max_history)
+    if args.mfu:
+        device = resolve_device(args.device)
+        bf16 = native_bf16(device)
+        n = args.peak_size or (8192 if device.startswith("cuda") else 2048)
+        peak = gemm_peak(device, torch.bfloat16 if bf16 else torch.float32, n)
+        name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+        print(f"{name}: GEMM peak {peak / 1e12:.2f} TFLOP/s ({'bf16' if bf16 else 'fp32'}, {n}x{n}); "
+              f"paper template, every item labelled, history {args.max_history}")
+        mfu_rows(model, split, builder, device, bf16, [int(b) for b in args.batches.split(",")], args.steps, peak)
+        return
     users = np.arange(args.users)
     histories = split.inputs("test", users)
     plen = np.mean([len(builder.user_prompt(h).ids) for h in histories])
@@ -124,14 +215,15 @@ def main() -> None:
     def show(name, value, unit, extra=""):
         print(f"{name:44s} {value:8.2f} {unit}{extra}", flush=True)
 
-    precisions = [False, True] if args.bf16_rows else [native_bf16()]
+    precisions = [False, True] if args.bf16_rows else [native_bf16(resolve_device(args.device))]
     if not args.skip_plain and not args.skip_train:
         show("train  plain fp32, full logits, NIG only", train_speed(copy.deepcopy(model), split, builder, args.steps, args.batch_size, True, False), "tokens/s")
     for bf16 in precisions if not args.skip_train else []:
         p = "bf16" if bf16 else "fp32"
         show(f"train  ours {p}, full finetune, 3 losses", train_speed(copy.deepcopy(model), split, builder, args.steps, args.batch_size, False, bf16), "tokens/s")
         show(f"train  ours {p}, LoRA r16, 3 losses", train_speed(add_lora(copy.deepcopy(model), 16, 32), split, builder, args.steps, args.batch_size, False, bf16), "tokens/s")
-    model.eval()
+    device = resolve_device(args.device)
+    model.to(device).eval()
     if not args.skip_plain:
         ups, ntok = infer_speed(model, tok, builder, catalog, histories[:4], args.samples, True, 1)
         show("infer  plain HF generate fp32", ups, "users/s", f"  (N={args.samples}, {ntok:.1f} new tokens/sample)")
