@@ -219,6 +219,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "bench", *sys.argv[1:]]),
         "versions": versions(),
         "machine": machine(),
+        "ranks": world()[1],  # processes of a data-parallel launch (torchrun), 1 otherwise
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (t2 - t0))),
         "fit_seconds": round(t1 - t0, 3),
         "predict_seconds": round(t2 - t1, 3),

@@ -227,7 +227,7 @@ class CALRec:
             b = collate(prompts, [[0]] * len(chunk), list(range(len(chunk))), self.tok.pad_token_id,
                         vocab=torch.tensor(self.vocab) if self.vocab else None, trie=self.trie).to(self.device)
             with autocast(self.bf16, self.device):
-                lp = token_logprobs(model, hidden_states(model, b.user_ids, b.user_mask), b.user_ids, b.label_span,
+                lp = token_logprobs(model, hidden_states(model, b.user_ids, b.user_mask), b.user_ids, b.label_index,
                                     b.vocab, b.allowed)
             total -= float(lp.sum())
         share = (self.popularity + 1) / (self.popularity.sum() + len(self.popularity))

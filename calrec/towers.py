@@ -39,6 +39,7 @@ class Batch:
     item_logq: torch.Tensor  # (B,) log of the item's share of training targets (logQ correction)
     vocab: torch.Tensor | None = None  # sorted token ids the LM head scores (vocab='catalog'|'trie'); None: all
     allowed: torch.Tensor | None = None  # (n_labels, len(vocab)) bool: tokens that continue a catalog item (trie)
+    label_index: torch.Tensor | None = None  # flat (row-major) positions of label_span, found on the CPU
 
 
     @property
@@ -90,6 +91,8 @@ def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list
     user_ids, user_mask = pad_batch([p.ids for p in prompts], pad)
     item_ids, item_mask = pad_batch(items, pad)
     width = user_ids.shape[1]
+    if any(p.target and p.target[0] == 0 for p in prompts):
+        raise ValueError("a target at position 0 has no token to predict it from")
     target = span_mask([p.target or (0, 0) for p in prompts], width)  # inference prompts have no target
     labels = target | spans_mask([p.items for p in prompts], width) if nig_targets == "all" else target
     items_span = spans_mask([[(s, e - 1) for s, e in p.items] for p in prompts], width)  # without the newline
@@ -104,7 +107,7 @@ def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list
                              "history items differently from its target: use nig_targets='last' or template='compact')")
     return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width), items_span, target, labels,
                  torch.tensor([p.next_pos for p in prompts]), item_ids, item_mask, torch.tensor(item_keys), logq, vocab,
-                 allowed)
+                 allowed, labels.flatten().nonzero().squeeze(1))
 
 
 def decoder(model):
@@ -121,10 +124,8 @@ def hidden_states(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def pool(hidden: torch.Tensor, span: torch.Tensor, how: str = "mean") -> torch.Tensor:
     """Mean over the span's positions, or the state at its last position. An empty span (a user
     with no history) falls back to the first token."""
-    empty = ~span.any(dim=1)
-    if empty.any():
-        span = span.clone()
-        span[empty, 0] = True  # the prompt's first token: a defined, history-free representation
+    span = span.clone()
+    span[:, 0] |= ~span.any(dim=1)  # an empty span: the first token, a defined, history-free representation
     if how == "mean":
         m = span.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(dim=1) / m.sum(dim=1)
@@ -171,10 +172,13 @@ def token_logprobs(model, hidden: torch.Tensor, ids: torch.Tensor, labels: torch
     only at the positions that predict them (the 49k-word head is ~20% of SmolLM2's compute), and
     with `vocab` (sorted token ids) only over those tokens: a softmax over the catalog's own
     vocabulary (~3k tokens on ML-100k), which every item text is spelled in; with `allowed`, each
-    label's softmax is over the tokens that continue a catalog item (calrec/trie.py)."""
-    predicts = torch.zeros_like(labels)
-    predicts[:, :-1] = labels[:, 1:]
-    h, target = hidden[predicts], ids[labels]
+    label's softmax is over the tokens that continue a catalog item (calrec/trie.py).
+
+    `labels`: a bool mask, or its flat positions (`Batch.label_index`): a mask's positions are
+    found on the device, which stops the host until the GPU gets there; collate finds them on the CPU.
+    A label never sits in column 0 (a prompt comes first), so position - 1 is in the same row."""
+    at = labels.flatten().nonzero().squeeze(1) if labels.dtype == torch.bool else labels
+    h, target = hidden.flatten(0, 1)[at - 1], ids.flatten()[at]
     if vocab is None:
         logits = model.get_output_embeddings()(h).float()
     else:
@@ -238,7 +242,8 @@ def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights,
     total = hidden.new_zeros((), dtype=torch.float32)
     parts: dict[str, torch.Tensor] = {}
     if w.nig:
-        l_nig = nig_loss(model, hidden, batch.user_ids, batch.label_span, batch.vocab, batch.allowed,
+        labels = batch.label_index if batch.label_index is not None else batch.label_span
+        l_nig = nig_loss(model, hidden, batch.user_ids, labels, batch.vocab, batch.allowed,
                          share.labels if share else None)
         total = total + w.nig * l_nig
         parts["nig"] = l_nig.detach()

@@ -301,3 +301,24 @@ def test_inverse_cdf_sampling_matches_the_distribution():
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     torch.testing.assert_close(freq, probs[0], atol=0.01, rtol=0)
     assert (draws != 1).all()  # a zero-probability token is never drawn
+
+
+def test_info_nce_groups_contrast_within_their_rows_only():
+    torch.manual_seed(0)
+    a, p = torch.randn(6, 4), torch.randn(6, 4)
+    keys, logq = torch.arange(6), torch.randn(6)
+    grouped = info_nce(a, p, keys, 0.1, logq, group=3)
+    apart = (info_nce(a[:3], p[:3], keys[:3], 0.1, logq[:3]) + info_nce(a[3:], p[3:], keys[3:], 0.1, logq[3:])) / 2
+    torch.testing.assert_close(grouped, apart)
+    torch.testing.assert_close(info_nce(a, p, keys, 0.1, logq, group=6), info_nce(a, p, keys, 0.1, logq))
+
+
+@pytest.mark.parametrize("template", ["paper", "compact"])
+@pytest.mark.parametrize("nig_targets", ["last", "all"])
+def test_labelled_tokens_counts_what_collate_labels(syn, tok, template, nig_targets):
+    from calrec.towers import labelled_tokens
+
+    b = PromptBuilder(tok, syn.item_text, max_history=3, template=template)
+    prompts = [b.user_prompt(syn.train[u][:-1], target=int(syn.train[u][-1])) for u in range(5)]
+    batch = collate(prompts, [b.item_ids(0)] * 5, list(range(5)), tok.pad_token_id, nig_targets)
+    assert sum(labelled_tokens(p, nig_targets) for p in prompts) == int(batch.label_span.sum())

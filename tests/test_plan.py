@@ -58,3 +58,12 @@ def test_inference_variants_count_their_training_once(tmp_path):
     assert train == 80.0 and predict == 3.0  # 16 steps at 5 s; 30 test users at 0.1 s
     planned = {p.cell.name: p for p in plan_suite(suite, tmp_path / "empty")}
     assert planned["syn/cal/seed0"].device == "cpu"
+
+
+def test_calrec_budget_uses_its_own_step_defaults():
+    from bench.plan import budget
+    from calrec.config import STAGE1, TrainConfig
+
+    assert budget("calrec", {}) == TrainConfig().stage2_steps  # was 1000 where CALRec's default is 200
+    assert budget("calrec", {"stage1": {"datasets": ["ml-1m"]}, "stage2_steps": 50}) == STAGE1["steps"] + 50
+    assert budget("calrec", {"stage1": {"steps": 30}, "stage2_steps": 0}) == 30
