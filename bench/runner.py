@@ -248,7 +248,7 @@ def validate_plan(cells: list[Cell]) -> None:
     in the last model of a long suite surfaces now, not hours later."""
     from bench.datasets import entry_spec, missing_inputs, resolve
 
-    seen, inputs = set(), {}
+    seen, inputs, models = set(), {}, {}
     for cell in cells:
         try:
             resolve(cell.dataset.spec, cell.dataset.params)
@@ -260,12 +260,13 @@ def validate_plan(cells: list[Cell]) -> None:
             seen.add(key)
             params = cell.variant.params_for(cell.dataset.key)
             try:
-                make_model(cell.variant.model, params)
+                models[cell.variant.key] = make_model(cell.variant.model, params)
             except (BenchError, TypeError, ValueError) as e:
                 raise BenchError(f"suite {cell.suite.name}: model variant {cell.variant.key!r}: {e}") from None
             for entry in (params.get("stage1") or {}).get("datasets", []):  # CALRec's stage-I domains
                 spec, extra = entry_spec(entry)
                 inputs[spec] = extra
+    check_models(models)  # under torchrun: data-parallel models only
     missing, sources = missing_inputs(inputs)
     if missing:
         raise BenchError(f"suite {cells[0].suite.name}: {len(missing)} input files missing: {', '.join(missing)} "
@@ -290,8 +291,6 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
     if not cells:
         raise BenchError(f"suite {suite.name}: the filters select no cell")
     validate_plan(cells)
-    if world()[1] > 1:
-        check_models({c.variant.key: make_model(c.variant.model, c.variant.params_for(c.dataset.key)) for c in cells})
     check_writable(root)
     if executor == "ray":
         from bench.executors import run_on_ray
