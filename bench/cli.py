@@ -146,6 +146,16 @@ def cmd_check(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_refingerprint(args) -> int:
+    from bench.fingerprint import SCHEME, refingerprint
+
+    outcome = refingerprint(args.results)
+    for name in outcome["locked"]:
+        print(f"{name}: skipped, a run holds its lock")
+    print(f"code records in scheme {SCHEME}: " + ", ".join(f"{len(v)} {k}" for k, v in outcome.items()))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--results", type=Path, default=RESULTS, help="results folder (default: the repo's results/)")
@@ -194,6 +204,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--update", action="store_true", help="write the reference from this run instead of comparing")
     c.add_argument("--tables", type=_csv, default=[], help="also rebuild these suites' committed tables and compare")
     c.set_defaults(func=cmd_check)
+    f = sub.add_parser("refingerprint", parents=[common],
+                       help="rewrite the code records of cells whose code is unchanged in today's fingerprint scheme")
+    f.set_defaults(func=cmd_refingerprint)
     return p
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.models import make_model
-from bench.provenance import staleness
+from bench.fingerprint import staleness
 from bench.results import epoch_budget
 from bench.runner import Cell, plan
 from bench.store import RunStore, config_hash

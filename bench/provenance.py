@@ -1,17 +1,13 @@
-"""What a run records about where and on what it ran: package versions, CPU, GPU, CUDA, and a
-fingerprint of the code that shapes its numbers. Tables flag rows computed off the pinned versions
-(a lent GPU machine brings its own Python, torch and pandas and reaches no registry) and cells
-computed by code that has changed since (`bench run --stale` recomputes them)."""
+"""What a run records about where and on what it ran: package versions, CPU, GPU, CUDA. Tables flag
+rows computed off the pinned versions (a lent GPU machine brings its own Python, torch and pandas
+and reaches no registry). The code a cell ran on is `bench.fingerprint`'s job."""
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import inspect
 import os
 import platform
 import sys
 from functools import lru_cache
-from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -91,54 +87,3 @@ def off_pins(recorded: dict) -> dict[str, tuple[str, str]]:
         if not inside:
             out[pkg] = (got, spec)
     return out
-
-
-ROOT = Path(__file__).resolve().parent.parent
-# Sources that shape every model's numbers: the split, item text, the evaluator, the data model.
-CORE = ("bench/evaluate.py", "bench/split.py", "bench/text.py", "bench/models.py", "bench/precision.py",
-        "bench/datasets/base.py")
-SCHEME = 2  # 1 hashed all of bench/datasets/ for every cell; 2 only the cell's own loader module
-
-
-def code_sources(model: str, dataset: str) -> list[str]:
-    """Repo-relative sources that shape one cell's numbers: CORE, the module that loads its dataset
-    (so a new Amazon option leaves MovieLens cells current) and the package of its model."""
-    from bench.datasets import resolve
-    from bench.models import MODELS
-
-    loader, _ = resolve(dataset, {})
-    files = [*CORE, Path(inspect.getsourcefile(loader)).resolve().relative_to(ROOT).as_posix()]
-    package = MODELS[model].split(":")[0].split(".")[0]
-    files += [f.relative_to(ROOT).as_posix() for f in sorted((ROOT / package).rglob("*.py"))]
-    return sorted(set(files))
-
-
-def fingerprint_of(sources: dict[str, bytes]) -> str:
-    """sha1 over (path, content) pairs: the same files with the same bytes give the same value."""
-    h = hashlib.sha1()
-    for rel in sorted(sources):
-        h.update(rel.encode() + b"\0" + sources[rel] + b"\0")
-    return h.hexdigest()[:16]
-
-
-@lru_cache(maxsize=None)
-def code_fingerprint(model: str, dataset: str) -> str:
-    """The fingerprint of this cell's sources as they are now; a cell whose recorded one differs ran
-    on other code."""
-    return fingerprint_of({rel: (ROOT / rel).read_bytes() for rel in code_sources(model, dataset)})
-
-
-def code_record(model: str, dataset: str) -> dict:
-    return {"fingerprint": code_fingerprint(model, dataset), "scheme": SCHEME}
-
-
-def staleness(record: dict) -> str | None:
-    """None when the cell's recorded code fingerprint is today's, else why not."""
-    code = record.get("code") or {}
-    got = code.get("fingerprint")
-    if got is None:
-        return "no code fingerprint recorded (computed before fingerprints were)"
-    if code.get("scheme") != SCHEME:
-        return f"code fingerprint {got} of an older scheme (cannot tell whether its code changed)"
-    now = code_fingerprint(record["config"]["model"]["name"], record["config"]["dataset"]["spec"])
-    return None if got == now else f"code changed since (fingerprint {got} -> {now})"

@@ -19,7 +19,8 @@ from bench.distributed import agree, check_models, is_main, world
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metric_names, metrics_from_ranks, ranks_from_lists, ranks_from_scores
 from bench.models import FitContext, is_scores, make_model
-from bench.provenance import code_record, machine, staleness, versions
+from bench.fingerprint import code_record, staleness
+from bench.provenance import machine, versions
 from bench.split import Split, leave_one_out
 from bench.store import RunStore, config_hash, dumps, per_user_csv
 from bench.suites import DatasetEntry, Suite, Variant
@@ -189,6 +190,9 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False, stale: bool = Fal
 
 
 def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: str, write: bool = True) -> str:
+    # Read before the model's modules are imported and trained: the record names the code that ran,
+    # not files edited while a long cell computed.
+    code, commit = code_record(cell.variant.model, cell.dataset.spec), git_commit()
     split = get_split(cell.dataset)
     users = sample_users(split.n_users, cell.suite.user_sample)
     ctx = FitContext(
@@ -214,8 +218,8 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
     record = {
         "config": config,
         "config_hash": chash,
-        "commit": git_commit(),
-        "code": code_record(cell.variant.model, cell.dataset.spec),
+        "commit": commit,
+        "code": code,
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "bench", *sys.argv[1:]]),
         "versions": versions(),
         "machine": machine(),

@@ -21,7 +21,8 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.costs import cost_markdown, device
-from bench.provenance import off_pins, staleness
+from bench.fingerprint import staleness
+from bench.provenance import off_pins
 from bench.published import load_published, published_markdown
 from bench.results import VariantRuns, capped, load_runs
 from bench.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement

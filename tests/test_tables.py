@@ -87,7 +87,7 @@ def test_the_installed_projects_pins_are_read():
 
 
 def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_path, monkeypatch, capsys):
-    from bench import provenance
+    from bench import fingerprint
 
     suite = tmp_path / "seeds.yaml"
     suite.write_text(SUITE)
@@ -95,9 +95,9 @@ def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_pat
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
     assert "changed since" not in md and "no code fingerprint" not in md
-    real = provenance.code_fingerprint
-    changed = lambda m, d: "0" * 16 if m == "itemknn" else real(m, d)  # noqa: E731 (itemknn's sources "edited")
-    monkeypatch.setattr(provenance, "code_fingerprint", changed)
+    real = fingerprint.code_fingerprint
+    changed = lambda m, d, *s: "0" * 16 if m == "itemknn" else real(m, d, *s)  # noqa: E731 (itemknn's sources "edited")
+    monkeypatch.setattr(fingerprint, "code_fingerprint", changed)
     capsys.readouterr()
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
@@ -162,14 +162,3 @@ def test_cold_targets_are_counted_over_the_evaluated_users(tmp_path):
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
     assert re.search(r"cold test targets \(never in training\): \d+ of the evaluated users, \d+ in the dataset", md)
-
-
-def test_a_cell_fingerprints_only_its_own_loader_and_model_package():
-    from bench.provenance import code_sources
-
-    ml = code_sources("sasrec", "ml-100k")
-    assert "bench/datasets/movielens.py" in ml and "bench/datasets/amazon.py" not in ml
-    assert "baselines/sasrec.py" in ml and not any(f.startswith("calrec/") for f in ml)
-    amazon = code_sources("calrec", "amazon2018:Beauty")
-    assert "bench/datasets/amazon.py" in amazon and "bench/datasets/movielens.py" not in amazon
-    assert "calrec/recommender.py" in amazon and "bench/evaluate.py" in amazon

@@ -1,0 +1,167 @@
+"""Which sources shape a cell's numbers, and a fingerprint of them, so tables can flag cells computed
+by code that has changed since (`bench run --stale` recomputes them).
+
+A cell's sources (scheme 3): CORE (split, item text, evaluator, data model), the module that loads
+its dataset, and its model's module with every module of the model's own package that it imports,
+directly or through others. Editing our SASRec then leaves RecBole's and ItemKNN's cells current.
+Harness modules outside CORE (runner, tables, store) are taken not to shape numbers.
+
+A record of an older scheme stays current while today's code gives the fingerprint it recorded,
+computed the old way. `bench refingerprint` rewrites such records in today's scheme (sound: equal
+fingerprints mean the files it hashed are the ones the cell ran on, and today's scheme hashes a
+subset of them plus CORE and the loader, which scheme 2 hashed too), so that a later edit elsewhere
+in the package no longer stales them.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Sources that shape every model's numbers: the split, item text, the evaluator, the data model.
+CORE = ("bench/evaluate.py", "bench/split.py", "bench/text.py", "bench/models.py", "bench/precision.py",
+        "bench/datasets/base.py")
+# 1: all of bench/datasets/ for every cell; 2: the cell's loader module and its model's whole package;
+# 3: the loader and the model's module with what it imports from its own package.
+SCHEME = 3
+READABLE = (2, 3)  # schemes whose fingerprints can still be recomputed
+
+
+def _module_file(name: str) -> Path | None:
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported(tree: ast.AST, module: str, is_package: bool) -> list[str]:
+    """Every module name an import statement of `module` may load, function-level imports included.
+    `from a import b` yields a and a.b, since b may be a module."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the importing module's package
+                parts = module.split(".") if is_package else module.split(".")[:-1]
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            names += [base] + [f"{base}.{a.name}" for a in node.names]
+    return names
+
+
+def package_closure(module: str) -> list[str]:
+    """Repo-relative files of `module` and of every module of its top-level package that it imports,
+    directly or not, the packages' __init__ files included."""
+    package = module.split(".")[0]
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen or name.split(".")[0] != package:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b runs a/__init__.py
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        todo += _imported(tree, name, path.name == "__init__.py")
+    return sorted(p.relative_to(ROOT).as_posix() for p in seen.values())
+
+
+def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:
+    """Repo-relative sources that shape one cell's numbers under `scheme`."""
+    from bench.datasets import resolve
+    from bench.models import MODELS
+
+    loader, _ = resolve(dataset, {})
+    files = [*CORE, Path(inspect.getsourcefile(loader)).resolve().relative_to(ROOT).as_posix()]
+    module = MODELS[model].split(":")[0]
+    if scheme == 2:
+        files += [f.relative_to(ROOT).as_posix() for f in sorted((ROOT / module.split(".")[0]).rglob("*.py"))]
+    elif scheme == 3:
+        files += package_closure(module)
+    else:
+        raise ValueError(f"code fingerprint scheme {scheme} cannot be recomputed")
+    return sorted(set(files))
+
+
+def fingerprint_of(sources: dict[str, bytes]) -> str:
+    """sha1 over (path, content) pairs: the same files with the same bytes give the same value."""
+    h = hashlib.sha1()
+    for rel in sorted(sources):
+        h.update(rel.encode() + b"\0" + sources[rel] + b"\0")
+    return h.hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(model: str, dataset: str, scheme: int = SCHEME) -> str:
+    """The fingerprint of this cell's sources as they are now (read once per process: the code a
+    process runs is the code it imported)."""
+    return fingerprint_of({rel: (ROOT / rel).read_bytes() for rel in code_sources(model, dataset, scheme)})
+
+
+def code_record(model: str, dataset: str) -> dict:
+    return {"fingerprint": code_fingerprint(model, dataset), "scheme": SCHEME}
+
+
+def _cell(record: dict) -> tuple[str, str]:
+    return record["config"]["model"]["name"], record["config"]["dataset"]["spec"]
+
+
+def staleness(record: dict) -> str | None:
+    """None when the cell's recorded code fingerprint is what its sources give today, else why not."""
+    code = record.get("code") or {}
+    got, scheme = code.get("fingerprint"), code.get("scheme")
+    if got is None:
+        return "no code fingerprint recorded (computed before fingerprints were)"
+    if scheme not in READABLE:
+        return f"code fingerprint {got} of an older scheme (cannot tell whether its code changed)"
+    now = code_fingerprint(*_cell(record), scheme)
+    return None if got == now else f"code changed since (fingerprint {got} -> {now})"
+
+
+def upgraded(record: dict) -> dict | None:
+    """The record's `code` entry rewritten in today's scheme, or None when there is nothing to do
+    (already today's scheme) or nothing that can be proven (stale, or no fingerprint)."""
+    code = record.get("code") or {}
+    if code.get("scheme") == SCHEME or staleness(record) is not None:
+        return None
+    return {**code_record(*_cell(record)), "upgraded_from": {k: code[k] for k in ("fingerprint", "scheme")}}
+
+
+def refingerprint(results: Path) -> dict[str, list[str]]:
+    """Rewrite in today's scheme the code record of every stored cell whose older-scheme fingerprint
+    still matches today's code; leave the others. Returns the cells by outcome."""
+    from bench.store import RunStore, atomic_write_text, dumps
+
+    out: dict[str, list[str]] = {"upgraded": [], "current": [], "stale": [], "no fingerprint": [], "locked": []}
+    for run_json in sorted((Path(results) / "runs").glob("*/*/*/seed*/run.json")):
+        cell = run_json.parent
+        name = cell.relative_to(Path(results) / "runs").as_posix()
+        lock = RunStore.lock(cell)  # a suite computing this cell now will write its own record
+        if lock is None:
+            out["locked"].append(name)
+            continue
+        try:
+            record = RunStore.record(cell)
+            if record is None:
+                continue
+            code = upgraded(record)
+            if code is not None:
+                atomic_write_text(run_json, dumps({**record, "code": code}))
+                out["upgraded"].append(name)
+            elif (record.get("code") or {}).get("fingerprint") is None:
+                out["no fingerprint"].append(name)
+            else:
+                out["current" if staleness(record) is None else "stale"].append(name)
+        finally:
+            lock.close()
+    return out

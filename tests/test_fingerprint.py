@@ -1,0 +1,120 @@
+"""Code fingerprints: which sources a cell hashes, older schemes, and when the record is taken."""
+import json
+
+from bench import fingerprint
+from bench.cli import main
+from bench.fingerprint import code_fingerprint, code_sources, package_closure, staleness, upgraded
+
+SUITE = """
+seeds: [0]
+ks: [10]
+datasets:
+  syn: {spec: synthetic, n_users: 40, n_items: 30, seed: 1}
+models:
+  pop: {model: pop}
+  knn: {model: itemknn, params: {neighbours: 10}}
+"""
+
+
+def test_a_cell_hashes_its_loader_and_what_its_model_module_imports_from_its_package():
+    ml = code_sources("sasrec", "ml-100k")
+    assert "bench/datasets/movielens.py" in ml and "bench/datasets/amazon.py" not in ml
+    assert {"baselines/sasrec.py", "baselines/neural.py", "baselines/dropout.py", "bench/evaluate.py"} <= set(ml)
+    assert not any(f.startswith("calrec/") for f in ml)
+    # Editing our SASRec's training loop must not stale RecBole's or ItemKNN's cells.
+    assert "baselines/neural.py" not in code_sources("recbole", "ml-100k")
+    assert "baselines/recbole_compat.py" in code_sources("recbole", "ml-100k")
+    assert "baselines/neural.py" not in code_sources("itemknn", "ml-100k")
+    assert "baselines/sasrec.py" in code_sources("bert4rec", "ml-100k")  # BERT4Rec subclasses it
+    amazon = code_sources("calrec", "amazon2018:Beauty")
+    assert "bench/datasets/amazon.py" in amazon and "bench/datasets/movielens.py" not in amazon
+    assert {"calrec/recommender.py", "calrec/train.py", "calrec/retrieve.py"} <= set(amazon)
+    # Scheme 2 hashed the whole package.
+    assert "baselines/neural.py" in code_sources("recbole", "ml-100k", scheme=2)
+
+
+def test_the_closure_follows_absolute_relative_and_function_level_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "a.py": "import numpy\ndef f():\n    from pkg.b import g\n    return g\n",
+        "b.py": "from . import c\nfrom .sub import e\n",
+        "c.py": "import pkg.sub.deep\n",
+        "d.py": "x = 1  # imported by nobody\n",
+        "sub/__init__.py": "",
+        "sub/e.py": "from ..d2 import y\n",
+        "sub/deep.py": "",
+        "d2.py": "y = 2\n",
+    }
+    for rel, text in files.items():
+        (pkg / rel).write_text(text)
+    monkeypatch.setattr(fingerprint, "ROOT", tmp_path)
+    assert package_closure("pkg.a") == ["pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py", "pkg/d2.py",
+                                        "pkg/sub/__init__.py", "pkg/sub/deep.py", "pkg/sub/e.py"]
+    assert package_closure("pkg.d") == ["pkg/__init__.py", "pkg/d.py"]
+
+
+def _record(model, code):
+    return {"config": {"model": {"name": model}, "dataset": {"spec": "ml-100k"}}, "code": code}
+
+
+def test_older_scheme_records_stay_current_while_their_code_is_unchanged_and_can_be_upgraded():
+    old = {"fingerprint": code_fingerprint("recbole", "ml-100k", 2), "scheme": 2}
+    assert staleness(_record("recbole", old)) is None
+    new = upgraded(_record("recbole", old))
+    assert new == {"fingerprint": code_fingerprint("recbole", "ml-100k"), "scheme": fingerprint.SCHEME,
+                   "upgraded_from": old}
+    assert staleness(_record("recbole", new)) is None and upgraded(_record("recbole", new)) is None
+    edited = {"fingerprint": "0" * 16, "scheme": 2}
+    assert staleness(_record("recbole", edited)).startswith("code changed since")
+    assert upgraded(_record("recbole", edited)) is None  # nothing proves what it ran on
+    assert upgraded(_record("recbole", None)) is None
+    assert "older scheme" in staleness(_record("recbole", {"fingerprint": "ab", "scheme": 1}))
+
+
+def test_refingerprint_rewrites_only_records_whose_code_is_proven_unchanged(tmp_path, capsys):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+    cells = {m: res / "runs/s/syn" / m / "seed0/run.json" for m in ("pop", "knn")}
+    before = {}
+    for model, path in cells.items():
+        rec = json.loads(path.read_text())
+        assert rec["code"]["scheme"] == fingerprint.SCHEME
+        name = rec["config"]["model"]["name"]
+        rec["code"] = {"fingerprint": code_fingerprint(name, "synthetic", 2) if model == "pop" else "f" * 16, "scheme": 2}
+        path.write_text(json.dumps(rec))
+        before[model] = rec
+    capsys.readouterr()
+    assert main(["refingerprint", "--results", str(res)]) == 0
+    assert "1 upgraded, 0 current, 1 stale" in capsys.readouterr().out
+    pop = json.loads(cells["pop"].read_text())
+    assert pop["code"]["scheme"] == fingerprint.SCHEME and pop["code"]["upgraded_from"]["scheme"] == 2
+    assert {k: v for k, v in pop.items() if k != "code"} == {k: v for k, v in before["pop"].items() if k != "code"}
+    assert json.loads(cells["knn"].read_text()) == before["knn"]  # stale: left as it was
+    assert main(["refingerprint", "--results", str(res)]) == 0
+    assert "0 upgraded, 1 current, 1 stale" in capsys.readouterr().out
+
+
+def test_the_record_names_the_code_read_before_the_model_trained(tmp_path, monkeypatch):
+    """A file edited while a long cell computes must not be recorded as the code it ran on."""
+    from baselines.simple import Popularity
+    from bench import runner
+
+    edited = []
+    real_fit = Popularity.fit
+
+    def fit(self, split, ctx):
+        edited.append(True)  # stands for a source file changed on disk during training
+        return real_fit(self, split, ctx)
+
+    monkeypatch.setattr(Popularity, "fit", fit)
+    monkeypatch.setattr(runner, "code_record", lambda m, d: {"fingerprint": "after" if edited else "before", "scheme": 3})
+    monkeypatch.setattr(runner, "git_commit", lambda: "after" if edited else "before")
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE)
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--models", "pop"]) == 0
+    rec = json.loads((tmp_path / "r/runs/s/syn/pop/seed0/run.json").read_text())
+    assert rec["code"]["fingerprint"] == "before" and rec["commit"] == "before"
