@@ -61,7 +61,7 @@ class SASRec:
                 yield [seqs[i] for i in idx], torch.from_numpy(targets[idx]).to(self.device)
 
         train_with_early_stopping(self, self.net, split, ctx, lambda b: self.loss(b, rng), batches, self.epochs,
-                                  self.patience, self.lr, self.weight_decay, self.eval_every, self.ema)
+                                  self.patience, self.lr, self.weight_decay, self.eval_every, self.ema, rng)
 
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         return h @ self.net.item.weight[1 : self.n_items + 1].T
@@ -94,5 +94,6 @@ class SASRec:
 
     def info(self) -> dict:
         return {"epochs_run": self.epochs_run, "best_epoch": getattr(self, "best_epoch", None),
-                "best_valid_NDCG@10": self.best_valid_ndcg10,
+                "best_valid_NDCG@10": self.best_valid_ndcg10, "resumed_at_epoch": self.resumed_at_epoch,
+                "fit_seconds_before_resume": round(self.fit_seconds_before_resume, 3),
                 "parameters": sum(p.numel() for p in self.net.parameters()), "device": self.device}

@@ -200,7 +200,9 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         workdir=store.cache_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed),
         valid_users=sample_users(split.n_users, cell.suite.valid_sample),
         ks=cell.suite.ks,
-        extra={"shared_cache": store.root / "cache" / "shared"},  # e.g. CALRec's stage-I weights
+        # shared_cache: e.g. CALRec's stage-I weights; checkpoint_key: under which a model may save
+        # its training state in workdir and resume from it (same config, same code)
+        extra={"shared_cache": store.root / "cache" / "shared", "checkpoint_key": f"{chash}-{code['fingerprint']}"},
     )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     model = make_model(cell.variant.model, config["model"]["params"])
@@ -215,6 +217,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
     summary = f"R@10={metrics.get('Recall@10', float('nan')):.4f} N@10={metrics.get('NDCG@10', float('nan')):.4f} fit {t1 - t0:.1f}s"
     if not write:
         return summary
+    info = getattr(model, "info", lambda: {})()
     record = {
         "config": config,
         "config_hash": chash,
@@ -225,12 +228,13 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         "machine": machine(),
         "ranks": world()[1],  # processes of a data-parallel launch (torchrun), 1 otherwise
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (t2 - t0))),
-        "fit_seconds": round(t1 - t0, 3),
+        # a model resumed from its checkpoint reports the training time of the processes before
+        "fit_seconds": round(t1 - t0 + float(info.get("fit_seconds_before_resume") or 0.0), 3),
         "predict_seconds": round(t2 - t1, 3),
         "evaluated_users": int(len(users)),
         "cold_test_targets_evaluated": cold_test_targets(split, users),
         "dataset_stats": split.stats(),
-        "model_info": getattr(model, "info", lambda: {})(),
+        "model_info": info,
     }
     if cell.variant.tuned is not None:
         record["tuning"] = cell.variant.tuned[cell.dataset.key]  # the study and trial these parameters came from

@@ -197,3 +197,81 @@ def test_sequence_models_run_where_told_and_score_alike_on_a_gpu(name, syn, tmp_
     m.net.to("cuda")
     m.device = "cuda"
     np.testing.assert_allclose(m.predict(h, users), on_cpu, rtol=1e-4, atol=1e-4)
+
+
+class Stopped(Exception):
+    pass
+
+
+@pytest.mark.parametrize("name, extra", [
+    ("sasrec", {"dropout": 0.3, "attn_dropout": 0.2, "ema": 0.9, "all_windows": True}),
+    ("bert4rec", {"dropout": 0.3}),
+])
+def test_a_stopped_training_resumes_at_its_next_epoch_and_ends_as_an_unstopped_one(name, extra, syn, tmp_path, monkeypatch):
+    import baselines.neural as neural
+
+    p = {"hidden": 16, "max_len": 10, "epochs": 5, "patience": 100, **extra}
+
+    def run(workdir, key):
+        m = make_model(name, p)
+        ctx = FitContext(seed=3, workdir=workdir, valid_users=np.arange(50), extra={"checkpoint_key": key})
+        m.fit(syn, ctx)
+        return m, [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in ctx.curves]
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    whole, whole_curves = run(tmp_path / "a", "k")
+    assert not (tmp_path / "a/train_state.pt").exists()  # removed once training ends
+    real, calls = neural.validation_ndcg10, []
+
+    def stop_at_third(*args):
+        calls.append(1)
+        if len(calls) == 3:  # epoch 3, after epochs 1-2 were saved
+            raise Stopped
+        return real(*args)
+
+    monkeypatch.setattr(neural, "validation_ndcg10", stop_at_third)
+    with pytest.raises(Stopped):
+        run(tmp_path / "b", "k")
+    monkeypatch.setattr(neural, "validation_ndcg10", real)
+    assert (tmp_path / "b/train_state.pt").exists()
+    resumed, resumed_curves = run(tmp_path / "b", "k")
+    assert resumed.info()["resumed_at_epoch"] == 3 and whole.info()["resumed_at_epoch"] is None
+    assert resumed.info()["epochs_run"] == 5 and resumed_curves == whole_curves
+    for k, v in whole.net.state_dict().items():
+        assert torch.equal(v, resumed.net.state_dict()[k]), k
+    # A state saved under another key (other config or code) is never resumed from.
+    monkeypatch.setattr(neural, "validation_ndcg10", stop_at_third)
+    calls.clear()
+    with pytest.raises(Stopped):
+        run(tmp_path / "b", "k")
+    monkeypatch.setattr(neural, "validation_ndcg10", real)
+    fresh, _ = run(tmp_path / "b", "other")
+    assert fresh.info()["resumed_at_epoch"] is None
+
+
+def test_bench_run_resumes_a_killed_cell_from_its_last_epoch(tmp_path, monkeypatch):
+    import json
+
+    import baselines.neural as neural
+    from bench.cli import main
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text("seeds: [0]\nks: [10]\ndatasets:\n  syn: {spec: synthetic, n_users: 60, n_items: 30, seed: 1}\n"
+                     "models:\n  sasrec: {model: sasrec, params: {hidden: 16, max_len: 10, epochs: 4, patience: 10}}\n")
+    real, calls = neural.validation_ndcg10, []
+
+    def killed_at_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Stopped
+        return real(*args)
+
+    monkeypatch.setattr(neural, "validation_ndcg10", killed_at_third)
+    with pytest.raises(Stopped):
+        main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")])
+    monkeypatch.setattr(neural, "validation_ndcg10", real)
+    assert not (tmp_path / "r/runs/s/syn/sasrec/seed0").exists()
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0
+    rec = json.loads((tmp_path / "r/runs/s/syn/sasrec/seed0/run.json").read_text())
+    assert rec["model_info"]["resumed_at_epoch"] == 3 and rec["model_info"]["epochs_run"] == 4
+    assert rec["fit_seconds"] >= rec["model_info"]["fit_seconds_before_resume"] > 0
