@@ -266,13 +266,13 @@ def train_with_early_stopping(model, net: nn.Module, split: Split, ctx: FitConte
             break
         if key and epoch < epochs:
             resume.save(path, key, {
-                "epoch": epoch, "net": net.state_dict(), "opt": opt.state_dict(),
+                "epoch": epoch, "epochs": epochs, "net": net.state_dict(), "opt": opt.state_dict(),
                 "average": average.state_dict() if average is not None else None,
                 "stopping": (stopping.best, stopping.bad), "best_state": best_state,
                 "best_epoch": getattr(model, "best_epoch", None), "curves": list(ctx.curves),
                 "seconds": time.perf_counter() - started}, gens)
     if key:
-        path.unlink(missing_ok=True)  # done: a forced rerun starts from scratch
+        resume.clear(path)
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()

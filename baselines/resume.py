@@ -13,6 +13,7 @@ from another configuration or other code.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from baselines.dropout import FastDropout
+from bench.store import PROGRESS, atomic_write_text
 
 FILE = "train_state.pt"
 
@@ -35,6 +37,14 @@ def save(path: Path, key: str, state: dict, gens: list[np.random.Generator]) -> 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)  # a kill mid-save leaves the previous epoch's state whole
+    progress = {"key": key, "done": f"{state['epoch']} of {state['epochs']} epochs", "seconds": round(state["seconds"], 1)}
+    atomic_write_text(path.parent / PROGRESS, json.dumps(progress))
+
+
+def clear(path: Path) -> None:
+    """Training ended: a forced rerun starts from scratch."""
+    path.unlink(missing_ok=True)
+    (path.parent / PROGRESS).unlink(missing_ok=True)
 
 
 def load(path: Path, key: str, gens: list[np.random.Generator]) -> dict | None:

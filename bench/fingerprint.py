@@ -112,6 +112,11 @@ def code_record(model: str, dataset: str) -> dict:
     return {"fingerprint": code_fingerprint(model, dataset), "scheme": SCHEME}
 
 
+def checkpoint_key(chash: str, model: str, dataset: str) -> str:
+    """Under which a cell's model may save its training state and resume from it: same config, same code."""
+    return f"{chash}-{code_fingerprint(model, dataset)}"
+
+
 def _cell(record: dict) -> tuple[str, str]:
     return record["config"]["model"]["name"], record["config"]["dataset"]["spec"]
 

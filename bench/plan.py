@@ -17,7 +17,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.models import make_model
-from bench.fingerprint import staleness
+from bench.fingerprint import checkpoint_key, staleness
 from bench.results import epoch_budget
 from bench.runner import Cell, plan
 from bench.store import RunStore, config_hash
@@ -134,6 +134,10 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
         stale = staleness(store.record(folder)) if why is None else None
         if why is not None:
             state = f"to run: {why}"
+            progress = store.progress(store.cache_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
+            if progress and progress.get("key") == checkpoint_key(config_hash(cell.config()), cell.variant.model,
+                                                                  cell.dataset.spec):
+                state += f"; resumes from its checkpoint ({progress['done']}, {_fmt(progress.get('seconds'))} trained)"
         elif stale is None:
             state = "done"
         elif stale.startswith("no code"):

@@ -19,7 +19,7 @@ from bench.distributed import agree, check_models, is_main, world
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metric_names, metrics_from_ranks, ranks_from_lists, ranks_from_scores
 from bench.models import FitContext, is_scores, make_model
-from bench.fingerprint import code_record, staleness
+from bench.fingerprint import checkpoint_key, code_record, staleness
 from bench.provenance import machine, versions
 from bench.split import Split, leave_one_out
 from bench.store import RunStore, config_hash, dumps, per_user_csv
@@ -202,7 +202,8 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         ks=cell.suite.ks,
         # shared_cache: e.g. CALRec's stage-I weights; checkpoint_key: under which a model may save
         # its training state in workdir and resume from it (same config, same code)
-        extra={"shared_cache": store.root / "cache" / "shared", "checkpoint_key": f"{chash}-{code['fingerprint']}"},
+        extra={"shared_cache": store.root / "cache" / "shared",
+               "checkpoint_key": checkpoint_key(chash, cell.variant.model, cell.dataset.spec)},
     )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     model = make_model(cell.variant.model, config["model"]["params"])

@@ -67,6 +67,12 @@ def per_user_csv(user_ids: np.ndarray, targets: np.ndarray, ranks: Ranks) -> byt
     return buf.getvalue()
 
 
+# What a model that checkpoints its training writes beside the checkpoint in its cell's scratch
+# folder: {"key": the checkpoint key, "done": "<what is trained, e.g. 12 of 300 epochs>", "seconds": ...},
+# so `bench plan` can say which cells resume and from where without loading a model.
+PROGRESS = "progress.json"
+
+
 class RunStore:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -76,6 +82,13 @@ class RunStore:
 
     def cache_dir(self, suite: str, dataset: str, variant: str, seed: int) -> Path:
         return self.root / "cache" / suite / dataset / variant / f"seed{seed}"
+
+    @staticmethod
+    def progress(workdir: Path) -> dict | None:
+        try:
+            return json.loads((workdir / PROGRESS).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
 
     @staticmethod
     def record(cell: Path) -> dict | None:

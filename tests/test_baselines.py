@@ -249,7 +249,7 @@ def test_a_stopped_training_resumes_at_its_next_epoch_and_ends_as_an_unstopped_o
     assert fresh.info()["resumed_at_epoch"] is None
 
 
-def test_bench_run_resumes_a_killed_cell_from_its_last_epoch(tmp_path, monkeypatch):
+def test_bench_run_resumes_a_killed_cell_from_its_last_epoch(tmp_path, monkeypatch, capsys):
     import json
 
     import baselines.neural as neural
@@ -271,7 +271,11 @@ def test_bench_run_resumes_a_killed_cell_from_its_last_epoch(tmp_path, monkeypat
         main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")])
     monkeypatch.setattr(neural, "validation_ndcg10", real)
     assert not (tmp_path / "r/runs/s/syn/sasrec/seed0").exists()
+    capsys.readouterr()
+    assert main(["plan", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0
+    assert "to run: not run yet; resumes from its checkpoint (2 of 4 epochs," in capsys.readouterr().out
     assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0
     rec = json.loads((tmp_path / "r/runs/s/syn/sasrec/seed0/run.json").read_text())
     assert rec["model_info"]["resumed_at_epoch"] == 3 and rec["model_info"]["epochs_run"] == 4
     assert rec["fit_seconds"] >= rec["model_info"]["fit_seconds_before_resume"] > 0
+    assert not any((tmp_path / "r/cache/s/syn/sasrec/seed0").iterdir())  # checkpoint and progress removed
