@@ -4,7 +4,9 @@ by code that has changed since (`bench run --stale` recomputes them).
 A cell's sources (scheme 3): CORE (split, item text, evaluator, data model), the module that loads
 its dataset, and its model's module with every module of the model's own package that it imports,
 directly or through others. Editing our SASRec then leaves RecBole's and ItemKNN's cells current.
-Harness modules outside CORE (runner, tables, store) are taken not to shape numbers.
+Harness modules outside CORE (runner, tables, store) are taken not to shape numbers; the one to
+watch is the runner's validation scoring, which picks the epoch a model keeps but only calls CORE's
+evaluator (a change there that moves numbers needs `--force`).
 
 A record of an older scheme stays current while today's code gives the fingerprint it recorded,
 computed the old way. `bench refingerprint` rewrites such records in today's scheme (sound: equal
