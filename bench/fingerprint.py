@@ -149,21 +149,21 @@ def refingerprint(results: Path) -> dict[str, list[str]]:
     still matches today's code; leave the others. Returns the cells by outcome."""
     from bench.store import RunStore, atomic_write_text, dumps
 
+    store = RunStore(results)
     out: dict[str, list[str]] = {"upgraded": [], "current": [], "stale": [], "no fingerprint": [], "locked": []}
-    for run_json in sorted((Path(results) / "runs").glob("*/*/*/seed*/run.json")):
-        cell = run_json.parent
-        name = cell.relative_to(Path(results) / "runs").as_posix()
-        lock = RunStore.lock(cell)  # a suite computing this cell now will write its own record
+    for cell in store.cells():
+        name = cell.relative_to(store.root / "runs").as_posix()
+        lock = store.lock(cell)  # a suite computing this cell now will write its own record
         if lock is None:
             out["locked"].append(name)
             continue
         try:
-            record = RunStore.record(cell)
+            record = store.record(cell)
             if record is None:
                 continue
             code = upgraded(record)
             if code is not None:
-                atomic_write_text(run_json, dumps({**record, "code": code}))
+                atomic_write_text(cell / "run.json", dumps({**record, "code": code}))
                 out["upgraded"].append(name)
             elif (record.get("code") or {}).get("fingerprint") is None:
                 out["no fingerprint"].append(name)

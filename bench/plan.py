@@ -75,11 +75,11 @@ def train_seconds(rec: dict) -> float:
 def stored_records(root: Path) -> dict[tuple[str, str], list[dict]]:
     """(model, dataset spec) -> every stored run.json under root/runs, any suite."""
     out = defaultdict(list)
-    for path in sorted((Path(root) / "runs").glob("*/*/*/seed*/run.json")):
+    for cell in RunStore(root).cells():
+        rec = RunStore.record(cell)
         try:
-            rec = json.loads(path.read_text())
             out[(rec["config"]["model"]["name"], rec["config"]["dataset"]["spec"])].append(rec)
-        except (json.JSONDecodeError, KeyError):
+        except (TypeError, KeyError):  # unreadable (None) or incomplete
             continue
     return out
 
@@ -130,13 +130,13 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
     store, history, out, trained = RunStore(root), stored_records(root), [], set()
     for cell in plan(suite):
         folder = store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed)
-        why = store.check_cell(folder, config_hash(cell.config()))
+        chash = config_hash(cell.config())
+        why = store.check_cell(folder, chash)
         stale = staleness(store.record(folder)) if why is None else None
         if why is not None:
             state = f"to run: {why}"
             progress = store.progress(store.cache_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
-            if progress and progress.get("key") == checkpoint_key(config_hash(cell.config()), cell.variant.model,
-                                                                  cell.dataset.spec):
+            if progress and progress.get("key") == checkpoint_key(chash, cell.variant.model, cell.dataset.spec):
                 state += f"; resumes from its checkpoint ({progress['done']}, {_fmt(progress.get('seconds'))} trained)"
         elif stale is None:
             state = "done"

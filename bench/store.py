@@ -67,6 +67,13 @@ def per_user_csv(user_ids: np.ndarray, targets: np.ndarray, ranks: Ranks) -> byt
     return buf.getvalue()
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 # What a model that checkpoints its training writes beside the checkpoint in its cell's scratch
 # folder: {"key": the checkpoint key, "done": "<what is trained, e.g. 12 of 300 epochs>", "seconds": ...},
 # so `bench plan` can say which cells resume and from where without loading a model.
@@ -83,19 +90,17 @@ class RunStore:
     def cache_dir(self, suite: str, dataset: str, variant: str, seed: int) -> Path:
         return self.root / "cache" / suite / dataset / variant / f"seed{seed}"
 
+    def cells(self) -> list[Path]:
+        """Every stored cell folder that holds a run.json, any suite, in a stable order."""
+        return [p.parent for p in sorted((self.root / "runs").glob("*/*/*/seed*/run.json"))]
+
     @staticmethod
     def progress(workdir: Path) -> dict | None:
-        try:
-            return json.loads((workdir / PROGRESS).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return _read_json(workdir / PROGRESS)
 
     @staticmethod
     def record(cell: Path) -> dict | None:
-        try:
-            return json.loads((cell / "run.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return _read_json(cell / "run.json")
 
     def is_done(self, cell: Path, chash: str) -> bool:
         return self.check_cell(cell, chash) is None
