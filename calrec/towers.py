@@ -32,6 +32,7 @@ class Batch:
     items_span: torch.Tensor  # (B, Lu) bool: history item texts only (no prefixes)
     target_span: torch.Tensor  # (B, Lu) bool
     label_span: torch.Tensor  # (B, Lu) bool: tokens L_NIG predicts (the target, or every item with nig_targets=all)
+    label_index: torch.Tensor  # flat (row-major) positions of label_span, found on the CPU (no device sync)
     next_pos: torch.Tensor  # (B,) the position that predicts the target's first token
     item_ids: torch.Tensor  # (B, Li) target item text alone
     item_mask: torch.Tensor
@@ -39,8 +40,6 @@ class Batch:
     item_logq: torch.Tensor  # (B,) log of the item's share of training targets (logQ correction)
     vocab: torch.Tensor | None = None  # sorted token ids the LM head scores (vocab='catalog'|'trie'); None: all
     allowed: torch.Tensor | None = None  # (n_labels, len(vocab)) bool: tokens that continue a catalog item (trie)
-    label_index: torch.Tensor | None = None  # flat (row-major) positions of label_span, found on the CPU
-
 
     @property
     def n_tokens(self) -> int:
@@ -106,8 +105,8 @@ def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list
             raise ValueError("vocab='trie': labelled tokens are not item continuations (the paper template ends "
                              "history items differently from its target: use nig_targets='last' or template='compact')")
     return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width), items_span, target, labels,
-                 torch.tensor([p.next_pos for p in prompts]), item_ids, item_mask, torch.tensor(item_keys), logq, vocab,
-                 allowed, labels.flatten().nonzero().squeeze(1))
+                 labels.flatten().nonzero().squeeze(1), torch.tensor([p.next_pos for p in prompts]), item_ids, item_mask,
+                 torch.tensor(item_keys), logq, vocab, allowed)
 
 
 def decoder(model):
@@ -242,8 +241,7 @@ def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights,
     total = hidden.new_zeros((), dtype=torch.float32)
     parts: dict[str, torch.Tensor] = {}
     if w.nig:
-        labels = batch.label_index if batch.label_index is not None else batch.label_span
-        l_nig = nig_loss(model, hidden, batch.user_ids, labels, batch.vocab, batch.allowed,
+        l_nig = nig_loss(model, hidden, batch.user_ids, batch.label_index, batch.vocab, batch.allowed,
                          share.labels if share else None)
         total = total + w.nig * l_nig
         parts["nig"] = l_nig.detach()

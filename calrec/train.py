@@ -244,6 +244,7 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
     lower_is_better = "nll" in select.lower()
     best, best_state, best_step, bad, tokens, train_s = None, None, 0, 0, 0, 0.0
     window: dict[str, torch.Tensor] = {}  # loss parts summed on the device since the last curve row
+    window_steps = 0  # steps in `window`: an evaluation row ends a window early
     model.train()
     bar = tqdm(range(1, cfg.steps + 1), desc=f"CALRec {stage}", leave=False)
     for step in bar:
@@ -251,6 +252,7 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
         s, rows = next(data)
         for k, v in step_gradients(model, head, s, rows, cfg, weights, pad, params).items():
             window[k] = window[k] + v if k in window else v
+        window_steps += 1
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
@@ -260,13 +262,12 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
         evaluate = validate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps)
         if not (evaluate or step % cfg.log_every == 0 or step == cfg.steps):
             continue
-        n = (step - 1) % cfg.log_every + 1  # steps in this row's window
-        parts = sum_across_ranks(torch.stack(list(window.values()))).div(n).tolist()
+        parts = sum_across_ranks(torch.stack(list(window.values()))).div(window_steps).tolist()
         row = {"stage": stage, "step": step, "epochs": round(sum(s.epochs for s in streams), 4),
                **{f"loss_{k}": round(v, 5) for k, v in zip(window, parts)},
                "lr": round(opt.param_groups[0]["lr"], 8), "tokens_per_s": round(tokens / train_s, 1),
                "train_seconds": round(train_s, 1)}
-        window = {}
+        window, window_steps = {}, 0
         if evaluate:
             model.eval()
             row.update(agree(validate()))  # every rank follows rank 0's selection

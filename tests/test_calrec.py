@@ -166,17 +166,25 @@ def test_tiny_model_loss_falls(syn, tok):
 
 
 def test_log_every_averages_the_steps_it_skips(syn, tok):
-    def run(log_every):
+    def run(log_every, eval_every=0):
         torch.manual_seed(0)
         model, curves = tiny_llama(len(tok)), []
-        cfg = StageConfig(steps=7, batch_size=4, lr=3e-3, warmup=2, bf16=False, log_every=log_every)
+        cfg = StageConfig(steps=7, batch_size=4, lr=3e-3, warmup=2, bf16=False, log_every=log_every, eval_every=eval_every,
+                          patience=99)
+        validate = (lambda: {"valid_NDCG@10": 0.0}) if eval_every else None
         train_stage(model, None, [Domain("syn", syn, PromptBuilder(tok, syn.item_text), 0)], np.ones(1), cfg, LossWeights(),
-                    np.random.default_rng(0), tok.pad_token_id, None, curves, "s")
+                    np.random.default_rng(0), tok.pad_token_id, validate, curves, "s")
         return curves
 
     every, third = run(1), run(3)
     assert [r["step"] for r in third] == [3, 6, 7]  # and the last step, whatever the window
     for row, window in zip(third, ([0, 1, 2], [3, 4, 5], [6])):
+        for k in ("loss_total", "loss_nig", "loss_ut"):
+            assert row[k] == pytest.approx(np.mean([every[i][k] for i in window]), abs=2e-5)
+    # An evaluation row (every 2nd step) ends a window early: the next row averages only the steps since.
+    evaluated = run(3, eval_every=2)
+    assert [r["step"] for r in evaluated] == [2, 3, 4, 6, 7]
+    for row, window in zip(evaluated, ([0, 1], [2], [3], [4, 5], [6])):
         for k in ("loss_total", "loss_nig", "loss_ut"):
             assert row[k] == pytest.approx(np.mean([every[i][k] for i in window]), abs=2e-5)
 
