@@ -1,8 +1,12 @@
 """`python -m bench plan --suite NAME`: every cell's state (done / to run / stale code), the device it
 would use here, and an estimated time from the stored runs of the same model on the same dataset.
 
-Estimates scale a stored run by the planned training budget (epochs, or CALRec's stage steps) and by
-the number of test users; they are upper bounds where early stopping may end training sooner. Rows
+Estimates come from stored runs of the same model on the same dataset and device. Runs with the same
+settings give their own training time (early stopping included); runs with other settings are scaled
+by the planned training budget (epochs, or CALRec's stage steps), an upper bound where early stopping
+ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
+scaled by tokens where it can: the tokens a step of a run with the same training settings took (on
+any device) times this device's seconds a token. Prediction scales by the number of test users. Rows
 that reuse another cell's trained weights (CALRec's inference variants) count their training once.
 A cell with no stored run of its model on its dataset and device has no estimate, and says so.
 """
@@ -45,13 +49,21 @@ def budget(model: str, params: dict) -> float | None:
     return None if epochs is None else float(epochs)
 
 
+def _stages(rec: dict) -> list[dict]:
+    return [t for t in ((rec.get("model_info") or {}).get("timings") or {}).values() if isinstance(t, dict)]
+
+
 def units_run(rec: dict) -> float | None:
     """Training units a stored run actually ran: epochs, or CALRec's stage steps."""
     info = rec.get("model_info") or {}
     if info.get("epochs_run"):
         return float(info["epochs_run"])
-    steps = sum(t.get("steps", 0) for t in (info.get("timings") or {}).values() if isinstance(t, dict))
-    return float(steps) or None
+    return float(sum(t.get("steps", 0) for t in _stages(rec))) or None
+
+
+def tokens_run(rec: dict) -> float | None:
+    """Tokens a stored CALRec run trained on (None where its record does not say)."""
+    return float(sum(t.get("tokens", 0) for t in _stages(rec))) or None
 
 
 def cell_device(model: str, params: dict) -> str:
@@ -66,9 +78,9 @@ def record_device(rec: dict) -> str:
 
 def train_seconds(rec: dict) -> float:
     """Training wall time of a record; for CALRec the stages' own times (a cached stage costs its original)."""
-    stages = ((rec.get("model_info") or {}).get("timings") or {})
+    stages = _stages(rec)
     if rec["config"]["model"]["name"] == "calrec" and stages:
-        return float(sum(t.get("train_seconds", 0.0) for t in stages.values() if isinstance(t, dict)))
+        return float(sum(t.get("train_seconds", 0.0) for t in stages))
     return float(rec["fit_seconds"])
 
 
@@ -92,6 +104,28 @@ def n_test_users(cell: Cell, recs: list[dict]) -> int | None:
     return users
 
 
+def _runs(n: int) -> str:
+    return f"{n} stored run{'s' if n > 1 else ''}"
+
+
+def scaled_training(model: str, params: dict, want: float | None, same: list[dict], recs: list[dict]) -> tuple[float, str]:
+    """Training seconds of a cell whose settings no stored run on its device shares, and how it was found."""
+    if want == 0:
+        return 0.0, ""
+    setting = training_settings(model, params)
+    twins = [tokens_run(r) / units_run(r) for r in recs  # any device: a step's size does not depend on it
+             if training_settings(model, r["config"]["model"]["params"]) == setting and tokens_run(r) and units_run(r)]
+    cost = [train_seconds(r) / t for r in same if (t := tokens_run(r))]
+    if model == "calrec" and want and twins and cost:
+        tokens = float(np.median(twins)) * want
+        return tokens * float(np.median(cost)), (f"; {tokens:,.0f} tokens (step size: {_runs(len(twins))} of this "
+                                                 "training, any device) at this device's s/token")
+    per_unit = [train_seconds(r) / units_run(r) for r in same if units_run(r)]
+    if want is not None and per_unit:
+        return float(np.median(per_unit)) * want, ""
+    return float(np.median([train_seconds(r) for r in same])), ""
+
+
 def estimate(cell: Cell, device: str, recs: list[dict]) -> tuple[float | None, float | None, str]:
     model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
     if not recs:
@@ -100,29 +134,33 @@ def estimate(cell: Cell, device: str, recs: list[dict]) -> tuple[float | None, f
     if not same:
         return None, None, f"stored runs only on {record_device(recs[0])}"
     exact = [r for r in same if r["config"]["model"]["params"] == params]
-    same = exact or same  # the same settings where stored (CALRec's inference variants differ widely)
-    want = budget(model, params)
-    per_unit = [train_seconds(r) / units_run(r) for r in same if units_run(r)]
-    if want is not None and per_unit:
-        train = float(np.median(per_unit)) * want
+    if exact:  # the same settings: their own training times, early stopping included
+        same, how = exact, ""
+        train = float(np.median([train_seconds(r) for r in exact]))
     else:
-        train = float(np.median([train_seconds(r) for r in same])) if want != 0 else 0.0
+        train, how = scaled_training(model, params, budget(model, params), same, recs)
     users = n_test_users(cell, same)
     per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) for r in same])
     predict = float(per_user * users) if users else None
     what = "same settings" if exact else "other settings"
-    return train, predict, f"{len(same)} stored run{'s' if len(same) > 1 else ''} ({device}, {what})"
+    return train, predict, f"{_runs(len(same))} ({device}, {what}){how}"
 
 
-def training_key(cell: Cell) -> tuple:
-    """Cells with the same key share one trained model (CALRec: everything but inference settings)."""
-    params = dict(cell.variant.params_for(cell.dataset.key))
-    if cell.variant.model == "calrec":
+def training_settings(model: str, params: dict) -> str:
+    """The settings that shape a model's training: for CALRec, all but its inference settings."""
+    params = dict(params)
+    if model == "calrec":
         from calrec.config import InferenceConfig
 
         for f in fields(InferenceConfig):
             params.pop(f.name, None)
-        return (cell.dataset.key, cell.seed, "calrec", json.dumps(params, sort_keys=True, default=str))
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def training_key(cell: Cell) -> tuple:
+    """Cells with the same key share one trained model (CALRec: everything but inference settings)."""
+    if cell.variant.model == "calrec":
+        return (cell.dataset.key, cell.seed, "calrec", training_settings("calrec", cell.variant.params_for(cell.dataset.key)))
     return (cell.dataset.key, cell.seed, cell.variant.key)
 
 
@@ -177,6 +215,7 @@ def plan_markdown(suite: Suite, root: Path) -> str:
     done = sum(p.state.startswith("done") for p in cells)
     return (f"### plan: {suite.name} ({done} of {len(cells)} cells done)\n\n{body}\n\n"
             + "\n".join(f"- {t}" for t in totals or ["nothing to run"]) + "\n"
-            "- Estimates: stored runs of the same model on the same dataset and device, scaled by the planned "
-            "epochs or steps (an upper bound where early stopping ends training sooner) and by the number of test "
-            "users; their machines may differ from this one.\n")
+            "- Estimates: stored runs of the same model on the same dataset and device; with the same settings their own "
+            "times (early stopping included), else scaled by the planned epochs or steps (an upper bound where early "
+            "stopping ends training sooner; CALRec by tokens where a run of the same training settings says how many a "
+            "step takes) and by the number of test users; their machines may differ from this one.\n")

@@ -67,3 +67,26 @@ def test_calrec_budget_uses_its_own_step_defaults():
     assert budget("calrec", {}) == TrainConfig().stage2_steps  # was 1000 where CALRec's default is 200
     assert budget("calrec", {"stage1": {"datasets": ["ml-1m"]}, "stage2_steps": 50}) == STAGE1["steps"] + 50
     assert budget("calrec", {"stage1": {"steps": 30}, "stage2_steps": 0}) == 30
+
+
+def _rec(params, device=None, train_s=20.0, model="calrec", **info):
+    return {"config": {"model": {"name": model, "params": params}}, "machine": {"accelerator": device},
+            "fit_seconds": train_s, "predict_seconds": 3.0, "evaluated_users": 30, "dataset_stats": {"users": 60},
+            "model_info": info}
+
+
+def test_same_settings_take_their_own_time_and_calrec_scales_by_tokens(tmp_path):
+    cells = {c.name: c for c in plan(_suite(tmp_path))}
+    # Same settings: the stored run's own time (it stopped early at 5 of 40 epochs), not 40/5 of it.
+    sas = cells["syn/sas-long/seed0"]
+    stopped = _rec(sas.variant.params, model="sasrec", train_s=50.0, epochs_run=5)
+    assert estimate(sas, "cpu", [stopped])[0] == 50.0
+    # CALRec, other settings on this device (50 tokens a step, 0.1 s a token); a GPU run of the same
+    # training as the planned cell took 100 tokens a step: 16 steps x 100 tokens x 0.1 s.
+    more = cells["syn/cal-more/seed0"]
+    cpu = _rec({"backbone": "tiny", "stage2_steps": 4}, timings={"stage2": {"steps": 4, "tokens": 200, "train_seconds": 20.0}})
+    gpu = _rec({**more.variant.params, "n_samples": 9}, device="H200",
+               timings={"stage2": {"steps": 16, "tokens": 1600, "train_seconds": 1.0}})
+    train, _, basis = estimate(more, "cpu", [cpu, gpu])
+    assert train == 160.0 and "1,600 tokens" in basis  # inference settings (n_samples) do not change training
+    assert estimate(more, "cpu", [cpu])[0] == 80.0  # no run of this training: scaled by steps
