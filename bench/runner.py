@@ -200,9 +200,10 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         workdir=store.cache_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed),
         valid_users=sample_users(split.n_users, cell.suite.valid_sample),
         ks=cell.suite.ks,
-        # shared_cache: e.g. CALRec's stage-I weights; checkpoint_key: under which a model may save
-        # its training state in workdir and resume from it (same config, same code)
-        extra={"shared_cache": store.root / "cache" / "shared",
+        # shared_cache: e.g. CALRec's stage weights, reused across cells only under the same code
+        # fingerprint; checkpoint_key: under which a model may save its training state in workdir and
+        # resume from it (same config, same code)
+        extra={"shared_cache": store.root / "cache" / "shared", "code_fingerprint": code["fingerprint"],
                "checkpoint_key": checkpoint_key(chash, cell.variant.model, cell.dataset.spec)},
     )
     ctx.workdir.mkdir(parents=True, exist_ok=True)

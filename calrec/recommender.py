@@ -79,6 +79,8 @@ class CALRec:
         self.popularity = np.bincount(np.concatenate(split.train), minlength=split.n_items).astype(np.float64)
         self.valid_sample = ctx.valid_users[: t.valid_users]
         key = self._training_key(ctx.seed)
+        if ctx.extra.get("code_fingerprint"):  # the cell records today's code: its weights must come from it
+            key["code"] = ctx.extra["code_fingerprint"]
         if t.stage1:
             key["stage1"] = s1 = stage1_settings(t.stage1, split.dataset)
             rng = np.random.default_rng([ctx.seed, 1])  # one stream per stage: a cached stage I changes nothing after it

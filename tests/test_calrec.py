@@ -279,6 +279,12 @@ def test_stage1_checkpoint_is_reused(syn, tmp_path):
     assert "cached" in b.info()["timings"]["stage1"]
     for (n1, p1), (n2, p2) in zip(a.model.named_parameters(), b.model.named_parameters()):
         torch.testing.assert_close(p1, p2)
+    # Under the runner the cache is keyed by the code fingerprint: other code trains its own weights.
+    for code, cached in (("v1", False), ("v1", True), ("v2", False)):
+        c = make_model("calrec", params)
+        c.fit(syn, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4),
+                              extra={"shared_cache": tmp_path, "code_fingerprint": code}))
+        assert ("cached" in c.info()["timings"]["stage1"]) == cached
 
 
 def test_inference_variants_share_one_trained_model(syn, tmp_path):

@@ -103,10 +103,11 @@ def test_the_record_names_the_code_read_before_the_model_trained(tmp_path, monke
     from baselines.simple import Popularity
     from bench import runner
 
-    edited = []
+    edited, seen = [], []
     real_fit = Popularity.fit
 
     def fit(self, split, ctx):
+        seen.append(ctx.extra["code_fingerprint"])  # what a cache shared across cells is keyed by
         edited.append(True)  # stands for a source file changed on disk during training
         return real_fit(self, split, ctx)
 
@@ -117,4 +118,4 @@ def test_the_record_names_the_code_read_before_the_model_trained(tmp_path, monke
     suite.write_text(SUITE)
     assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--models", "pop"]) == 0
     rec = json.loads((tmp_path / "r/runs/s/syn/pop/seed0/run.json").read_text())
-    assert rec["code"]["fingerprint"] == "before" and rec["commit"] == "before"
+    assert rec["code"]["fingerprint"] == "before" and rec["commit"] == "before" and seen == ["before"]
