@@ -205,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tables", type=_csv, default=[], help="also rebuild these suites' committed tables and compare")
     c.set_defaults(func=cmd_check)
     f = sub.add_parser("refingerprint", parents=[common],
-                       help="rewrite the code records of cells whose code is unchanged in today's fingerprint scheme")
+                       help="rewrite the code records of cells whose code is unchanged in today's fingerprint scheme, with per-file hashes")
     f.set_defaults(func=cmd_refingerprint)
     return p
 

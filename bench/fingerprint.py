@@ -104,14 +104,23 @@ def fingerprint_of(sources: dict[str, bytes]) -> str:
 
 
 @lru_cache(maxsize=None)
+def _sources_now(model: str, dataset: str, scheme: int) -> dict[str, bytes]:
+    """This cell's sources as they are now (read once per process: the code a process runs is the
+    code it imported)."""
+    return {rel: (ROOT / rel).read_bytes() for rel in code_sources(model, dataset, scheme)}
+
+
 def code_fingerprint(model: str, dataset: str, scheme: int = SCHEME) -> str:
-    """The fingerprint of this cell's sources as they are now (read once per process: the code a
-    process runs is the code it imported)."""
-    return fingerprint_of({rel: (ROOT / rel).read_bytes() for rel in code_sources(model, dataset, scheme)})
+    return fingerprint_of(_sources_now(model, dataset, scheme))
+
+
+def file_hashes(model: str, dataset: str, scheme: int = SCHEME) -> dict[str, str]:
+    """A short hash per source, so a stale cell can say which files changed."""
+    return {rel: hashlib.sha1(b).hexdigest()[:12] for rel, b in _sources_now(model, dataset, scheme).items()}
 
 
 def code_record(model: str, dataset: str) -> dict:
-    return {"fingerprint": code_fingerprint(model, dataset), "scheme": SCHEME}
+    return {"fingerprint": code_fingerprint(model, dataset), "scheme": SCHEME, "files": file_hashes(model, dataset)}
 
 
 def checkpoint_key(chash: str, model: str, dataset: str) -> str:
@@ -132,15 +141,31 @@ def staleness(record: dict) -> str | None:
     if scheme not in READABLE:
         return f"code fingerprint {got} of an older scheme (cannot tell whether its code changed)"
     now = code_fingerprint(*_cell(record), scheme)
-    return None if got == now else f"code changed since (fingerprint {got} -> {now})"
+    if got == now:
+        return None
+    changed = changed_files(record)
+    return "code changed since" + (f" in {', '.join(changed)}" if changed else "") + f" (fingerprint {got} -> {now})"
+
+
+def changed_files(record: dict) -> list[str] | None:
+    """The sources that differ from the ones a cell ran on (added and removed ones included), or
+    None where its record kept no per-file hashes (recorded before they were)."""
+    code = record.get("code") or {}
+    if "files" not in code or code.get("scheme") not in READABLE:
+        return None
+    then, now = code["files"], file_hashes(*_cell(record), code["scheme"])
+    return sorted(f for f in then.keys() | now.keys() if then.get(f) != now.get(f))
 
 
 def upgraded(record: dict) -> dict | None:
-    """The record's `code` entry rewritten in today's scheme, or None when there is nothing to do
-    (already today's scheme) or nothing that can be proven (stale, or no fingerprint)."""
+    """The record's `code` entry rewritten in today's scheme (with per-file hashes), or None when
+    there is nothing to do (today's scheme, files kept) or nothing that can be proven (stale, or no
+    fingerprint). Sound because a current fingerprint means today's files are the ones it ran on."""
     code = record.get("code") or {}
-    if code.get("scheme") == SCHEME or staleness(record) is not None:
+    if (code.get("scheme") == SCHEME and "files" in code) or staleness(record) is not None:
         return None
+    if code.get("scheme") == SCHEME:
+        return {**code, "files": file_hashes(*_cell(record))}
     return {**code_record(*_cell(record)), "upgraded_from": {k: code[k] for k in ("fingerprint", "scheme")}}
 
 

@@ -14,6 +14,7 @@ averaged over the row's seeds; files named *-ci). Output is a pure function of t
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.costs import cost_markdown, device
-from bench.fingerprint import staleness
+from bench.fingerprint import changed_files, staleness
 from bench.provenance import off_pins
 from bench.published import load_published, published_markdown
 from bench.results import VariantRuns, capped, load_runs
@@ -155,7 +156,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
                        + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
     if off:
         notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
-    stale, unknown, cells = [], 0, 0
+    stale, unknown, cells = defaultdict(list), 0, 0  # changed files -> cells
     for r in rows:
         for seed, rec in zip(runs[r].seeds, runs[r].records):
             cells += 1
@@ -163,9 +164,10 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
             if why and why.startswith("no code fingerprint"):
                 unknown += 1
             elif why:
-                stale.append(f"{suite.variant(r).label} seed {seed}")
+                stale[", ".join(changed_files(rec) or [])].append(f"{suite.variant(r).label} seed {seed}")
     if stale:
-        notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + ", ".join(stale) + ".")
+        notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + "; ".join(
+            ", ".join(names) + (f" ({files} changed)" if files else "") for files, names in stale.items()) + ".")
     if unknown:
         notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
     if missing:

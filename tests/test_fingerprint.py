@@ -64,10 +64,12 @@ def test_older_scheme_records_stay_current_while_their_code_is_unchanged_and_can
     assert staleness(_record("recbole", old)) is None
     new = upgraded(_record("recbole", old))
     assert new == {"fingerprint": code_fingerprint("recbole", "ml-100k"), "scheme": fingerprint.SCHEME,
-                   "upgraded_from": old}
+                   "files": fingerprint.file_hashes("recbole", "ml-100k"), "upgraded_from": old}
     assert staleness(_record("recbole", new)) is None and upgraded(_record("recbole", new)) is None
+    before_files = {k: v for k, v in new.items() if k != "files"}  # today's scheme, recorded before per-file hashes
+    assert upgraded(_record("recbole", before_files)) == new
     edited = {"fingerprint": "0" * 16, "scheme": 2}
-    assert staleness(_record("recbole", edited)).startswith("code changed since")
+    assert staleness(_record("recbole", edited)).startswith("code changed since (fingerprint")  # no per-file hashes
     assert upgraded(_record("recbole", edited)) is None  # nothing proves what it ran on
     assert upgraded(_record("recbole", None)) is None
     assert "older scheme" in staleness(_record("recbole", {"fingerprint": "ab", "scheme": 1}))
@@ -119,3 +121,14 @@ def test_the_record_names_the_code_read_before_the_model_trained(tmp_path, monke
     assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--models", "pop"]) == 0
     rec = json.loads((tmp_path / "r/runs/s/syn/pop/seed0/run.json").read_text())
     assert rec["code"]["fingerprint"] == "before" and rec["commit"] == "before" and seen == ["before"]
+
+
+def test_a_stale_cell_names_the_files_that_changed(monkeypatch):
+    rec = _record("sasrec", fingerprint.code_record("sasrec", "ml-100k"))
+    assert staleness(rec) is None and fingerprint.changed_files(rec) == []
+    then = rec["code"]["files"]
+    gone = {k: v for k, v in then.items() if k != "baselines/dropout.py"}
+    edited = {**gone, "baselines/neural.py": "0" * 12, "baselines/new.py": "1" * 12}
+    rec["code"] = {**rec["code"], "fingerprint": "0" * 16, "files": edited}
+    assert fingerprint.changed_files(rec) == ["baselines/dropout.py", "baselines/neural.py", "baselines/new.py"]
+    assert staleness(rec).startswith("code changed since in baselines/dropout.py, baselines/neural.py, baselines/new.py (")

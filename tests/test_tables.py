@@ -95,13 +95,19 @@ def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_pat
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
     assert "changed since" not in md and "no code fingerprint" not in md
-    real = fingerprint.code_fingerprint
-    changed = lambda m, d, *s: "0" * 16 if m == "itemknn" else real(m, d, *s)  # noqa: E731 (itemknn's sources "edited")
-    monkeypatch.setattr(fingerprint, "code_fingerprint", changed)
+    real = fingerprint._sources_now
+
+    def edited(model, dataset, scheme):  # itemknn's module edited on disk
+        return {rel: b + (b"# edited" if model == "itemknn" and rel == "baselines/itemknn.py" else b"")
+                for rel, b in real(model, dataset, scheme).items()}
+
+    assert "baselines/itemknn.py" in real("itemknn", "synthetic", fingerprint.SCHEME)
+    monkeypatch.setattr(fingerprint, "_sources_now", edited)
     capsys.readouterr()
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
-    assert "changed since (`bench run --stale` recomputes them): knn seed 0, knn seed 1, knn seed 2." in md
+    assert ("changed since (`bench run --stale` recomputes them): knn seed 0, knn seed 1, knn seed 2 "
+            "(baselines/itemknn.py changed).") in md
     assert "recomputing" not in capsys.readouterr().out  # without --stale, stale cells stay
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn", "--stale"]) == 0
     out = capsys.readouterr().out
