@@ -171,11 +171,13 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
         chash = config_hash(cell.config())
         why = store.check_cell(folder, chash)
         stale = staleness(store.record(folder)) if why is None else None
+        trained_s = 0.0  # training a checkpoint already holds
         if why is not None:
             state = f"to run: {why}"
             progress = store.progress(store.cache_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
             if progress and progress.get("key") == checkpoint_key(chash, cell.variant.model, cell.dataset.spec):
-                state += f"; resumes from its checkpoint ({progress['done']}, {_fmt(progress.get('seconds'))} trained)"
+                trained_s = float(progress.get("seconds") or 0.0)
+                state += f"; resumes from its checkpoint ({progress['done']}, {_fmt(trained_s)} trained)"
         elif stale is None:
             state = "done"
         elif stale.startswith("no code"):
@@ -188,6 +190,8 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
         key = training_key(cell)
         if key in trained and train is not None:
             train, basis = 0.0, basis + "; trained weights shared with an earlier row"
+        elif trained_s and train is not None:
+            train, basis = max(train - trained_s, 0.0), basis + "; less what its checkpoint holds"
         trained.add(key)
         out.append(PlannedCell(cell, state, device, train, predict, basis))
     return out

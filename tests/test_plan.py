@@ -90,3 +90,22 @@ def test_same_settings_take_their_own_time_and_calrec_scales_by_tokens(tmp_path)
     train, _, basis = estimate(more, "cpu", [cpu, gpu])
     assert train == 160.0 and "1,600 tokens" in basis  # inference settings (n_samples) do not change training
     assert estimate(more, "cpu", [cpu])[0] == 80.0  # no run of this training: scaled by steps
+
+
+def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_path):
+    import json
+
+    from bench.fingerprint import checkpoint_key
+    from bench.store import PROGRESS, RunStore, config_hash
+
+    suite, res = _suite(tmp_path), tmp_path / "r"
+    assert main(["run", "--suite", str(suite.path), "--results", str(res), "--models", "sas", "--seeds", "0"]) == 0
+    cell = next(c for c in plan(suite) if c.name == "syn/sas/seed1")
+    folder = RunStore(res).cache_dir(suite.name, "syn", "sas", 1)
+    folder.mkdir(parents=True)
+    key = checkpoint_key(config_hash(cell.config()), "sasrec", cell.dataset.spec)
+    (folder / PROGRESS).write_text(json.dumps({"key": key, "done": "1 of 4 epochs", "seconds": 0.25}))
+    planned = {p.cell.name: p for p in plan_suite(suite, res)}
+    whole, resumed = planned["syn/sas/seed0"].train_s, planned["syn/sas/seed1"]
+    assert "resumes from its checkpoint (1 of 4 epochs" in resumed.state and "less what its checkpoint holds" in resumed.basis
+    assert resumed.train_s == max(whole - 0.25, 0.0)
