@@ -112,14 +112,15 @@ def scaled_training(model: str, params: dict, want: float | None, same: list[dic
     """Training seconds of a cell whose settings no stored run on its device shares, and how it was found."""
     if want == 0:
         return 0.0, ""
-    setting = training_settings(model, params)
-    twins = [tokens_run(r) / units_run(r) for r in recs  # any device: a step's size does not depend on it
-             if training_settings(model, r["config"]["model"]["params"]) == setting and tokens_run(r) and units_run(r)]
-    cost = [train_seconds(r) / t for r in same if (t := tokens_run(r))]
-    if model == "calrec" and want and twins and cost:
-        tokens = float(np.median(twins)) * want
-        return tokens * float(np.median(cost)), (f"; {tokens:,.0f} tokens (step size: {_runs(len(twins))} of this "
-                                                 "training, any device) at this device's s/token")
+    if model == "calrec" and want:  # by tokens: CALRec's steps differ widely in size
+        setting = training_settings(model, params)
+        twins = [tokens_run(r) / units_run(r) for r in recs  # any device: a step's size does not depend on it
+                 if training_settings(model, r["config"]["model"]["params"]) == setting and tokens_run(r) and units_run(r)]
+        cost = [train_seconds(r) / t for r in same if (t := tokens_run(r))]
+        if twins and cost:
+            tokens = float(np.median(twins)) * want
+            return tokens * float(np.median(cost)), (f"; {tokens:,.0f} tokens (step size: {_runs(len(twins))} of this "
+                                                     "training, any device) at this device's s/token")
     per_unit = [train_seconds(r) / units_run(r) for r in same if units_run(r)]
     if want is not None and per_unit:
         return float(np.median(per_unit)) * want, ""
