@@ -5,17 +5,25 @@ takes as the split itself (no filtering, no re-splitting). Train rows are one pe
 augmentation RecBole usually does. After RecBole's own early stopping on validation, we reload its
 best checkpoint, ask `full_sort_predict` for every item's score and map RecBole's internal ids back
 to ours. RecBole's metric numbers are never reported (its evaluator does not mask history).
+
+Under the runner's checkpoint key, the training state is saved after every epoch (`baselines.resume`)
+and a stopped cell resumes at its next epoch, ending with the same weights as an unstopped one: RecBole
+models on ML-1M take 2-100 min an epoch on 2 CPU cores, longer than a session for most of them.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import random
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from baselines import resume
 from baselines.recbole_compat import hidden_argv, import_recbole, load_checkpoint
 from bench.models import FitContext
 from bench.precision import resolve_device
@@ -96,14 +104,34 @@ class RecBoleModel:
         train_data, valid_data, self.test_data = data_preparation(config, dataset)
         model = get_model(config["model"])(config, train_data._dataset).to(self.device)
         self.trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-        t0 = time.perf_counter()
+        key, path = ctx.extra.get("checkpoint_key"), Path(ctx.workdir) / resume.FILE
+        loaders = (train_data, valid_data)
+        saved = resume.load(path, key, []) if key else None  # last: building the model drew from torch's RNG
+        self.resumed_at_epoch, self.fit_seconds_before_resume, best = None, 0.0, {"state": None, "epoch": None}
+        if saved is not None:
+            self._restore(saved, loaders, best)
+            ctx.curves.extend(saved["curves"])
+            tqdm.write(f"RecBole {self.model_name}: resuming at epoch {self.resumed_at_epoch} from {path}")
+        t0 = time.perf_counter() - self.fit_seconds_before_resume
 
-        def log_epoch(epoch: int, valid_score: float) -> None:  # RecBole calls this after each validation
+        def after_validation(epoch: int, valid_score: float) -> None:  # RecBole calls this after each validation
             ctx.curves.append({"epoch": epoch + 1, "recbole_valid_NDCG@10_unmasked": float(valid_score),
                                "elapsed_seconds": round(time.perf_counter() - t0, 2)})
+            tr = self.trainer
+            if tr.cur_step == 0:  # RecBole's early stopping just took this epoch as its best
+                best.update(state=copy.deepcopy(tr.model.state_dict()), epoch=epoch + 1)
+            if key and tr.cur_step <= tr.stopping_step and epoch + 1 < tr.epochs:  # else training ends now
+                resume.save(path, key, {
+                    "epoch": epoch + 1, "epochs": tr.epochs, "net": tr.model.state_dict(), "opt": tr.optimizer.state_dict(),
+                    "stopping": (float(tr.best_valid_score), int(tr.cur_step)),
+                    "best_result": {k: float(v) for k, v in tr.best_valid_result.items()},
+                    "best_state": best["state"], "best_epoch": best["epoch"], "curves": list(ctx.curves),
+                    "seconds": time.perf_counter() - t0, "rngs": _host_rngs(loaders)}, [])
 
         self.best_valid, _ = self.trainer.fit(train_data, valid_data, saved=True, show_progress=False, verbose=False,
-                                              callback_fn=log_epoch)
+                                              callback_fn=after_validation)
+        if key:
+            resume.clear(path)
         self.epochs_run = len(ctx.curves)
         scores = [row["recbole_valid_NDCG@10_unmasked"] for row in ctx.curves]
         self.best_epoch = int(np.argmax(scores)) + 1 if scores else None  # RecBole keeps the first best
@@ -113,6 +141,22 @@ class RecBoleModel:
         tok2id = dataset.field2token_id["item_id"]
         self.to_recbole = np.array([tok2id[str(i)] for i in range(split.n_items)])  # our index -> RecBole id
         self.user_tok2id = dataset.field2token_id["user_id"]
+
+    def _restore(self, saved: dict, loaders: tuple, best: dict) -> None:
+        """Put a saved training state into the trainer. RecBole's best-model file is written again
+        from the saved best weights, since RecBole names that file afresh on every start."""
+        tr = self.trainer
+        tr.best_valid_score, tr.cur_step = saved["stopping"]
+        tr.best_valid_result = saved["best_result"]
+        best.update(state=saved["best_state"], epoch=saved["best_epoch"])
+        if best["state"] is not None:
+            tr.model.load_state_dict(best["state"])
+            tr._save_checkpoint(best["epoch"] - 1, verbose=False)
+        tr.model.load_state_dict(saved["net"])
+        tr.optimizer.load_state_dict(saved["opt"])
+        tr.start_epoch = saved["epoch"]
+        _set_host_rngs(loaders, saved["rngs"])
+        self.resumed_at_epoch, self.fit_seconds_before_resume = saved["epoch"] + 1, saved["seconds"]
 
     @torch.no_grad()
     def predict(self, histories: list[np.ndarray], users: np.ndarray) -> np.ndarray:
@@ -141,4 +185,21 @@ class RecBoleModel:
     def info(self) -> dict:
         return {"recbole_model": self.model_name, "epochs_run": self.epochs_run, "best_epoch": self.best_epoch,
                 "best_valid_NDCG@10_recbole_unmasked": float(self.best_valid),
-                "parameters": sum(p.numel() for p in self.model.parameters()), "device": self.device}
+                "parameters": sum(p.numel() for p in self.model.parameters()), "device": self.device,
+                "resumed_at_epoch": self.resumed_at_epoch, "fit_seconds_before_resume": round(self.fit_seconds_before_resume, 3)}
+
+
+def _host_rngs(loaders: tuple) -> dict:
+    """The random states an epoch draws from beyond torch's (which `resume` keeps): batch order
+    (each loader's generator), numpy's and Python's global ones (RecBole's negative samplers)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"loaders": [d.generator.get_state() for d in loaders], "python": random.getstate(),
+            "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))}
+
+
+def _set_host_rngs(loaders: tuple, rngs: dict) -> None:
+    for d, state in zip(loaders, rngs["loaders"]):
+        d.generator.set_state(state)
+    random.setstate(rngs["python"])
+    name, keys, pos, has_gauss, gauss = rngs["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
