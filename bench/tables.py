@@ -171,8 +171,20 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     if unknown:
         notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
     if missing:
-        notes.append(f"Not run yet ({len(missing)}): {', '.join(missing)}.")
+        notes.append(f"Not run yet ({len(missing)} cells): {compact_cells(missing)}.")
     return notes
+
+
+def compact_cells(names: list[str]) -> str:
+    """Cell names (`dataset/variant/seedN`) grouped by dataset and variant, in their order:
+    `ml-1m: sasrec (seeds 1, 2), pop (seed 0)`, so a list of a hundred cells stays readable."""
+    groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for name in names:
+        dataset, variant, seed = name.split("/")
+        groups[dataset][variant].append(seed.removeprefix("seed"))
+    return "; ".join(f"{dataset}: " + ", ".join(
+        f"{variant} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})" for variant, seeds in variants.items())
+        for dataset, variants in groups.items())
 
 
 def _printed(v: float) -> str:
