@@ -156,7 +156,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
                        + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
     if off:
         notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
-    stale, unknown, cells = defaultdict(list), 0, 0  # changed files -> cells
+    stale, unknown, cells = defaultdict(lambda: defaultdict(list)), 0, 0  # changed files -> row label -> seeds
     for r in rows:
         for seed, rec in zip(runs[r].seeds, runs[r].records):
             cells += 1
@@ -164,10 +164,11 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
             if why and why.startswith("no code fingerprint"):
                 unknown += 1
             elif why:
-                stale[", ".join(changed_files(rec) or [])].append(f"{suite.variant(r).label} seed {seed}")
+                stale[", ".join(changed_files(rec) or [])][suite.variant(r).label].append(str(seed))
     if stale:
         notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + "; ".join(
-            ", ".join(names) + (f" ({files} changed)" if files else "") for files, names in stale.items()) + ".")
+            ", ".join(f"{label} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})" for label, seeds in labels.items())
+            + (f": {files} changed" if files else "") for files, labels in stale.items()) + ".")
     if unknown:
         notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
     if missing:

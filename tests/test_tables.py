@@ -106,8 +106,8 @@ def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_pat
     capsys.readouterr()
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
-    assert ("changed since (`bench run --stale` recomputes them): knn seed 0, knn seed 1, knn seed 2 "
-            "(baselines/itemknn.py changed).") in md
+    assert ("changed since (`bench run --stale` recomputes them): knn (seeds 0, 1, 2): "
+            "baselines/itemknn.py changed.") in md
     assert "recomputing" not in capsys.readouterr().out  # without --stale, stale cells stay
     assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn", "--stale"]) == 0
     out = capsys.readouterr().out
