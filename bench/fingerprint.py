@@ -148,13 +148,15 @@ def staleness(record: dict) -> str | None:
 
 
 def changed_files(record: dict) -> list[str] | None:
-    """The sources that differ from the ones a cell ran on (added and removed ones included), or
-    None where its record kept no per-file hashes (recorded before they were)."""
+    """The sources that differ from the ones a cell ran on, a file the cell's code now reaches and did
+    not then marked "(added)", one it no longer reaches "(removed)"; None where its record kept no
+    per-file hashes (recorded before they were)."""
     code = record.get("code") or {}
     if "files" not in code or code.get("scheme") not in READABLE:
         return None
     then, now = code["files"], file_hashes(*_cell(record), code["scheme"])
-    return sorted(f for f in then.keys() | now.keys() if then.get(f) != now.get(f))
+    return [f + (" (added)" if f not in then else " (removed)" if f not in now else "")
+            for f in sorted(then.keys() | now.keys()) if then.get(f) != now.get(f)]
 
 
 def upgraded(record: dict) -> dict | None:

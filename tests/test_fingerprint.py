@@ -130,5 +130,6 @@ def test_a_stale_cell_names_the_files_that_changed(monkeypatch):
     gone = {k: v for k, v in then.items() if k != "baselines/dropout.py"}
     edited = {**gone, "baselines/neural.py": "0" * 12, "baselines/new.py": "1" * 12}
     rec["code"] = {**rec["code"], "fingerprint": "0" * 16, "files": edited}
-    assert fingerprint.changed_files(rec) == ["baselines/dropout.py", "baselines/neural.py", "baselines/new.py"]
-    assert staleness(rec).startswith("code changed since in baselines/dropout.py, baselines/neural.py, baselines/new.py (")
+    assert fingerprint.changed_files(rec) == ["baselines/dropout.py (added)", "baselines/neural.py", "baselines/new.py (removed)"]
+    assert staleness(rec).startswith(
+        "code changed since in baselines/dropout.py (added), baselines/neural.py, baselines/new.py (removed) (")
