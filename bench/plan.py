@@ -8,7 +8,10 @@ ends training sooner. CALRec's steps differ widely in size (template, history, b
 scaled by tokens where it can: the tokens a step of a run with the same training settings took (on
 any device) times this device's seconds a token. Prediction scales by the number of test users. Rows
 that reuse another cell's trained weights (CALRec's inference variants) count their training once.
-A cell with no stored run of its model on its dataset and device has no estimate, and says so.
+A cell with no stored run of its model on its dataset is scaled from the model's runs on other
+datasets by the ratio of interactions (training) and of items (scoring): a rough guess, since history
+lengths and settings differ, and labelled so. With no run of its model on its device, it has no
+estimate, and says so.
 """
 from __future__ import annotations
 
@@ -84,13 +87,21 @@ def train_seconds(rec: dict) -> float:
     return float(rec["fit_seconds"])
 
 
+def family(model: str, params: dict) -> str:
+    """What a stored run must share to inform an estimate: the model, and the architecture for a
+    wrapper of several (RecBole's `model: SASRec`, `model: STAMP`, ...)."""
+    inner = params.get("model")
+    return f"{model}:{inner}" if isinstance(inner, str) else model
+
+
 def stored_records(root: Path) -> dict[tuple[str, str], list[dict]]:
-    """(model, dataset spec) -> every stored run.json under root/runs, any suite."""
+    """(model family, dataset spec) -> every stored run.json under root/runs, any suite."""
     out = defaultdict(list)
     for cell in RunStore(root).cells():
         rec = RunStore.record(cell)
         try:
-            out[(rec["config"]["model"]["name"], rec["config"]["dataset"]["spec"])].append(rec)
+            model = rec["config"]["model"]
+            out[(family(model["name"], model["params"]), rec["config"]["dataset"]["spec"])].append(rec)
         except (TypeError, KeyError):  # unreadable (None) or incomplete
             continue
     return out
@@ -127,10 +138,42 @@ def scaled_training(model: str, params: dict, want: float | None, same: list[dic
     return float(np.median([train_seconds(r) for r in same])), ""
 
 
-def estimate(cell: Cell, device: str, recs: list[dict]) -> tuple[float | None, float | None, str]:
+def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict | None) -> tuple[float | None, float | None, str]:
+    """A guess for a model never run on this dataset, from its runs on other datasets (this device):
+    an epoch costs the interactions ratio more, for as many epochs as its early-stopped runs took (none:
+    this cell's whole budget); CALRec by tokens as on its own dataset; a test user costs the items
+    ratio more."""
+    model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
+    same = [r for r in others if record_device(r) == device and r.get("dataset_stats") and units_run(r)]
+    if stats is None or not same:
+        return None, None, "no stored run of this model on this dataset"
+    ratio = [1.0 if model == "calrec" else stats["interactions"] / r["dataset_stats"]["interactions"] for r in same]
+    unit = "steps" if model == "calrec" else "epochs"
+    want = budget(model, params)
+    stopped = [units_run(r) for r in same if units_run(r) < (budget(model, r["config"]["model"]["params"]) or np.inf)]
+    units = min(float(np.median(stopped)), want or np.inf) if stopped else want
+    if model == "calrec":  # by tokens, as on its own dataset (prompts are capped at max_history items)
+        train, how = scaled_training(model, params, want, same, others)
+    elif units is None:  # not a trained model: its whole fit scales
+        train, how = float(np.median([train_seconds(r) * q for r, q in zip(same, ratio)])), ""
+    else:
+        train = float(np.median([train_seconds(r) / units_run(r) * q for r, q in zip(same, ratio)])) * units
+        how = f" for {units:.0f} {unit} ({'as its early-stopped runs there' if stopped else 'its budget'})"
+    users = n_test_users(cell, [{"dataset_stats": stats}])
+    per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) * stats["items"] / r["dataset_stats"]["items"]
+                          for r in same])
+    datasets = ", ".join(sorted({r["config"]["dataset"]["spec"] for r in same}))
+    scaled = "" if model == "calrec" else f", scaled by interactions (x{np.median(ratio):.1f}) and items"
+    return train, float(per_user * users), f"a guess: {_runs(len(same))} on {datasets} ({device}){how}{scaled}"
+
+
+def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (), stats: dict | None = None
+             ) -> tuple[float | None, float | None, str]:
+    """Training and scoring seconds of a cell from `recs` (its model's runs on its dataset), else from
+    `others` (its model's runs elsewhere) scaled to `stats` (its dataset's, from any stored run)."""
     model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
     if not recs:
-        return None, None, "no stored run of this model on this dataset"
+        return from_other_datasets(cell, device, list(others), stats)
     same = [r for r in recs if record_device(r) == device]
     if not same:
         return None, None, f"stored runs only on {record_device(recs[0])}"
@@ -165,6 +208,12 @@ def training_key(cell: Cell) -> tuple:
     return (cell.dataset.key, cell.seed, cell.variant.key)
 
 
+def dataset_stats(history: dict[tuple[str, str], list[dict]], spec: str) -> dict | None:
+    """A dataset's size as any stored run of it recorded."""
+    return next((r["dataset_stats"] for (_, s), recs in history.items() if s == spec for r in recs
+                 if r.get("dataset_stats")), None)
+
+
 def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
     store, history, out, trained = RunStore(root), stored_records(root), [], set()
     for cell in plan(suite):
@@ -187,7 +236,10 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
             state = f"stale (--stale reruns): {stale}"
         params = cell.variant.params_for(cell.dataset.key)
         device = cell_device(cell.variant.model, params)
-        train, predict, basis = estimate(cell, device, history.get((cell.variant.model, cell.dataset.spec), []))
+        kind = family(cell.variant.model, params)
+        others = [r for (k, spec), recs in history.items() if k == kind and spec != cell.dataset.spec for r in recs]
+        train, predict, basis = estimate(cell, device, history.get((kind, cell.dataset.spec), []), others,
+                                         dataset_stats(history, cell.dataset.spec))
         key = training_key(cell)
         if key in trained and train is not None:
             train, basis = 0.0, basis + "; trained weights shared with an earlier row"
@@ -223,4 +275,5 @@ def plan_markdown(suite: Suite, root: Path) -> str:
             "- Estimates: stored runs of the same model on the same dataset and device; with the same settings their own "
             "times (early stopping included), else scaled by the planned epochs or steps (an upper bound where early "
             "stopping ends training sooner; CALRec by tokens where a run of the same training settings says how many a "
-            "step takes) and by the number of test users; their machines may differ from this one.\n")
+            "step takes) and by the number of test users; their machines may differ from this one. A model never run on "
+            "a dataset is scaled from its runs on others by interactions and items, a rough guess.\n")

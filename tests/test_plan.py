@@ -109,3 +109,28 @@ def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_
     whole, resumed = planned["syn/sas/seed0"].train_s, planned["syn/sas/seed1"]
     assert "resumes from its checkpoint (1 of 4 epochs" in resumed.state and "less what its checkpoint holds" in resumed.basis
     assert resumed.train_s == max(whole - 0.25, 0.0)
+
+
+def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_path):
+    from bench.plan import family, from_other_datasets
+
+    cells = {c.name: c for c in plan(_suite(tmp_path))}
+
+    def rec(epochs_run, budget, seconds, interactions, items):
+        return {"config": {"model": {"name": "sasrec", "params": {"epochs": budget}}, "dataset": {"spec": "other"}},
+                "machine": {}, "fit_seconds": seconds, "predict_seconds": 2.0, "evaluated_users": 10,
+                "dataset_stats": {"users": 100, "interactions": interactions, "items": items},
+                "model_info": {"epochs_run": epochs_run}}
+
+    here = {"users": 60, "interactions": 4000, "items": 80}
+    # early-stopped after 8 of 50 epochs at 2 s an epoch on 1000 interactions: 8 epochs at 4x the cost
+    train, predict, basis = from_other_datasets(cells["syn/sas-long/seed0"], "cpu", [rec(8, 50, 16.0, 1000, 40)], here)
+    assert train == 8 * 2.0 * 4 and predict == 30 * 0.2 * 2  # 30 sampled test users, twice the items
+    assert basis.startswith("a guess: 1 stored run on other (cpu) for 8 epochs (as its early-stopped runs there)")
+    # a run that used its whole budget says nothing about when this one stops: this cell's budget (40)
+    train, _, basis = from_other_datasets(cells["syn/sas-long/seed0"], "cpu", [rec(4, 4, 8.0, 1000, 40)], here)
+    assert train == 40 * 2.0 * 4 and "for 40 epochs (its budget)" in basis
+    assert from_other_datasets(cells["syn/sas/seed0"], "cpu", [rec(4, 4, 8.0, 1000, 40)], None)[0] is None
+    # RecBole's architectures are told apart
+    assert family("recbole", {"model": "STAMP"}) != family("recbole", {"model": "SASRec"})
+    assert family("sasrec", {"epochs": 3}) == "sasrec"
