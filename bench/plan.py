@@ -34,7 +34,7 @@ from bench.suites import Suite
 @dataclass
 class PlannedCell:
     cell: Cell
-    state: str  # "done", "done (no code fingerprint)", "to run: <why>" or "stale (--stale reruns): <why>"
+    state: str  # "done", "done (no code fingerprint)", "to run: <why>[; running now ...]" or "stale (--stale reruns): <why>"
     device: str
     train_s: float | None
     predict_s: float | None
@@ -223,7 +223,7 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
         stale = staleness(store.record(folder)) if why is None else None
         trained_s = 0.0  # training a checkpoint already holds
         if why is not None:
-            state = f"to run: {why}"
+            state = f"to run: {why}" + ("; running now (another process holds its lock)" if store.is_locked(folder) else "")
             progress = store.progress(store.cache_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
             if progress and progress.get("key") == checkpoint_key(chash, cell.variant.model, cell.dataset.spec):
                 trained_s = float(progress.get("seconds") or 0.0)

@@ -167,6 +167,17 @@ class RunStore:
         return f
 
     @staticmethod
+    def is_locked(cell: Path) -> bool:
+        """Whether another process is computing this cell now (holds its lock)."""
+        if not (cell.parent / f".{cell.name}.lock").exists():
+            return False
+        held = RunStore.lock(cell)
+        if held is None:
+            return True
+        held.close()
+        return False
+
+    @staticmethod
     def write_cell(cell: Path, files: dict[str, bytes | str]) -> None:
         """Write all files into a sibling temp folder, then swap it in with renames."""
         cell.parent.mkdir(parents=True, exist_ok=True)

@@ -134,3 +134,20 @@ def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_p
     # RecBole's architectures are told apart
     assert family("recbole", {"model": "STAMP"}) != family("recbole", {"model": "SASRec"})
     assert family("sasrec", {"epochs": 3}) == "sasrec"
+
+
+def test_a_cell_another_process_is_computing_says_so(tmp_path):
+    from bench.store import RunStore
+
+    suite, res = _suite(tmp_path), tmp_path / "r"
+    store = RunStore(res)
+    folder = store.cell_dir(suite.name, "syn", "knn", 0)
+    held = store.lock(folder)  # as a running `bench run` holds it
+    try:
+        planned = {p.cell.name: p for p in plan_suite(suite, res)}
+        assert planned["syn/knn/seed0"].state == "to run: not run yet; running now (another process holds its lock)"
+        assert planned["syn/knn/seed1"].state == "to run: not run yet"
+    finally:
+        held.close()
+    after = {p.cell.name: p for p in plan_suite(suite, res)}
+    assert after["syn/knn/seed0"].state == "to run: not run yet"  # released: no longer running
