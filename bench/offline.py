@@ -46,18 +46,18 @@ def download(requirements: list[str], dest: Path, python: str) -> list[Path]:
 def pack(wheels: list[Path], out: Path, max_bytes: int) -> list[Path]:
     """Write the wheels into out/load1, out/load2, ... of at most `max_bytes` each (a wheel over
     that is cut into parts), each load with the whole manifest; returns the load folders."""
-    pieces = []  # (wheel name, part index, bytes)
+    pieces, manifest = [], {}  # pieces: (wheel name, part index, bytes)
     for wheel in wheels:
         data = wheel.read_bytes()
-        for i, start in enumerate(range(0, max(len(data), 1), max_bytes)):
-            pieces.append((wheel.name, i, data[start:start + max_bytes]))
+        starts = range(0, max(len(data), 1), max_bytes)
+        manifest[wheel.name] = {"sha256": _sha256(data), "parts": len(starts)}
+        pieces += [(wheel.name, i, data[start:start + max_bytes]) for i, start in enumerate(starts)]
     loads: list[list[tuple[str, int, bytes]]] = []
     for piece in sorted(pieces, key=lambda p: -len(p[2])):  # largest first, into the first load it fits
         fit = next((load for load in loads if sum(len(p[2]) for p in load) + len(piece[2]) <= max_bytes), None)
         if fit is None:
             loads.append(fit := [])
         fit.append(piece)
-    manifest = {w.name: {"sha256": _sha256(w.read_bytes()), "parts": sum(p[0] == w.name for p in pieces)} for w in wheels}
     folders = []
     for n, load in enumerate(loads, start=1):
         folder = out / f"load{n}"

@@ -147,23 +147,24 @@ def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict
     same = [r for r in others if record_device(r) == device and r.get("dataset_stats") and units_run(r)]
     if stats is None or not same:
         return None, None, "no stored run of this model on this dataset"
-    ratio = [1.0 if model == "calrec" else stats["interactions"] / r["dataset_stats"]["interactions"] for r in same]
-    unit = "steps" if model == "calrec" else "epochs"
     want = budget(model, params)
-    stopped = [units_run(r) for r in same if units_run(r) < (budget(model, r["config"]["model"]["params"]) or np.inf)]
-    units = min(float(np.median(stopped)), want or np.inf) if stopped else want
     if model == "calrec":  # by tokens, as on its own dataset (prompts are capped at max_history items)
         train, how = scaled_training(model, params, want, same, others)
-    elif units is None:  # not a trained model: its whole fit scales
-        train, how = float(np.median([train_seconds(r) * q for r, q in zip(same, ratio)])), ""
+        scaled = ""
     else:
-        train = float(np.median([train_seconds(r) / units_run(r) * q for r, q in zip(same, ratio)])) * units
-        how = f" for {units:.0f} {unit} ({'as its early-stopped runs there' if stopped else 'its budget'})"
+        ratio = [stats["interactions"] / r["dataset_stats"]["interactions"] for r in same]
+        stopped = [units_run(r) for r in same if units_run(r) < (budget(model, r["config"]["model"]["params"]) or np.inf)]
+        units = min(float(np.median(stopped)), want or np.inf) if stopped else want
+        if units is None:  # no epoch budget: its whole fit scales
+            train, how = float(np.median([train_seconds(r) * q for r, q in zip(same, ratio)])), ""
+        else:
+            train = float(np.median([train_seconds(r) / units_run(r) * q for r, q in zip(same, ratio)])) * units
+            how = f" for {units:.0f} epochs ({'as its early-stopped runs there' if stopped else 'its budget'})"
+        scaled = f", scaled by interactions (x{np.median(ratio):.1f}) and items"
     users = n_test_users(cell, [{"dataset_stats": stats}])
     per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) * stats["items"] / r["dataset_stats"]["items"]
                           for r in same])
     datasets = ", ".join(sorted({r["config"]["dataset"]["spec"] for r in same}))
-    scaled = "" if model == "calrec" else f", scaled by interactions (x{np.median(ratio):.1f}) and items"
     return train, float(per_user * users), f"a guess: {_runs(len(same))} on {datasets} ({device}){how}{scaled}"
 
 

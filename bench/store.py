@@ -156,7 +156,7 @@ class RunStore:
         """An exclusive lock on one cell (released when the process ends, however it ends), or None
         when another process holds it."""
         cell.parent.mkdir(parents=True, exist_ok=True)
-        f = open(cell.parent / f".{cell.name}.lock", "w")
+        f = open(RunStore._lock_file(cell), "w")
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -167,9 +167,13 @@ class RunStore:
         return f
 
     @staticmethod
+    def _lock_file(cell: Path) -> Path:
+        return cell.parent / f".{cell.name}.lock"
+
+    @staticmethod
     def is_locked(cell: Path) -> bool:
         """Whether another process is computing this cell now (holds its lock)."""
-        if not (cell.parent / f".{cell.name}.lock").exists():
+        if not RunStore._lock_file(cell).exists():
             return False
         held = RunStore.lock(cell)
         if held is None:

@@ -167,7 +167,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
                 stale[", ".join(changed_files(rec) or [])][suite.variant(r).label].append(str(seed))
     if stale:
         notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + "; ".join(
-            ", ".join(f"{label} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})" for label, seeds in labels.items())
+            ", ".join(_with_seeds(label, seeds) for label, seeds in labels.items())
             + (f": {files} changed" if files else "") for files, labels in stale.items()) + ".")
     if unknown:
         notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
@@ -183,9 +183,12 @@ def compact_cells(names: list[str]) -> str:
     for name in names:
         dataset, variant, seed = name.split("/")
         groups[dataset][variant].append(seed.removeprefix("seed"))
-    return "; ".join(f"{dataset}: " + ", ".join(
-        f"{variant} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})" for variant, seeds in variants.items())
-        for dataset, variants in groups.items())
+    return "; ".join(f"{dataset}: " + ", ".join(_with_seeds(variant, seeds) for variant, seeds in variants.items())
+                     for dataset, variants in groups.items())
+
+
+def _with_seeds(name: str, seeds: list[str]) -> str:
+    return f"{name} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
 
 
 def _printed(v: float) -> str:
