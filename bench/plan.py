@@ -9,8 +9,10 @@ scaled by tokens where it can: the tokens a step of a run with the same training
 any device) times this device's seconds a token. Prediction scales by the number of test users. Rows
 that reuse another cell's trained weights (CALRec's inference variants) count their training once.
 A cell with no stored run of its model on its dataset is scaled from the model's runs on other
-datasets by the ratio of interactions (training) and of items (scoring): a rough guess, since history
-lengths and settings differ, and labelled so. With no run of its model on its device, it has no
+datasets: an epoch by what an epoch of other models run on both datasets cost more (those sharing its
+wrapper first: RecBole validates by full ranking, which grows faster than the interactions), else by
+the ratio of interactions, and scoring by the ratio of items: a rough guess, since history lengths
+and settings differ, and labelled so. With no run of its model on its device, it has no
 estimate, and says so.
 """
 from __future__ import annotations
@@ -138,29 +140,61 @@ def scaled_training(model: str, params: dict, want: float | None, same: list[dic
     return float(np.median([train_seconds(r) for r in same])), ""
 
 
-def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict | None) -> tuple[float | None, float | None, str]:
+def epoch_cost_ratios(history: dict[tuple[str, str], list[dict]], kind: str, device: str, target: str
+                      ) -> dict[str, tuple[float, str]]:
+    """source dataset -> (an epoch on `target` over one on source, the models that measured it): the
+    median ratio over other epoch-trained models run on both on this device, those sharing this
+    model's wrapper first (RecBole's architectures share its trainer and its full-ranking validation,
+    which grows with users x items, not with interactions)."""
+    def per_epoch(recs: list[dict]) -> float | None:
+        x = [train_seconds(r) / units_run(r) for r in recs
+             if record_device(r) == device and r["config"]["model"]["name"] != "calrec" and units_run(r)]
+        return float(np.median(x)) if x else None
+
+    by_source = defaultdict(dict)
+    for (k, spec), recs in history.items():
+        if spec == target or k == kind or (there := per_epoch(history.get((k, target), []))) is None:
+            continue
+        if (here := per_epoch(recs)) is not None:
+            by_source[spec][k] = there / here
+    out = {}
+    for spec, ratios in by_source.items():
+        near = {k: v for k, v in ratios.items() if k.split(":")[0] == kind.split(":")[0]} or ratios
+        out[spec] = float(np.median(list(near.values()))), ", ".join(sorted(near))
+    return out
+
+
+def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict | None,
+                        cost_ratios: dict[str, tuple[float, str]] | None = None) -> tuple[float | None, float | None, str]:
     """A guess for a model never run on this dataset, from its runs on other datasets (this device):
-    an epoch costs the interactions ratio more, for as many epochs as its early-stopped runs took (none:
-    this cell's whole budget); CALRec by tokens as on its own dataset; a test user costs the items
-    ratio more."""
+    an epoch costs more by what other models' epochs cost more there (`cost_ratios`, see
+    epoch_cost_ratios), else by the ratio of interactions, for as many epochs as its early-stopped runs
+    took (none: this cell's whole budget); a model not trained by epochs scales its whole fit by
+    interactions; CALRec by tokens as on its own dataset; a test user costs the items ratio more."""
     model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
-    same = [r for r in others if record_device(r) == device and r.get("dataset_stats") and units_run(r)]
+    same = [r for r in others if record_device(r) == device and r.get("dataset_stats")]
     if stats is None or not same:
         return None, None, "no stored run of this model on this dataset"
-    want = budget(model, params)
-    if model == "calrec":  # by tokens, as on its own dataset (prompts are capped at max_history items)
-        train, how = scaled_training(model, params, want, same, others)
+    want, cost_ratios = budget(model, params), cost_ratios or {}
+    trained = [r for r in same if units_run(r)]
+    if model == "calrec" and trained:  # by tokens, as on its own dataset (prompts are capped at max_history items)
+        train, how = scaled_training(model, params, want, trained, others)
         scaled = ""
-    else:
+    elif not trained:  # not trained by epochs (popularity, ItemKNN, BM25): its whole fit scales
         ratio = [stats["interactions"] / r["dataset_stats"]["interactions"] for r in same]
-        stopped = [units_run(r) for r in same if units_run(r) < (budget(model, r["config"]["model"]["params"]) or np.inf)]
-        units = min(float(np.median(stopped)), want or np.inf) if stopped else want
-        if units is None:  # no epoch budget: its whole fit scales
-            train, how = float(np.median([train_seconds(r) * q for r, q in zip(same, ratio)])), ""
-        else:
-            train = float(np.median([train_seconds(r) / units_run(r) * q for r, q in zip(same, ratio)])) * units
-            how = f" for {units:.0f} epochs ({'as its early-stopped runs there' if stopped else 'its budget'})"
+        train, how = float(np.median([train_seconds(r) * q for r, q in zip(same, ratio)])), ""
         scaled = f", scaled by interactions (x{np.median(ratio):.1f}) and items"
+    else:
+        specs = [r["config"]["dataset"]["spec"] for r in trained]
+        ratio = [cost_ratios[s][0] if s in cost_ratios else stats["interactions"] / r["dataset_stats"]["interactions"]
+                 for r, s in zip(trained, specs)]
+        stopped = [units_run(r) for r in trained if units_run(r) < (budget(model, r["config"]["model"]["params"]) or np.inf)]
+        units = min(float(np.median(stopped)), want or np.inf) if stopped else want or float(np.median([units_run(r) for r in trained]))
+        train = float(np.median([train_seconds(r) / units_run(r) * q for r, q in zip(trained, ratio)])) * units
+        how = f" for {units:.0f} epochs ({'as its early-stopped runs there' if stopped else 'its budget' if want else 'as its runs there'})"
+        measured = sorted({cost_ratios[s][1] for s in specs if s in cost_ratios})
+        scaled = (f", an epoch x{np.median(ratio):.1f} (as for {'; '.join(measured)} there)" if measured
+                  else f", scaled by interactions (x{np.median(ratio):.1f})") + " and items"
     users = n_test_users(cell, [{"dataset_stats": stats}])
     per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) * stats["items"] / r["dataset_stats"]["items"]
                           for r in same])
@@ -168,13 +202,13 @@ def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict
     return train, float(per_user * users), f"a guess: {_runs(len(same))} on {datasets} ({device}){how}{scaled}"
 
 
-def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (), stats: dict | None = None
-             ) -> tuple[float | None, float | None, str]:
+def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (), stats: dict | None = None,
+             cost_ratios: dict[str, tuple[float, str]] | None = None) -> tuple[float | None, float | None, str]:
     """Training and scoring seconds of a cell from `recs` (its model's runs on its dataset), else from
     `others` (its model's runs elsewhere) scaled to `stats` (its dataset's, from any stored run)."""
     model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
     if not recs:
-        return from_other_datasets(cell, device, list(others), stats)
+        return from_other_datasets(cell, device, list(others), stats, cost_ratios)
     same = [r for r in recs if record_device(r) == device]
     if not same:
         return None, None, f"stored runs only on {record_device(recs[0])}"
@@ -239,8 +273,9 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
         device = cell_device(cell.variant.model, params)
         kind = family(cell.variant.model, params)
         others = [r for (k, spec), recs in history.items() if k == kind and spec != cell.dataset.spec for r in recs]
-        train, predict, basis = estimate(cell, device, history.get((kind, cell.dataset.spec), []), others,
-                                         dataset_stats(history, cell.dataset.spec))
+        mine = history.get((kind, cell.dataset.spec), [])
+        ratios = {} if mine else epoch_cost_ratios(history, kind, device, cell.dataset.spec)
+        train, predict, basis = estimate(cell, device, mine, others, dataset_stats(history, cell.dataset.spec), ratios)
         key = training_key(cell)
         if key in trained and train is not None:
             train, basis = 0.0, basis + "; trained weights shared with an earlier row"
@@ -277,4 +312,5 @@ def plan_markdown(suite: Suite, root: Path) -> str:
             "times (early stopping included), else scaled by the planned epochs or steps (an upper bound where early "
             "stopping ends training sooner; CALRec by tokens where a run of the same training settings says how many a "
             "step takes) and by the number of test users; their machines may differ from this one. A model never run on "
-            "a dataset is scaled from its runs on others by interactions and items, a rough guess.\n")
+            "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
+            "interactions; scoring by items), a rough guess.\n")

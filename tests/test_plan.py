@@ -136,6 +136,35 @@ def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_p
     assert family("sasrec", {"epochs": 3}) == "sasrec"
 
 
+def test_a_guess_calibrates_an_epoch_on_models_run_on_both_datasets(tmp_path):
+    from bench.plan import epoch_cost_ratios, from_other_datasets
+
+    cells = {c.name: c for c in plan(_suite(tmp_path))}
+
+    def rec(name, spec, epochs, seconds, interactions=1000, model=None):
+        params = {"epochs": 50, **({"model": model} if model else {})}
+        return {"config": {"model": {"name": name, "params": params}, "dataset": {"spec": spec}}, "machine": {},
+                "fit_seconds": seconds, "predict_seconds": 2.0, "evaluated_users": 10,
+                "dataset_stats": {"users": 100, "interactions": interactions, "items": 40},
+                "model_info": {"epochs_run": epochs} if epochs else {}}
+
+    history = {  # an epoch of recbole:STAMP costs 6x more on syn, of gru 3x; CALRec's steps say nothing
+        ("recbole:STAMP", "other"): [rec("recbole", "other", 10, 20.0, model="STAMP")],
+        ("recbole:STAMP", "syn"): [rec("recbole", "syn", 10, 120.0, model="STAMP")],
+        ("gru", "other"): [rec("gru", "other", 5, 10.0)], ("gru", "syn"): [rec("gru", "syn", 5, 30.0)],
+        ("calrec", "other"): [rec("calrec", "other", 100, 10.0)], ("calrec", "syn"): [rec("calrec", "syn", 100, 900.0)],
+    }
+    assert epoch_cost_ratios(history, "recbole:SASRec", "cpu", "syn") == {"other": (6.0, "recbole:STAMP")}
+    assert epoch_cost_ratios(history, "sasrec", "cpu", "syn") == {"other": (4.5, "gru, recbole:STAMP")}
+    here = {"users": 60, "interactions": 4000, "items": 80}
+    train, _, basis = from_other_datasets(cells["syn/sas-long/seed0"], "cpu", [rec("sasrec", "other", 8, 16.0)], here,
+                                          {"other": (6.0, "recbole:STAMP")})
+    assert train == 8 * 2.0 * 6.0 and "an epoch x6.0 (as for recbole:STAMP there)" in basis
+    # a model not trained by epochs (popularity, ItemKNN) scales its whole fit by interactions
+    train, predict, basis = from_other_datasets(cells["syn/sas/seed0"], "cpu", [rec("pop", "other", None, 3.0)], here)
+    assert train == 3.0 * 4 and predict is not None and "scaled by interactions (x4.0)" in basis
+
+
 def test_a_cell_another_process_is_computing_says_so(tmp_path):
     from bench.store import RunStore
 
