@@ -3,6 +3,8 @@
 runs, like the metric tables, so `bench check` can rebuild it byte for byte."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from tabulate import tabulate
 
@@ -11,8 +13,13 @@ from bench.suites import Suite
 
 
 def device(record: dict) -> str:
+    """Where a run ran: the accelerator, else the CPU's model and cores ("Intel Xeon (2 cores)"), since
+    floating-point results differ between CPU models too."""
     m = record.get("machine", {})
-    return m.get("accelerator") or f"CPU, {m.get('cpus', '?')} cores"
+    if m.get("accelerator"):
+        return m["accelerator"]
+    cpu = " ".join(re.sub(r"\((R|TM)\)|\b(Processor|CPU)\b|@.*", " ", m.get("cpu_model") or "").split())
+    return f"{cpu or 'CPU, model not recorded'} ({m.get('cpus', '?')} cores)"
 
 
 def _mean_sd(values: list[float], fmt: str) -> str:

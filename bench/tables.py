@@ -156,6 +156,15 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
                        + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
     if off:
         notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
+    where = defaultdict(lambda: defaultdict(list))  # row label -> machine -> seeds
+    for r in rows:
+        for seed, rec in zip(runs[r].seeds, runs[r].records):
+            where[suite.variant(r).label][device(rec)].append(str(seed))
+    mixed = ["{} {}".format(label, ", ".join(f"{'seed' if len(s) == 1 else 'seeds'} {', '.join(s)} on {m}" for m, s in per.items()))
+             for label, per in where.items() if len(per) > 1]
+    notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
+        " Rows whose seeds ran on different machines (a seed repeats its numbers exactly only on the same kind of "
+        "machine: floating-point results differ between CPU models): " + "; ".join(mixed) + "." if mixed else ""))
     stale, unknown, cells = defaultdict(lambda: defaultdict(list)), 0, 0  # changed files -> row label -> seeds
     for r in rows:
         for seed, rec in zip(runs[r].seeds, runs[r].records):

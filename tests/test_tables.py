@@ -175,3 +175,27 @@ def test_cells_not_run_are_listed_per_model_with_their_seeds():
 
     names = ["ml-1m/sasrec/seed1", "ml-1m/sasrec/seed2", "ml-1m/bert4rec/seed0", "ml-1m/pop/seed0", "x/pop/seed3"]
     assert compact_cells(names) == "ml-1m: sasrec (seeds 1, 2), bert4rec (seed 0), pop (seed 0); x: pop (seed 3)"
+
+
+def test_tables_name_the_machines_and_rows_whose_seeds_ran_on_different_ones(tmp_path):
+    import json
+    from bench.costs import device
+
+    assert device({"machine": {"cpu_model": "Intel(R) Xeon(R) Platinum 8480C CPU @ 2.00GHz", "cpus": 2}}) \
+        == "Intel Xeon Platinum 8480C (2 cores)"
+    assert device({"machine": {"cpus": 2}}) == "CPU, model not recorded (2 cores)"
+    assert device({"machine": {"accelerator": "NVIDIA H200", "cpu_model": "AMD EPYC"}}) == "NVIDIA H200"
+    suite = tmp_path / "seeds.yaml"
+    suite.write_text(SUITE)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
+    for model, seed, cpu in (("pop", 0, "AMD EPYC"), ("knn", 0, "AMD EPYC"), ("knn", 1, "Intel(R) Xeon(R) Processor"),
+                             ("knn", 2, "AMD EPYC")):
+        run_json = res / f"runs/seeds/syn/{model}/seed{seed}/run.json"
+        rec = json.loads(run_json.read_text())
+        run_json.write_text(json.dumps({**rec, "machine": {**rec["machine"], "cpu_model": cpu, "cpus": 2}}))
+    assert main(["table", "--suite", str(suite), "--results", str(res)]) == 0
+    md = (res / "tables/seeds/syn-main.md").read_text()
+    assert "Machines: AMD EPYC (2 cores), Intel Xeon (2 cores). Rows whose seeds ran on different machines" in md
+    assert "knn seeds 0, 2 on AMD EPYC (2 cores), seed 1 on Intel Xeon (2 cores)." in md
+    assert "| AMD EPYC (2 cores); Intel Xeon (2 cores) |" in (res / "tables/seeds/syn-cost.md").read_text()
