@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.costs import device as machine
 from bench.models import make_model
 from bench.fingerprint import checkpoint_key, staleness
 from bench.results import epoch_budget
@@ -143,20 +144,23 @@ def scaled_training(model: str, params: dict, want: float | None, same: list[dic
 def epoch_cost_ratios(history: dict[tuple[str, str], list[dict]], kind: str, device: str, target: str
                       ) -> dict[str, tuple[float, str]]:
     """source dataset -> (an epoch on `target` over one on source, the models that measured it): the
-    median ratio over other epoch-trained models run on both on this device, those sharing this
+    median ratio over other epoch-trained models run on both on one machine, those sharing this
     model's wrapper first (RecBole's architectures share its trainer and its full-ranking validation,
     which grows with users x items, not with interactions)."""
-    def per_epoch(recs: list[dict]) -> float | None:
-        x = [train_seconds(r) / units_run(r) for r in recs
-             if record_device(r) == device and r["config"]["model"]["name"] != "calrec" and units_run(r)]
-        return float(np.median(x)) if x else None
+    def per_epoch(recs: list[dict]) -> dict[str, float]:  # machine -> median seconds an epoch
+        by = defaultdict(list)
+        for r in recs:
+            if record_device(r) == device and r["config"]["model"]["name"] != "calrec" and units_run(r):
+                by[machine(r)].append(train_seconds(r) / units_run(r))
+        return {m: float(np.median(x)) for m, x in by.items()}
 
     by_source = defaultdict(dict)
     for (k, spec), recs in history.items():
-        if spec == target or k == kind or (there := per_epoch(history.get((k, target), []))) is None:
+        if spec == target or k == kind:
             continue
-        if (here := per_epoch(recs)) is not None:
-            by_source[spec][k] = there / here
+        there, here = per_epoch(history.get((k, target), [])), per_epoch(recs)
+        if shared := there.keys() & here.keys():  # the same machine on both: CPU models differ ~1.5x in speed
+            by_source[spec][k] = float(np.median([there[m] / here[m] for m in shared]))
     out = {}
     for spec, ratios in by_source.items():
         near = {k: v for k, v in ratios.items() if k.split(":")[0] == kind.split(":")[0]} or ratios

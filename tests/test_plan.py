@@ -156,6 +156,9 @@ def test_a_guess_calibrates_an_epoch_on_models_run_on_both_datasets(tmp_path):
     }
     assert epoch_cost_ratios(history, "recbole:SASRec", "cpu", "syn") == {"other": (6.0, "recbole:STAMP")}
     assert epoch_cost_ratios(history, "sasrec", "cpu", "syn") == {"other": (4.5, "gru, recbole:STAMP")}
+    # a ratio is taken on one machine: CPU models differ in speed more than datasets in size
+    history[("gru", "syn")][0]["machine"] = {"cpu_model": "AMD EPYC", "cpus": 2}
+    assert epoch_cost_ratios(history, "sasrec", "cpu", "syn") == {"other": (6.0, "recbole:STAMP")}
     here = {"users": 60, "interactions": 4000, "items": 80}
     train, _, basis = from_other_datasets(cells["syn/sas-long/seed0"], "cpu", [rec("sasrec", "other", 8, 16.0)], here,
                                           {"other": (6.0, "recbole:STAMP")})
