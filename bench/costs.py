@@ -19,7 +19,7 @@ def device(record: dict) -> str:
     if m.get("accelerator"):
         return m["accelerator"]
     cpu = " ".join(re.sub(r"\((R|TM)\)|\b(Processor|CPU)\b|@.*", " ", m.get("cpu_model") or "").split())
-    return f"{cpu or 'CPU, model not recorded'} ({m.get('cpus', '?')} cores)"
+    return f"{cpu or 'unrecorded CPU'} ({m.get('cpus', '?')} cores)"
 
 
 def _mean_sd(values: list[float], fmt: str) -> str:

@@ -163,8 +163,8 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     mixed = ["{} {}".format(label, ", ".join(f"{'seed' if len(s) == 1 else 'seeds'} {', '.join(s)} on {m}" for m, s in per.items()))
              for label, per in where.items() if len(per) > 1]
     notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
-        " Rows whose seeds ran on different machines (a seed repeats its numbers exactly only on the same kind of "
-        "machine: floating-point results differ between CPU models): " + "; ".join(mixed) + "." if mixed else ""))
+        " Rows whose seeds ran on different machines (floating-point results differ between CPU models, so a seed's "
+        "numbers repeat exactly only on the same kind): " + "; ".join(mixed) + "." if mixed else ""))
     stale, unknown, cells = defaultdict(lambda: defaultdict(list)), 0, 0  # changed files -> row label -> seeds
     for r in rows:
         for seed, rec in zip(runs[r].seeds, runs[r].records):

@@ -183,7 +183,7 @@ def test_tables_name_the_machines_and_rows_whose_seeds_ran_on_different_ones(tmp
 
     assert device({"machine": {"cpu_model": "Intel(R) Xeon(R) Platinum 8480C CPU @ 2.00GHz", "cpus": 2}}) \
         == "Intel Xeon Platinum 8480C (2 cores)"
-    assert device({"machine": {"cpus": 2}}) == "CPU, model not recorded (2 cores)"
+    assert device({"machine": {"cpus": 2}}) == "unrecorded CPU (2 cores)"
     assert device({"machine": {"accelerator": "NVIDIA H200", "cpu_model": "AMD EPYC"}}) == "NVIDIA H200"
     suite = tmp_path / "seeds.yaml"
     suite.write_text(SUITE)
