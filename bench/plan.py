@@ -262,17 +262,19 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
         stale = staleness(store.record(folder)) if why is None else None
         trained_s = 0.0  # training a checkpoint already holds
         if why is not None:
-            state = f"to run: {why}" + ("; running now (another process holds its lock)" if store.is_locked(folder) else "")
-            progress = store.progress(store.cache_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
-            if progress and progress.get("key") == checkpoint_key(chash, cell.variant.model, cell.dataset.spec):
-                trained_s = float(progress.get("seconds") or 0.0)
-                state += f"; resumes from its checkpoint ({progress['done']}, {_fmt(trained_s)} trained)"
+            state = f"to run: {why}"
         elif stale is None:
             state = "done"
         elif stale.startswith("no code"):
             state = "done (no code fingerprint)"
         else:
             state = f"stale (--stale reruns): {stale}"
+        if why is not None or (stale and not stale.startswith("no code")):  # what a run would (re)compute
+            state += "; running now (another process holds its lock)" if store.is_locked(folder) else ""
+            progress = store.progress(store.cache_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
+            if progress and progress.get("key") == checkpoint_key(chash, cell.variant.model, cell.dataset.spec):
+                trained_s = float(progress.get("seconds") or 0.0)
+                state += f"; resumes from its checkpoint ({progress['done']}, {_fmt(trained_s)} trained)"
         params = cell.variant.params_for(cell.dataset.key)
         device = cell_device(cell.variant.model, params)
         kind = family(cell.variant.model, params)

@@ -109,6 +109,17 @@ def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_
     whole, resumed = planned["syn/sas/seed0"].train_s, planned["syn/sas/seed1"]
     assert "resumes from its checkpoint (1 of 4 epochs" in resumed.state and "less what its checkpoint holds" in resumed.basis
     assert resumed.train_s == max(whole - 0.25, 0.0)
+    # a stale cell that `--stale` would rerun resumes from its checkpoint too
+    run_json = RunStore(res).cell_dir(suite.name, "syn", "sas", 0) / "run.json"
+    rec = json.loads(run_json.read_text())
+    run_json.write_text(json.dumps({**rec, "code": {**rec["code"], "fingerprint": "0" * 16}}))
+    cell0 = next(c for c in plan(suite) if c.name == "syn/sas/seed0")
+    folder0 = RunStore(res).cache_dir(suite.name, "syn", "sas", 0)
+    folder0.mkdir(parents=True, exist_ok=True)
+    key0 = checkpoint_key(config_hash(cell0.config()), "sasrec", cell0.dataset.spec)
+    (folder0 / PROGRESS).write_text(json.dumps({"key": key0, "done": "2 of 4 epochs", "seconds": 0.5}))
+    stale = {p.cell.name: p for p in plan_suite(suite, res)}["syn/sas/seed0"]
+    assert stale.state.startswith("stale (--stale reruns)") and "resumes from its checkpoint (2 of 4 epochs" in stale.state
 
 
 def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_path):
