@@ -181,17 +181,20 @@ def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict
         return None, None, "no stored run of this model on this dataset"
     want, cost_ratios = budget(model, params), cost_ratios or {}
     trained = [r for r in same if units_run(r)]
+
+    def by_interactions(r: dict) -> float:
+        return stats["interactions"] / r["dataset_stats"]["interactions"]
+
     if model == "calrec" and trained:  # by tokens, as on its own dataset (prompts are capped at max_history items)
         train, how = scaled_training(model, params, want, trained, others)
         scaled = ""
     elif not trained:  # not trained by epochs (popularity, ItemKNN, BM25): its whole fit scales
-        ratio = [stats["interactions"] / r["dataset_stats"]["interactions"] for r in same]
+        ratio = [by_interactions(r) for r in same]
         train, how = float(np.median([train_seconds(r) * q for r, q in zip(same, ratio)])), ""
         scaled = f", scaled by interactions (x{np.median(ratio):.1f}) and items"
     else:
         specs = [r["config"]["dataset"]["spec"] for r in trained]
-        ratio = [cost_ratios[s][0] if s in cost_ratios else stats["interactions"] / r["dataset_stats"]["interactions"]
-                 for r, s in zip(trained, specs)]
+        ratio = [cost_ratios[s][0] if s in cost_ratios else by_interactions(r) for r, s in zip(trained, specs)]
         stopped = [units_run(r) for r in trained if units_run(r) < (budget(model, r["config"]["model"]["params"]) or np.inf)]
         units = min(float(np.median(stopped)), want or np.inf) if stopped else want or float(np.median([units_run(r) for r in trained]))
         train = float(np.median([train_seconds(r) / units_run(r) * q for r, q in zip(trained, ratio)])) * units

@@ -160,8 +160,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     for r in rows:
         for seed, rec in zip(runs[r].seeds, runs[r].records):
             where[suite.variant(r).label][device(rec)].append(str(seed))
-    mixed = ["{} {}".format(label, ", ".join(f"{'seed' if len(s) == 1 else 'seeds'} {', '.join(s)} on {m}" for m, s in per.items()))
-             for label, per in where.items() if len(per) > 1]
+    mixed = [f"{label} " + ", ".join(f"{_seeds(s)} on {m}" for m, s in per.items()) for label, per in where.items() if len(per) > 1]
     notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
         " Rows whose seeds ran on different machines (floating-point results differ between CPU models, so a seed's "
         "numbers repeat exactly only on the same kind): " + "; ".join(mixed) + "." if mixed else ""))
@@ -196,8 +195,12 @@ def compact_cells(names: list[str]) -> str:
                      for dataset, variants in groups.items())
 
 
+def _seeds(seeds: list[str]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+
+
 def _with_seeds(name: str, seeds: list[str]) -> str:
-    return f"{name} (seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)})"
+    return f"{name} ({_seeds(seeds)})"
 
 
 def _printed(v: float) -> str:
