@@ -1,7 +1,8 @@
 """`python -m bench plan --suite NAME`: every cell's state (done / to run / stale code), the device it
 would use here, and an estimated time from the stored runs of the same model on the same dataset.
 
-Estimates come from stored runs of the same model on the same dataset and device. Runs with the same
+Estimates come from stored runs of the same model on the same dataset and device, those on this very
+machine where there are any (two 2-core CPU models differ 1.5-3x in speed). Runs with the same
 settings give their own training time (early stopping included); runs with other settings are scaled
 by the planned training budget (epochs, or CALRec's stage steps), an upper bound where early stopping
 ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench import provenance
 from bench.costs import device as machine
 from bench.models import make_model
 from bench.fingerprint import checkpoint_key, staleness
@@ -168,17 +170,27 @@ def epoch_cost_ratios(history: dict[tuple[str, str], list[dict]], kind: str, dev
     return out
 
 
+def on_this_machine(recs: list[dict], here: str | None, device: str) -> tuple[list[dict], str]:
+    """The runs on `here` if there are any (two 2-core CPU models differ 1.5-3x in speed), else all;
+    and how a basis names where they ran."""
+    local = [r for r in recs if here and machine(r) == here]
+    return (local, f"{device}, this machine") if local else (recs, device)
+
+
 def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict | None,
-                        cost_ratios: dict[str, tuple[float, str]] | None = None) -> tuple[float | None, float | None, str]:
+                        cost_ratios: dict[str, tuple[float, str]] | None = None, here: str | None = None
+                        ) -> tuple[float | None, float | None, str]:
     """A guess for a model never run on this dataset, from its runs on other datasets (this device):
     an epoch costs more by what other models' epochs cost more there (`cost_ratios`, see
     epoch_cost_ratios), else by the ratio of interactions, for as many epochs as its early-stopped runs
     took (none: this cell's whole budget); a model not trained by epochs scales its whole fit by
-    interactions; CALRec by tokens as on its own dataset; a test user costs the items ratio more."""
+    interactions; CALRec by tokens as on its own dataset; a test user costs the items ratio more. Runs
+    on `here` are preferred, as in `estimate`."""
     model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
     same = [r for r in others if record_device(r) == device and r.get("dataset_stats")]
     if stats is None or not same:
         return None, None, "no stored run of this model on this dataset"
+    same, where = on_this_machine(same, here, device)
     want, cost_ratios = budget(model, params), cost_ratios or {}
     trained = [r for r in same if units_run(r)]
 
@@ -206,19 +218,27 @@ def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict
     per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) * stats["items"] / r["dataset_stats"]["items"]
                           for r in same])
     datasets = ", ".join(sorted({r["config"]["dataset"]["spec"] for r in same}))
-    return train, float(per_user * users), f"a guess: {_runs(len(same))} on {datasets} ({device}){how}{scaled}"
+    return train, float(per_user * users), f"a guess: {_runs(len(same))} on {datasets} ({where}){how}{scaled}"
+
+
+def this_machine() -> str:
+    """This machine as run records name theirs ("AMD EPYC (2 cores)", or the accelerator)."""
+    return machine({"machine": provenance.machine()})
 
 
 def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (), stats: dict | None = None,
-             cost_ratios: dict[str, tuple[float, str]] | None = None) -> tuple[float | None, float | None, str]:
+             cost_ratios: dict[str, tuple[float, str]] | None = None, here: str | None = None
+             ) -> tuple[float | None, float | None, str]:
     """Training and scoring seconds of a cell from `recs` (its model's runs on its dataset), else from
-    `others` (its model's runs elsewhere) scaled to `stats` (its dataset's, from any stored run)."""
+    `others` (its model's runs elsewhere) scaled to `stats` (its dataset's, from any stored run). Runs on
+    `here` (this machine, as `this_machine` names it) are preferred where there are any."""
     model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
     if not recs:
-        return from_other_datasets(cell, device, list(others), stats, cost_ratios)
+        return from_other_datasets(cell, device, list(others), stats, cost_ratios, here)
     same = [r for r in recs if record_device(r) == device]
     if not same:
         return None, None, f"stored runs only on {record_device(recs[0])}"
+    same, where = on_this_machine(same, here, device)
     exact = [r for r in same if r["config"]["model"]["params"] == params]
     if exact:  # the same settings: their own training times, early stopping included
         same, how = exact, ""
@@ -229,7 +249,7 @@ def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (),
     per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) for r in same])
     predict = float(per_user * users) if users else None
     what = "same settings" if exact else "other settings"
-    return train, predict, f"{_runs(len(same))} ({device}, {what}){how}"
+    return train, predict, f"{_runs(len(same))} ({where}, {what}){how}"
 
 
 def training_settings(model: str, params: dict) -> str:
@@ -258,6 +278,7 @@ def dataset_stats(history: dict[tuple[str, str], list[dict]], spec: str) -> dict
 
 def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
     store, history, out, trained = RunStore(root), stored_records(root), [], set()
+    here = this_machine()
     for cell in plan(suite):
         folder = store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed)
         chash = config_hash(cell.config())
@@ -284,7 +305,7 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
         others = [r for (k, spec), recs in history.items() if k == kind and spec != cell.dataset.spec for r in recs]
         mine = history.get((kind, cell.dataset.spec), [])
         ratios = {} if mine else epoch_cost_ratios(history, kind, device, cell.dataset.spec)
-        train, predict, basis = estimate(cell, device, mine, others, dataset_stats(history, cell.dataset.spec), ratios)
+        train, predict, basis = estimate(cell, device, mine, others, dataset_stats(history, cell.dataset.spec), ratios, here)
         key = training_key(cell)
         if key in trained and train is not None:
             train, basis = 0.0, basis + "; trained weights shared with an earlier row"
@@ -320,6 +341,6 @@ def plan_markdown(suite: Suite, root: Path) -> str:
             "- Estimates: stored runs of the same model on the same dataset and device; with the same settings their own "
             "times (early stopping included), else scaled by the planned epochs or steps (an upper bound where early "
             "stopping ends training sooner; CALRec by tokens where a run of the same training settings says how many a "
-            "step takes) and by the number of test users; their machines may differ from this one. A model never run on "
+            "step takes) and by the number of test users; runs on this machine are preferred where there are any. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
             "interactions; scoring by items), a rough guess.\n")

@@ -194,3 +194,20 @@ def test_a_cell_another_process_is_computing_says_so(tmp_path):
         held.close()
     after = {p.cell.name: p for p in plan_suite(suite, res)}
     assert after["syn/knn/seed0"].state == "to run: not run yet"  # released: no longer running
+
+
+def test_runs_on_this_machine_are_preferred(tmp_path):
+    sas = {c.name: c for c in plan(_suite(tmp_path))}["syn/sas-long/seed0"]
+    xeon, epyc = (_rec(sas.variant.params, model="sasrec", train_s=s) for s in (90.0, 30.0))
+    xeon["machine"] = {"cpu_model": "Intel(R) Xeon(R) Platinum 8480C CPU @ 2.00GHz", "cpus": 2}
+    epyc["machine"] = {"cpu_model": "AMD EPYC", "cpus": 2}
+    train, _, basis = estimate(sas, "cpu", [xeon, xeon, epyc], here="AMD EPYC (2 cores)")
+    assert train == 30.0 and "1 stored run (cpu, this machine" in basis
+    assert estimate(sas, "cpu", [xeon, xeon, epyc], here="Intel Xeon Platinum 8480C (2 cores)")[0] == 90.0
+    assert estimate(sas, "cpu", [xeon, xeon, epyc], here="another CPU (2 cores)")[0] == 90.0  # none here: all of them
+    # a model never run on this dataset: its runs elsewhere on this machine, likewise
+    other = [{**r, "config": {**r["config"], "dataset": {"spec": "other"}},
+              "dataset_stats": {"users": 60, "interactions": 1000, "items": 40}} for r in (xeon, epyc)]
+    stats = {"users": 60, "interactions": 1000, "items": 40}
+    train, _, basis = estimate(sas, "cpu", [], other, stats, here="AMD EPYC (2 cores)")
+    assert train == 30.0 and "(cpu, this machine)" in basis
