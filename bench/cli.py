@@ -40,12 +40,20 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench.distributed import init_from_env, is_main
+    from bench.distributed import init_from_env, shutdown
+
+    ranks = init_from_env()  # torchrun / accelerate launch: data-parallel CALRec
+    code = _run(args, ranks)
+    shutdown()  # not after an error: the other ranks may be inside another collective
+    return code
+
+
+def _run(args, ranks: int) -> int:
+    from bench.distributed import is_main
     from bench.runner import run_suite
     from bench.suites import load_suite
     from bench.tables import suite_tables
 
-    ranks = init_from_env()  # torchrun / accelerate launch: data-parallel CALRec
     suite = load_suite(args.suite, args.results)
     tracker = make_tracker(args.track, args.results) if is_main() else None
     done = run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,

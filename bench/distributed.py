@@ -45,6 +45,15 @@ def init_from_env() -> int:
     return size
 
 
+def shutdown() -> None:
+    """Leaves the process group, once every rank is done: a gloo group left to interpreter exit can
+    abort the process (SIGABRT) while its worker threads still hold Python objects (pytorch#179291)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def agree(value):
     """Rank 0's value on every rank (a decision all ranks must follow the same way)."""
     if world()[1] == 1:

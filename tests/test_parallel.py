@@ -1,6 +1,6 @@
 """Data-parallel CALRec (calrec/parallel.py): two gloo processes on the CPU take the same step as
 one process on the same global batch, micro-batches with accumulation take the same step as one
-pass, and `bench run` under torchrun writes each cell once."""
+pass, `bench run` under torchrun writes each cell once and leaves its process group."""
 import json
 import os
 import subprocess
@@ -106,3 +106,22 @@ def test_bench_run_under_torchrun_writes_each_cell_once(tmp_path):
     again = launch(["-m", "bench", "run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--models", "tiny-calrec"],
                    ranks=2)
     assert again.returncode == 0 and "cached" in again.stdout + again.stderr
+
+
+def test_bench_run_leaves_its_process_group(tmp_path, monkeypatch):
+    """A gloo group left to interpreter exit can abort a rank (SIGABRT) while its threads hold Python
+    objects; `bench run` destroys it once every rank is done."""
+    import torch.distributed as dist
+
+    from bench.cli import main
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)  # the group below stands in for a launcher's
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        suite = tmp_path / "one.yaml"
+        suite.write_text(SUITE)
+        assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--models", "pop"]) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
