@@ -75,6 +75,12 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return batches if rng is None else [batches[i] for i in rng.permutation(len(batches))]
 
 
+def random_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Indices 0..n-1 shuffled into batches: each batch a uniform sample of the training rows."""
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
 class Block(nn.Module):
     """Transformer block, pre-LN by default; `post_ln` is the layout of RecBole's SASRec (and of
     BERT). Dropout on the residual branches, and on attention weights only if `attn_dropout`: even
