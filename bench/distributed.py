@@ -14,13 +14,17 @@ from datetime import timedelta
 from bench.errors import BenchError
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) without a process group (torch is not imported for the answer:
+def _group():
+    """torch.distributed if a process group is up, else None (torch is not imported for the answer:
     cheap models run without it)."""
     dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without a process group."""
+    dist = _group()
+    return (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
 
 
 def is_main() -> bool:
@@ -48,8 +52,7 @@ def init_from_env() -> int:
 def shutdown() -> None:
     """Leaves the process group, once every rank is done: a gloo group left to interpreter exit can
     abort the process (SIGABRT) while its worker threads still hold Python objects (pytorch#179291)."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
+    if dist := _group():
         dist.barrier()
         dist.destroy_process_group()
 
