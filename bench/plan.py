@@ -31,7 +31,7 @@ from bench.costs import device as machine
 from bench.models import make_model
 from bench.fingerprint import checkpoint_key, staleness
 from bench.results import epoch_budget
-from bench.runner import Cell, plan
+from bench.runner import Cell, data_version, plan
 from bench.store import RunStore, config_hash
 from bench.suites import Suite
 
@@ -278,11 +278,13 @@ def dataset_stats(history: dict[tuple[str, str], list[dict]], spec: str) -> dict
 
 def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
     store, history, out, trained = RunStore(root), stored_records(root), [], set()
-    here = this_machine()
+    here, versions = this_machine(), {}
     for cell in plan(suite):
         folder = store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed)
         chash = config_hash(cell.config())
-        why = store.check_cell(folder, chash)
+        if cell.dataset.key not in versions:
+            versions[cell.dataset.key] = data_version(cell.dataset)
+        why = store.check_cell(folder, chash, versions[cell.dataset.key])
         stale = staleness(store.record(folder)) if why is None else None
         trained_s = 0.0  # training a checkpoint already holds
         if why is not None:

@@ -11,8 +11,8 @@ import pandas as pd
 
 from bench.evaluate import Ranks, metrics_from_ranks
 from bench.models import model_class
-from bench.runner import plan
-from bench.store import RunStore, config_hash
+from bench.runner import data_version, plan
+from bench.store import OTHER_DATA, RunStore, config_hash
 from bench.suites import Suite
 
 
@@ -42,15 +42,27 @@ class VariantRuns:
         return np.array([m[metric] for m in self.metrics])
 
 
-def load_runs(suite: Suite, root: Path, dataset: str) -> tuple[dict[str, VariantRuns], list[str]]:
-    """Runs whose stored config hash matches the suite as it is now; also the cells still missing."""
+@dataclass
+class Missing:
+    """Cells a table leaves out: not run (or damaged, or of another configuration), and those
+    computed on other data than the dataset's files give now."""
+    cells: list[str] = field(default_factory=list)
+    other_data: list[str] = field(default_factory=list)
+
+
+def load_runs(suite: Suite, root: Path, dataset: str) -> tuple[dict[str, VariantRuns], Missing]:
+    """Runs whose stored config hash matches the suite as it is now, computed on the data as it
+    is now (where its files can be read here); also the cells left out."""
     store = RunStore(root)
     runs: dict[str, VariantRuns] = {}
-    missing: list[str] = []
-    for cell in plan(suite, datasets=[dataset]):
+    missing = Missing()
+    cells = plan(suite, datasets=[dataset])
+    version = data_version(cells[0].dataset) if cells else None
+    for cell in cells:
         out = store.cell_dir(suite.name, dataset, cell.variant.key, cell.seed)
-        if not store.is_done(out, config_hash(cell.config())):
-            missing.append(cell.name)
+        why = store.check_cell(out, config_hash(cell.config()), version)
+        if why is not None:
+            (missing.other_data if why.startswith(OTHER_DATA) else missing.cells).append(cell.name)
             continue
         vr = runs.setdefault(cell.variant.key, VariantRuns(cell.variant.key, [], [], []))
         vr.seeds.append(cell.seed)

@@ -68,6 +68,16 @@ def get_split(entry: DatasetEntry) -> Split:
     return _split(entry.spec, tuple(sorted(entry.params.items())))
 
 
+def data_version(entry: DatasetEntry) -> str | None:
+    """The dataset's version as its files give it now (with their content hash), against which a
+    stored cell is checked; None where the files cannot be read here (e.g. tables of the `paper`
+    suite on a machine without the Amazon files)."""
+    try:
+        return get_split(entry).version
+    except BenchError:
+        return None
+
+
 def sample_users(n_users: int, sample: dict | None) -> np.ndarray:
     if sample is None or sample["size"] >= n_users:
         return np.arange(n_users)
@@ -176,7 +186,7 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False, stale: bool = Fal
     try:
         for action in store.repair(out):
             tqdm.write(f"{cell.name}: {action} (left by an interrupted write)")
-        why = store.check_cell(out, chash)
+        why = store.check_cell(out, chash, get_split(cell.dataset).version)
         if why is None and stale:
             why = staleness(store.record(out))
         if not force and why is None:

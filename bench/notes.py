@@ -1,0 +1,128 @@
+"""The notes under a result table: data, protocol, seeds and commits, how rows were tested, and
+everything a reader must know to trust a row (capped training, tuning, off-pin versions, machines,
+stale code, other data, cells not run yet). A pure function of the stored runs."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from bench.costs import device
+from bench.fingerprint import changed_files, staleness
+from bench.provenance import off_pins
+
+ALPHA = 0.05
+UP, DOWN = "↑", "↓"  # significantly higher / lower than the reference row
+CAPPED = "‡"  # training ended at its budget, not by early stopping
+CI_NOTE = ("[low, high]: 95% percentile-bootstrap interval of the mean over the evaluated users (2000 resamples, "
+           "seed 0; per-user values averaged over the row's seeds, so seed variance is not in it).")
+
+
+def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, cut, ci) -> list[str]:
+    if not rows:
+        return ["No stored runs for this table yet."]
+    rec = runs[rows[0]].records[0]
+    st = rec["dataset_stats"]
+    n_eval = rec["evaluated_users"]
+    sample = suite.user_sample
+    seeds = sorted({s for r in rows for s in runs[r].seeds})
+    commits = sorted({x["commit"][:12] + ("-dirty" if x["commit"].endswith("-dirty") else "") for r in rows for x in runs[r].records})
+    cold = sorted({x["cold_test_targets_evaluated"] for r in rows for x in runs[r].records if "cold_test_targets_evaluated" in x})
+    notes = [
+        f"Dataset {st['dataset']} ({st['version']}; {st['preprocessing']}): {st['users']} users "
+        f"({st['dropped_users']} dropped with < 3 events), {st['items']} items, {st['interactions']} interactions.",
+        f"Leave-one-out by time, timestamp ties broken by file order (stable sort); full ranking over all items; "
+        f"history masking {'on' if suite.history_masking else 'off'}; score ties: exact expectation over random tie orders.",
+        f"Test users: {n_eval}" + (f" (seeded sample, seed {sample['seed']})" if sample and n_eval < st["users"] else " (all)")
+        + f"; cold test targets (never in training): {', '.join(map(str, cold)) or 'not recorded'} of the evaluated users, "
+        f"{st['cold_test_targets']} in the dataset. Seeds: {', '.join(map(str, seeds))}. "
+        f"Commits: {', '.join(commits)}.",
+    ]
+    if reference in rows:
+        ref = runs[reference]
+        unshared = [suite.variant(r).label for r in rows if r != reference and not set(runs[r].seeds) & set(ref.seeds)]
+        notes.append(f"{UP}/{DOWN}: higher/lower than {suite.variant(reference).label} by a paired {test} on per-user "
+                     f"values, each row on the seeds it shares with that row (per-user values averaged over those "
+                     f"seeds), Holm-corrected within each metric column (a family of {n_comparisons} comparisons), "
+                     f"alpha={ALPHA}." + (f" Not tested (no shared seed): {', '.join(unshared)}." if unshared else ""))
+    if any(cut):
+        notes.append(f"{CAPPED}: training ended at its budget (epochs, or steps whose last evaluation was the best), not "
+                     f"by early stopping, so the row may be undertrained: "
+                     + ", ".join(suite.variant(r).label for r, c in zip(rows, cut) if c) + ".")
+    for r in rows:
+        tuning = (runs[r].records[0].get("tuning") if runs[r].records else None)
+        if tuning:
+            counts = ", ".join(f"{n} {state}" for state, n in tuning["trials"].items() if n)
+            notes.append(f"{suite.variant(r).label}: hyperparameters searched on validation only (Optuna; study "
+                         f"{tuning['study']} in {tuning['storage']}, {counts}); best trial {tuning['trial']}, "
+                         f"{tuning['metric']} {tuning['value']:.4f}.")
+    if ci:
+        notes.append(CI_NOTE)
+    off = []
+    for r in rows:
+        bad = {}
+        for rec in runs[r].records:
+            bad.update(off_pins(rec.get("versions", {})))
+        if bad:
+            devices = sorted({device(rec) for rec in runs[r].records})
+            off.append(f"{suite.variant(r).label} ({'; '.join(devices)}): "
+                       + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
+    if off:
+        notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
+    where = defaultdict(lambda: defaultdict(list))  # row label -> machine -> seeds
+    for r in rows:
+        for seed, rec in zip(runs[r].seeds, runs[r].records):
+            where[suite.variant(r).label][device(rec)].append(str(seed))
+    mixed = [f"{label} " + ", ".join(f"{_seeds(s)} on {m}" for m, s in per.items()) for label, per in where.items() if len(per) > 1]
+    notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
+        " Rows whose seeds ran on different machines (floating-point results differ between CPU models, so a seed's "
+        "numbers repeat exactly only on the same kind): " + "; ".join(mixed) + "." if mixed else ""))
+    stale, unknown, cells = defaultdict(lambda: defaultdict(list)), 0, 0  # changed files -> row label -> seeds
+    for r in rows:
+        for seed, rec in zip(runs[r].seeds, runs[r].records):
+            cells += 1
+            why = staleness(rec)
+            if why and why.startswith("no code fingerprint"):
+                unknown += 1
+            elif why:
+                stale[", ".join(changed_files(rec) or [])][suite.variant(r).label].append(str(seed))
+    if stale:
+        notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + "; ".join(
+            ", ".join(_with_seeds(label, seeds) for label, seeds in labels.items())
+            + (f": {files} changed" if files else "") for files, labels in stale.items()) + ".")
+    if unknown:
+        notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
+    versions = defaultdict(list)  # data version -> row labels (several only where the files could not be read here)
+    for r in rows:
+        for v in sorted({(rec.get("dataset_stats") or {}).get("version") for rec in runs[r].records}, key=str):
+            versions[v].append(suite.variant(r).label)
+    if len(versions) > 1:
+        notes.append("Rows computed on different data (their files' content hashes differ; the files could not be read "
+                     "here to tell which is current): " + "; ".join(f"{v}: {', '.join(labels)}" for v, labels in versions.items()) + ".")
+    if missing.other_data:
+        notes.append(f"Left out, computed on other data than the dataset's files give now (`bench run` recomputes them; "
+                     f"{_count(missing.other_data)}): {compact_cells(missing.other_data)}.")
+    if missing.cells:
+        notes.append(f"Not run yet ({_count(missing.cells)}): {compact_cells(missing.cells)}.")
+    return notes
+
+
+def compact_cells(names: list[str]) -> str:
+    """Cell names (`dataset/variant/seedN`) grouped by dataset and variant, in their order:
+    `ml-1m: sasrec (seeds 1, 2), pop (seed 0)`, so a list of a hundred cells stays readable."""
+    groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for name in names:
+        dataset, variant, seed = name.split("/")
+        groups[dataset][variant].append(seed.removeprefix("seed"))
+    return "; ".join(f"{dataset}: " + ", ".join(_with_seeds(variant, seeds) for variant, seeds in variants.items())
+                     for dataset, variants in groups.items())
+
+
+def _count(cells: list[str]) -> str:
+    return f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
+
+
+def _seeds(seeds: list[str]) -> str:
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
+
+
+def _with_seeds(name: str, seeds: list[str]) -> str:
+    return f"{name} ({_seeds(seeds)})"
