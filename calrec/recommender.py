@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import math
 import os
@@ -29,8 +30,10 @@ from bench.models import FitContext
 from bench.precision import autocast, resolve_bf16, resolve_device
 from bench.runner import validation_metrics, validation_ndcg10
 from bench.split import Split, leave_one_out
+from bench.store import atomic_write_bytes, atomic_write_text
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone
+from calrec.cache import read_cache
 from calrec.config import CALRecConfig, stage1_settings
 from calrec.generate import continuation_logprobs, sample
 from calrec.retrieve import fill_list, group_generations, quasi_round_robin, reciprocal_rank_fusion, top_items
@@ -82,9 +85,12 @@ class CALRec:
         if ctx.extra.get("code_fingerprint"):  # the cell records today's code: its weights must come from it
             key["code"] = ctx.extra["code_fingerprint"]
         if t.stage1:
-            key["stage1"] = s1 = stage1_settings(t.stage1, split.dataset)
+            s1 = stage1_settings(t.stage1, split.dataset)
+            domains = self._stage1_domains(split, s1)
+            # The domains' data versions (content hashes) key the weights too: other files, other weights.
+            key["stage1"] = {**s1, "data": [d.split.version for d in domains]}
             rng = np.random.default_rng([ctx.seed, 1])  # one stream per stage: a cached stage I changes nothing after it
-            self._cached_stage("stage1", key, ctx, lambda: self._stage1(split, s1, ctx, rng))
+            self._cached_stage("stage1", key, ctx, lambda: self._stage1(domains, s1, ctx, rng))
         if t.stage2_steps:
             key["stage2"] = {"dataset": split.dataset, "steps": t.stage2_steps, "eval_every": t.eval_every,
                              "patience": t.patience, "select": self._selection(), "valid": self._valid_digest()}
@@ -146,8 +152,8 @@ class CALRec:
         else train and save them atomically."""
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = ctx.extra.get("shared_cache", ctx.workdir) / f"calrec-{stage}" / f"{digest}.pt"
-        if agree(path.exists()):  # rank 0 decides: every rank loads, or every rank trains
-            saved = torch.load(path, map_location=self.device, weights_only=False)
+        saved = read_cache(path, lambda f: torch.load(f, map_location=self.device, weights_only=False), key)
+        if saved is not None:
             load_trainable_state(self.model, self.head, saved["state"])
             ctx.curves.extend(saved.get("curves", []))
             self.timings[stage] = {**saved["timing"], "cached": str(path)}
@@ -155,11 +161,10 @@ class CALRec:
         first = len(ctx.curves)
         timing = train()
         if is_main():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            buf = io.BytesIO()
             torch.save({"state": trainable_state(self.model, self.head), "timing": timing, "key": key,
-                        "curves": ctx.curves[first:]}, tmp)
-            os.replace(tmp, path)
+                        "curves": ctx.curves[first:]}, buf)
+            atomic_write_bytes(path, buf.getvalue())
         barrier()
         self.timings[stage] = timing
 
@@ -168,30 +173,33 @@ class CALRec:
         the inference variants that share the weights share them."""
         digest = hashlib.sha1(json.dumps({**key, "valid": self._valid_digest()}, sort_keys=True).encode()).hexdigest()[:16]
         path = ctx.extra.get("shared_cache", ctx.workdir) / "calrec-validation" / f"{digest}.json"
-        if agree(path.exists()):
-            return json.loads(path.read_text())
+        saved = read_cache(path, lambda f: json.loads(f.read_text()))
+        if saved is not None:
+            return saved
         out = agree(self._validate(final=True))
         if is_main():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(out))
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(out))
         barrier()
         return out
 
-    def _stage1(self, split: Split, s1: dict, ctx: FitContext, rng) -> dict:
-        """The multi-domain stage over every named dataset's training sequences."""
+    def _stage1_domains(self, split: Split, s1: dict) -> list[Domain]:
+        """Every dataset stage I names (a spec string, or {spec: ..., loader params...}), the target among them."""
         domains, offset = [], 0
-        for entry in s1["datasets"]:  # a spec string, or {spec: ..., loader params...}
+        for entry in s1["datasets"]:
             spec, params = entry_spec(entry)
             dsplit = split if spec == split.dataset else leave_one_out(load_dataset(spec, **params))
             domains.append(Domain(spec, dsplit, self._builder(dsplit), offset))
             offset += dsplit.n_items
+        return domains
+
+    def _stage1(self, domains: list[Domain], s1: dict, ctx: FitContext, rng) -> dict:
+        """The multi-domain stage over every named dataset's training sequences."""
         probs = domain_probabilities(domains, s1["exponent"])
         # No model selection in stage I: the target's validation users belong to stage II.
         timing = train_stage(self.model, self.head, domains, probs, self._stage_config(s1["steps"], 0),
                              self._loss_weights(), rng, self.tok.pad_token_id, None, ctx.curves, "stage1")
         timing["domain_probabilities"] = {d.name: p for d, p in zip(domains, probs.round(4).tolist())}
+        timing["domain_data"] = {d.name: d.split.version for d in domains}  # the cell's other inputs, with their hashes
         return timing
 
     # -------------------------------------------------------------- validation

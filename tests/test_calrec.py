@@ -1,6 +1,5 @@
 """CALRec on a tiny random Llama with a word-level tokenizer: fast, no bundled model needed."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from calrec.backbone import tiny_llama, tiny_tokenizer
 from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin, reciprocal_rank_fusion
 from calrec.text import PromptBuilder
-from calrec.towers import LossWeights, calrec_loss, collate, info_nce, nig_loss, pool
-from calrec.train import Domain, Examples, StageConfig, batches, domain_probabilities, epoch_positions, train_stage
+from calrec.towers import LossWeights, collate, info_nce, nig_loss, pool
+from calrec.train import Domain, Examples, StageConfig, domain_probabilities, train_stage
 
 
 @pytest.fixture(scope="module")
@@ -285,6 +284,34 @@ def test_stage1_checkpoint_is_reused(syn, tmp_path):
         c.fit(syn, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4),
                               extra={"shared_cache": tmp_path, "code_fingerprint": code}))
         assert ("cached" in c.info()["timings"]["stage1"]) == cached
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"", lambda b: b"not a torch file"])
+def test_a_damaged_stage_cache_is_retrained_not_trusted(syn, tmp_path, capsys, damage):
+    """A stage file cut short (a full disk, a killed copy) or not a torch file at all: the stage is
+    trained again, with a line naming the file, to the same weights; a damaged validation entry
+    likewise is computed again."""
+    params = {"backbone": "tiny", "stage1": {"datasets": ["synthetic"], "steps": 3}, "stage2_steps": 2,
+              "eval_every": 0, "bf16": False, "device": "cpu", "select": "nll", "valid_users": 4}
+    ctx = lambda: FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(4), extra={"shared_cache": tmp_path})  # noqa: E731
+    a = make_model("calrec", params)
+    a.fit(syn, ctx())
+    [stage1] = (tmp_path / "calrec-stage1").glob("*.pt")
+    [valid] = (tmp_path / "calrec-validation").glob("*.json")
+    stage1.write_bytes(damage(stage1.read_bytes()))
+    valid.write_text('{"valid_nll": 1.')
+    capsys.readouterr()
+    b = make_model("calrec", params)
+    b.fit(syn, ctx())
+    err = capsys.readouterr()
+    assert f"{stage1}: unreadable" in err.out + err.err and f"{valid}: unreadable" in err.out + err.err
+    assert "cached" not in b.info()["timings"]["stage1"] and b.measured == a.measured
+    for p1, p2 in zip(a.model.parameters(), b.model.parameters()):
+        torch.testing.assert_close(p1, p2)
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.tmp-*"))
+    c = make_model("calrec", params)  # the rewritten entries are whole again
+    c.fit(syn, ctx())
+    assert "cached" in c.info()["timings"]["stage1"] and c.measured == a.measured
 
 
 def test_inference_variants_share_one_trained_model(syn, tmp_path):
