@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
+import subprocess
 import sys
 from functools import lru_cache
 
@@ -53,7 +55,21 @@ def machine() -> dict:
         if out["accelerator"]:
             out["cuda"] = torch.version.cuda
             out["cudnn"] = torch.backends.cudnn.version()
+            out["driver"] = _gpu_driver()
     return out
+
+
+def _gpu_driver() -> str | None:
+    """The NVIDIA driver's version, as nvidia-smi reports it (torch does not say); None without it."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        got = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return got[0] if got else None
 
 
 @lru_cache(maxsize=1)

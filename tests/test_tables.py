@@ -1,12 +1,13 @@
 """Table semantics (issue 15): marks follow printed values, arrows give the direction, rows are
 tested on the seeds they share with the reference, and each row shows its number of seeds."""
-import numpy as np
-import pytest
-import pandas as pd
-
-from bench.cli import main
+import os
 import re
 
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main
 from bench.check import check_tables
 from bench.results import VariantRuns, capped
 from bench.tables import CAPPED, Table, _cells, _marks, to_latex, to_markdown
@@ -77,6 +78,22 @@ def test_versions_off_the_pins_are_flagged(monkeypatch):
     assert provenance.off_pins({"python": "3.11.7", "torch": "2.13.0+cpu", "pandas": "2.3.3"}) == {}
     assert provenance.off_pins({"python": "3.12.3", "torch": "2.11.0", "pandas": "3.0.6", "other": "1"}) == {
         "python": ("3.12.3", ">=3.11,<3.12"), "torch": ("2.11.0", "==2.13.0"), "pandas": ("3.0.6", "==2.3.3")}
+
+
+def test_a_gpu_run_records_its_driver_version(monkeypatch, tmp_path):
+    import torch  # noqa: F401 -- machine() asks about GPUs only where torch is loaded
+
+    from bench import precision, provenance
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 550.54.15\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(precision, "accelerator", lambda: "NVIDIA H200")
+    got = provenance.machine()
+    assert got["accelerator"] == "NVIDIA H200" and got["driver"] == "550.54.15" and "cuda" in got
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert provenance.machine()["driver"] is None
 
 
 def test_the_installed_projects_pins_are_read():
