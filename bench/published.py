@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.schema import _Strict
+from bench.schema import _Strict, load_yaml
 
 PUBLISHED_DIR = Path(__file__).parent / "published"
 
@@ -54,7 +54,7 @@ def load_published(name: str) -> Published:
         known = ", ".join(sorted(p.stem for p in PUBLISHED_DIR.glob("*.yaml")))
         raise BenchError(f"published numbers {name!r}: no file {path} (known: {known})")
     try:
-        return Published.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        return Published.model_validate(load_yaml(path.read_text(encoding="utf-8")))
     except yaml.YAMLError as e:
         raise BenchError(f"{path}: not valid YAML ({e})") from None
     except ValidationError as e:

@@ -8,11 +8,43 @@ import inspect
 import typing
 from typing import Any, Literal, Optional, Union
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bench.errors import BenchError
 
 SEED_MAX = 2**32 - 1  # numpy's and torch's seed range
+
+
+class _NoDuplicateKeys(yaml.SafeLoader):
+    """YAML keeps the last of a key written twice in one mapping, without a word: a model variant
+    copied and not renamed would silently replace the first one (its cells never run). This loader
+    refuses it; values a `<<` merge brings in may still be overridden, as YAML means them to be."""
+
+
+def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+    first: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first on line {first[key] + 1})",
+                    key_node.start_mark)
+            first[key] = key_node.start_mark.line
+        except TypeError:  # an unhashable key: construct_mapping says so
+            pass
+    return loader.construct_mapping(node, deep=True)
+
+
+_NoDuplicateKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def load_yaml(text: str):
+    """yaml.safe_load that refuses a key written twice in one mapping (a yaml.YAMLError with its line)."""
+    return yaml.load(text, Loader=_NoDuplicateKeys)  # noqa: S506 -- a SafeLoader subclass
 
 
 class _Strict(BaseModel):

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from bench.errors import BenchError
-from bench.schema import parse_overlay, parse_suite
+from bench.schema import load_yaml, parse_overlay, parse_suite
 
 SUITE_DIR = Path(__file__).parent / "suites"
 # Keys become folder names under results/: letters, digits, '.', '_', '-' only (no '..', no '/').
@@ -118,7 +118,7 @@ def overlay_path(results: Path, suite_name: str) -> Path:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark else ""

@@ -347,3 +347,20 @@ def test_a_cell_whose_per_user_file_lost_users_is_recomputed(suite_file, tmp_pat
     out = capsys.readouterr()
     assert f"holds {len(df)} users, run.json counts {len(df) + 5}" in out.out + out.err
     assert len(RunStore.read_per_user(c)) == len(df) + 5
+
+
+def test_a_key_written_twice_in_a_suite_is_refused_with_its_line(tmp_path, capsys):
+    """YAML keeps the second `pop:` and drops the first without a word: the first variant's cells
+    would never run. A `<<` merge may still be overridden."""
+    p = tmp_path / "twice.yaml"
+    p.write_text(SUITE + "  pop: {model: itemknn}\n")
+    assert run(p, tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "twice.yaml: line 10: not valid YAML (key 'pop' appears twice in one mapping (first on line 8))" in err
+    assert err.count("error:") == 1 and not (tmp_path / "r" / "runs").exists()
+    merged = tmp_path / "merged.yaml"
+    merged.write_text(SUITE.replace("  random: {model: random}", "  knn: &knn {model: itemknn, params: {neighbours: 5}}\n"
+                                    "  knn2: {<<: *knn, params: {neighbours: 9}}"))
+    assert run(merged, tmp_path / "r2") == 0
+    assert __import__("json").loads((tmp_path / "r2/runs/merged/syn/knn2/seed0/run.json").read_text())[
+        "config"]["model"]["params"] == {"neighbours": 9}
