@@ -1,24 +1,28 @@
 """Which sources shape a cell's numbers, and a fingerprint of them, so tables can flag cells computed
 by code that has changed since (`bench run --stale` recomputes them).
 
-A cell's sources (scheme 3): CORE (split, item text, evaluator, data model), the module that loads
-its dataset, and its model's module with every module of the model's own package that it imports,
-directly or through others. Editing our SASRec then leaves RecBole's and ItemKNN's cells current.
+A cell's sources (scheme 4): CORE (split, item text, evaluator, data model), the module that loads
+its dataset with the modules of bench.datasets it imports (MovieLens is parsed by atomic.py), and
+its model's module with every module of the model's own package that it imports, directly or
+through others. Editing our SASRec then leaves RecBole's and ItemKNN's cells current, and a new
+Amazon option leaves MovieLens cells current.
 Harness modules outside CORE (runner, tables, store) are taken not to shape numbers; the one to
 watch is the runner's validation scoring, which picks the epoch a model keeps but only calls CORE's
 evaluator (a change there that moves numbers needs `--force`).
 
 A record of an older scheme stays current while today's code gives the fingerprint it recorded,
-computed the old way. `bench refingerprint` rewrites such records in today's scheme (sound: equal
-fingerprints mean the files it hashed are the ones the cell ran on, and today's scheme hashes a
-subset of them plus CORE and the loader, which scheme 2 hashed too), so that a later edit elsewhere
-in the package no longer stales them.
+computed the old way. `bench refingerprint` rewrites such records in today's scheme where that is
+provable: equal fingerprints mean the files the old scheme hashed are the ones the cell ran on, and
+a file today's scheme adds (scheme 4's loader imports) must be byte-equal at the commit the cell
+recorded (a clean one: a "-dirty" commit does not say what ran). A later edit elsewhere in a
+package then no longer stales them.
 """
 from __future__ import annotations
 
 import ast
 import hashlib
 import inspect
+import subprocess
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,9 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = ("bench/evaluate.py", "bench/split.py", "bench/text.py", "bench/models.py", "bench/precision.py",
         "bench/datasets/base.py")
 # 1: all of bench/datasets/ for every cell; 2: the cell's loader module and its model's whole package;
-# 3: the loader and the model's module with what it imports from its own package.
-SCHEME = 3
-READABLE = (2, 3)  # schemes whose fingerprints can still be recomputed
+# 3: the loader and the model's module with what it imports from its own package; 4: as 3, and the
+# modules of bench.datasets that the loader imports.
+SCHEME = 4
+READABLE = (2, 3, 4)  # schemes whose fingerprints can still be recomputed
 
 
 def _module_file(name: str) -> Path | None:
@@ -57,22 +62,24 @@ def _imported(tree: ast.AST, module: str, is_package: bool) -> list[str]:
     return names
 
 
-def package_closure(module: str) -> list[str]:
+def package_closure(module: str, within: str | None = None) -> list[str]:
     """Repo-relative files of `module` and of every module of its top-level package that it imports,
-    directly or not, the packages' __init__ files included."""
-    package = module.split(".")[0]
+    directly or not, the packages' __init__ files included. With `within` (a package), only the
+    modules inside it and no __init__ files: bench.datasets' __init__ imports every loader."""
+    package = within or module.split(".")[0]
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen or name.split(".")[0] != package:
+        if name in seen or not (name == package or name.startswith(package + ".")) or (within and name == within):
             continue
         path = _module_file(name)
-        if path is None:
+        if path is None or (within and path.name == "__init__.py"):
             continue
         seen[name] = path
         parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b runs a/__init__.py
+        if within is None:
+            todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b runs a/__init__.py
         tree = ast.parse(path.read_bytes(), filename=str(path))
         todo += _imported(tree, name, path.name == "__init__.py")
     return sorted(p.relative_to(ROOT).as_posix() for p in seen.values())
@@ -84,12 +91,15 @@ def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:
     from bench.models import MODELS
 
     loader, _ = resolve(dataset, {})
-    files = [*CORE, Path(inspect.getsourcefile(loader)).resolve().relative_to(ROOT).as_posix()]
+    loader_file = Path(inspect.getsourcefile(loader)).resolve().relative_to(ROOT).as_posix()
+    files = [*CORE, loader_file]
     module = MODELS[model].split(":")[0]
     if scheme == 2:
         files += [f.relative_to(ROOT).as_posix() for f in sorted((ROOT / module.split(".")[0]).rglob("*.py"))]
-    elif scheme == 3:
+    elif scheme in (3, 4):
         files += package_closure(module)
+        if scheme == 4:
+            files += package_closure(loader_file.removesuffix(".py").replace("/", "."), within="bench.datasets")
     else:
         raise ValueError(f"code fingerprint scheme {scheme} cannot be recomputed")
     return sorted(set(files))
@@ -168,7 +178,25 @@ def upgraded(record: dict) -> dict | None:
         return None
     if code.get("scheme") == SCHEME:
         return {**code, "files": file_hashes(*_cell(record))}
+    added = set(code_sources(*_cell(record))) - set(code_sources(*_cell(record), code["scheme"]))
+    if added and not unchanged_since(record.get("commit"), sorted(added)):
+        return None  # the old scheme did not hash them, and the commit cannot vouch for them
     return {**code_record(*_cell(record)), "upgraded_from": {k: code[k] for k in ("fingerprint", "scheme")}}
+
+
+def unchanged_since(commit: str | None, files: list[str]) -> bool:
+    """Whether each file is byte-equal today to its version at `commit` (a clean commit of this
+    repository; False where git cannot say)."""
+    if not commit or commit.endswith("-dirty") or commit == "unknown":
+        return False
+    for rel in files:
+        try:
+            then = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=ROOT, capture_output=True, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return False
+        if then != (ROOT / rel).read_bytes():
+            return False
+    return True
 
 
 def refingerprint(results: Path) -> dict[str, list[str]]:
@@ -177,7 +205,8 @@ def refingerprint(results: Path) -> dict[str, list[str]]:
     from bench.store import RunStore, atomic_write_text, dumps
 
     store = RunStore(results)
-    out: dict[str, list[str]] = {"upgraded": [], "current": [], "stale": [], "no fingerprint": [], "locked": []}
+    out: dict[str, list[str]] = {"upgraded": [], "current": [], "kept in an older scheme": [], "stale": [],
+                                 "no fingerprint": [], "locked": []}
     for cell in store.cells():
         name = cell.relative_to(store.root / "runs").as_posix()
         lock = store.lock(cell)  # a suite computing this cell now will write its own record
@@ -194,8 +223,10 @@ def refingerprint(results: Path) -> dict[str, list[str]]:
                 out["upgraded"].append(name)
             elif (record.get("code") or {}).get("fingerprint") is None:
                 out["no fingerprint"].append(name)
-            else:
-                out["current" if staleness(record) is None else "stale"].append(name)
+            elif staleness(record) is not None:
+                out["stale"].append(name)
+            else:  # current; in an older scheme where today's added files cannot be vouched for
+                out["current" if record["code"].get("scheme") == SCHEME else "kept in an older scheme"].append(name)
         finally:
             lock.close()
     return out

@@ -1,5 +1,6 @@
 """Code fingerprints: which sources a cell hashes, older schemes, and when the record is taken."""
 import json
+import subprocess
 
 from bench import fingerprint
 from bench.cli import main
@@ -55,8 +56,34 @@ def test_the_closure_follows_absolute_relative_and_function_level_imports(tmp_pa
     assert package_closure("pkg.d") == ["pkg/__init__.py", "pkg/d.py"]
 
 
-def _record(model, code):
-    return {"config": {"model": {"name": model}, "dataset": {"spec": "ml-100k"}}, "code": code}
+def _head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=fingerprint.ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _record(model, code, commit=None):
+    return {"config": {"model": {"name": model}, "dataset": {"spec": "ml-100k"}}, "code": code,
+            "commit": commit or _head()}
+
+
+def test_a_movielens_cell_hashes_the_atomic_reader_that_parses_its_files():
+    """Scheme 3 missed it: an edit to atomic.py (how MovieLens rows are read) left MovieLens cells current."""
+    assert "bench/datasets/atomic.py" in code_sources("sasrec", "ml-1m")
+    assert "bench/datasets/atomic.py" not in code_sources("sasrec", "ml-1m", scheme=3)
+    assert "bench/datasets/atomic.py" not in code_sources("sasrec", "synthetic")
+    assert "bench/datasets/__init__.py" not in code_sources("sasrec", "ml-1m")  # it imports every loader
+
+
+def test_an_older_record_is_upgraded_only_where_its_commit_vouches_for_the_files_it_did_not_hash():
+    old = {"fingerprint": code_fingerprint("sasrec", "ml-100k", 3), "scheme": 3}
+    assert staleness(_record("sasrec", old)) is None  # current either way
+    assert upgraded(_record("sasrec", old))["upgraded_from"] == old  # HEAD holds today's atomic.py
+    assert upgraded(_record("sasrec", old, commit=_head() + "-dirty")) is None  # what ran is unknown
+    assert upgraded(_record("sasrec", old, commit="0" * 40)) is None  # no such commit
+    first = subprocess.run(["git", "log", "--format=%H", "--diff-filter=A", "--", "bench/datasets/atomic.py"],
+                           cwd=fingerprint.ROOT, capture_output=True, text=True, check=True).stdout.split()
+    if first and not fingerprint.unchanged_since(first[-1], ["bench/datasets/atomic.py"]):
+        assert upgraded(_record("sasrec", old, commit=first[-1])) is None  # atomic.py changed since
 
 
 def test_older_scheme_records_stay_current_while_their_code_is_unchanged_and_can_be_upgraded():
@@ -91,13 +118,13 @@ def test_refingerprint_rewrites_only_records_whose_code_is_proven_unchanged(tmp_
         before[model] = rec
     capsys.readouterr()
     assert main(["refingerprint", "--results", str(res)]) == 0
-    assert "1 upgraded, 0 current, 1 stale" in capsys.readouterr().out
+    assert "1 upgraded, 0 current, 0 kept in an older scheme, 1 stale" in capsys.readouterr().out
     pop = json.loads(cells["pop"].read_text())
     assert pop["code"]["scheme"] == fingerprint.SCHEME and pop["code"]["upgraded_from"]["scheme"] == 2
     assert {k: v for k, v in pop.items() if k != "code"} == {k: v for k, v in before["pop"].items() if k != "code"}
     assert json.loads(cells["knn"].read_text()) == before["knn"]  # stale: left as it was
     assert main(["refingerprint", "--results", str(res)]) == 0
-    assert "0 upgraded, 1 current, 1 stale" in capsys.readouterr().out
+    assert "0 upgraded, 1 current, 0 kept in an older scheme, 1 stale" in capsys.readouterr().out
 
 
 def test_the_record_names_the_code_read_before_the_model_trained(tmp_path, monkeypatch):
