@@ -147,10 +147,24 @@ def score_users(model, split: Split, users: np.ndarray, stage: str, masking: boo
                 raise BenchError(f"model returned scores of shape {pred.shape}, expected {(len(chunk), split.n_items)}")
             r = ranks_from_scores(pred, targets, mask)
         else:
+            check_lists(pred, split, chunk)
             r = ranks_from_lists(pred, targets, split.n_items, mask)
         above.append(r.above)
         ties.append(r.ties)
     return Ranks(np.concatenate(above), np.concatenate(ties))
+
+
+def check_lists(lists, split: Split, users: np.ndarray) -> None:
+    """A model's ranked lists hold catalog indices: an item outside the catalog (a padding -1, an
+    id from another split) would take a rank slot and silently lower every metric."""
+    if len(lists) != len(users):
+        raise BenchError(f"model returned {len(lists)} ranked lists for {len(users)} users")
+    for u, ranked in zip(users, lists):
+        items = np.asarray(ranked)
+        if items.size and (items.dtype.kind not in "iu" or items.min() < 0 or items.max() >= split.n_items):
+            bad = next(x for x in items.tolist() if not isinstance(x, int) or not 0 <= x < split.n_items)
+            raise BenchError(f"model returned item {bad!r} outside the catalog [0, {split.n_items}) "
+                             f"in the ranked list of user {str(split.user_ids[u])!r}")
 
 
 def cold_test_targets(split: Split, users: np.ndarray) -> int:

@@ -129,3 +129,25 @@ def test_metrics_monotone_in_k():
     for a, b in ((1, 5), (5, 10), (10, 20)):
         assert np.all(m[f"Recall@{a}"] <= m[f"Recall@{b}"])
         assert np.all(m[f"NDCG@{a}"] <= m[f"NDCG@{b}"] + 1e-15)
+
+
+@pytest.mark.parametrize("bad, shown", [([3, 40], "40"), ([-1, 2], "-1"), ([1.0, 2], "1.0")])
+def test_a_ranked_list_with_an_item_outside_the_catalog_is_refused(bad, shown):
+    """Without the check, item 40 of a 30-item catalog would take rank 1 and push the target down."""
+    from bench.datasets import load_dataset
+    from bench.errors import BenchError
+    from bench.runner import score_users
+    from bench.split import leave_one_out
+
+    split = leave_one_out(load_dataset("synthetic", n_users=20, n_items=30, seed=1))
+
+    class Lists:
+        def predict(self, histories, users):
+            return [bad if u == 19 else [int(split.test[u])] for u in users]
+
+    with pytest.raises(BenchError, match=rf"model returned item {shown} outside the catalog \[0, 30\) in the ranked list "
+                                         rf"of user '{split.user_ids[19]}'"):
+        score_users(Lists(), split, np.arange(20), "test", True, 8, "t")
+    ok = score_users(type("Right", (), {"predict": lambda self, h, users: [[int(split.test[u])] for u in users]})(),
+                     split, np.arange(20), "test", True, 8, "t")
+    assert (ok.above == 0).all()
