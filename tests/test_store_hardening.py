@@ -327,6 +327,30 @@ def test_a_cell_computed_on_other_data_is_left_out_of_tables_and_recomputed(tmp_
     assert "| pop " in table.read_text() and "other data" not in table.read_text()
 
 
+def test_rows_on_different_data_are_named_where_the_files_cannot_be_read(tmp_path):
+    """Without the files (the `paper` suite on a machine without Amazon data) a table cannot tell
+    which version is current: it keeps the rows and names each one's data."""
+    import shutil
+
+    from bench.runner import _split
+
+    d = write_atomic(tmp_path / "a", [f"u{u}\ti{(u + k) % 7}\t{k}" for u in range(6) for k in range(5)])
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"seeds: [0]\nks: [10]\ndatasets:\n  d: {{spec: 'atomic:{d}'}}\n"
+                     "models:\n  pop: {model: pop}\n  random: {model: random}\n")
+    results = tmp_path / "r"
+    assert run(suite, results, "--models", "pop") == 0
+    (d / "d.inter").write_text((d / "d.inter").read_text() + "u0\ti6\t99\n")
+    _split.cache_clear()
+    assert run(suite, results, "--models", "random") == 0
+    shutil.rmtree(d)
+    _split.cache_clear()
+    assert main(["table", "--suite", str(suite), "--results", str(results)]) == 0
+    text = (results / "tables" / "s" / "d-main.md").read_text()
+    assert "| pop " in text and "| random " in text
+    assert "Rows computed on different data" in text and text.count("sha1:") == 3  # the dataset note, then each row's
+
+
 def test_a_cell_whose_per_user_file_lost_users_is_recomputed(suite_file, tmp_path, capsys):
     """per_user.csv.gz and metrics.json agree with each other, but hold fewer users than the run
     evaluated (say, both copied from a smaller run): the count in run.json catches it."""
