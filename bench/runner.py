@@ -162,7 +162,7 @@ def check_lists(lists, split: Split, users: np.ndarray) -> None:
     for u, ranked in zip(users, lists):
         items = np.asarray(ranked)
         if items.size and (items.dtype.kind not in "iu" or items.min() < 0 or items.max() >= split.n_items):
-            bad = next(x for x in items.tolist() if not isinstance(x, int) or not 0 <= x < split.n_items)
+            bad = next(x for x in items.tolist() if type(x) is not int or not 0 <= x < split.n_items)  # bools too
             raise BenchError(f"model returned item {bad!r} outside the catalog [0, {split.n_items}) "
                              f"in the ranked list of user {str(split.user_ids[u])!r}")
 

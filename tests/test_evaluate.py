@@ -131,7 +131,7 @@ def test_metrics_monotone_in_k():
         assert np.all(m[f"NDCG@{a}"] <= m[f"NDCG@{b}"] + 1e-15)
 
 
-@pytest.mark.parametrize("bad, shown", [([3, 40], "40"), ([-1, 2], "-1"), ([1.0, 2], "1.0")])
+@pytest.mark.parametrize("bad, shown", [([3, 40], "40"), ([-1, 2], "-1"), ([1.0, 2], "1.0"), ([True], "True")])
 def test_a_ranked_list_with_an_item_outside_the_catalog_is_refused(bad, shown):
     """Without the check, item 40 of a 30-item catalog would take rank 1 and push the target down."""
     from bench.datasets import load_dataset
