@@ -94,16 +94,30 @@ def training_curves(suite: Suite, root: Path, dataset: str, out: Path) -> list[P
                 ax.plot(np.arange(len(df)) + 1, df[c], label=c, alpha=0.8)
             ax.set_xlabel(f"{x} (all stages in order)" if "stage" in df else x)
             ax.set_ylabel("training loss")
-            if "valid_NDCG@10" in df:
-                ax2 = ax.twinx()
-                valid = df["valid_NDCG@10"].notna()
-                ax2.plot((np.arange(len(df)) + 1)[valid], df.loc[valid, "valid_NDCG@10"], "k.-", label="valid NDCG@10")
-                ax2.set_ylabel("validation NDCG@10")
+            _validation_axis(ax, df)
             if losses:
-                ax.legend(fontsize=7)
+                ax.legend(fontsize=7, loc="lower left")
             ax.set_title(f"{dataset} {v.label} seed {seed}")
             written += _save(fig, out / f"{dataset}-training-{v.key}-seed{seed}")
     return written
+
+
+def _validation_axis(ax, df: pd.DataFrame) -> None:
+    """The selection signal on a second axis: validation NLL per item beside popularity's and a
+    uniform guess's on the same targets (what CALRec's recipe selects on), else validation NDCG@10."""
+    rows = np.arange(len(df)) + 1
+    if "valid_nll" in df and df["valid_nll"].notna().any():
+        ax2, valid = ax.twinx(), df["valid_nll"].notna()
+        ax2.plot(rows[valid], df.loc[valid, "valid_nll"], "k.-", label="valid NLL per item")
+        for col, style, name in (("popularity_nll", "--", "popularity"), ("uniform_nll", ":", "uniform")):
+            if col in df and df[col].notna().any():
+                ax2.axhline(float(df[col].dropna().iloc[-1]), color="grey", linestyle=style, linewidth=1, label=name)
+        ax2.set_ylabel("validation NLL per item (nats)")
+        ax2.legend(fontsize=7, loc="upper right")
+    elif "valid_NDCG@10" in df and df["valid_NDCG@10"].notna().any():
+        ax2, valid = ax.twinx(), df["valid_NDCG@10"].notna()
+        ax2.plot(rows[valid], df.loc[valid, "valid_NDCG@10"], "k.-", label="valid NDCG@10")
+        ax2.set_ylabel("validation NDCG@10")
 
 
 def plot_suite(suite: Suite, root: Path) -> list[Path]:
