@@ -185,3 +185,23 @@ def test_dirty_flag_ignores_results_but_not_code(tmp_path):
     assert not git_commit(tmp_path).endswith("-dirty")
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path).endswith("-dirty")
+
+
+def test_training_plots_show_validation_nll_beside_popularity_and_uniform():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from bench.plots import _validation_axis
+
+    df = pd.DataFrame({"step": [1, 2, 3], "loss_nig": [3.0, 2.0, 1.5], "valid_nll": [None, 7.1, 6.9],
+                       "popularity_nll": [None, 6.88, 6.88], "uniform_nll": [None, 7.43, 7.43]})
+    fig, ax = plt.subplots()
+    _validation_axis(ax, df)
+    second = fig.axes[1]
+    assert second.get_ylabel() == "validation NLL per item (nats)"
+    assert [line.get_label() for line in second.get_lines()] == ["valid NLL per item", "popularity", "uniform"]
+    assert list(second.get_lines()[0].get_ydata()) == [7.1, 6.9]
+    fig2, ax2 = plt.subplots()
+    _validation_axis(ax2, pd.DataFrame({"epoch": [1, 2], "valid_NDCG@10": [0.1, 0.2]}))
+    assert fig2.axes[1].get_ylabel() == "validation NDCG@10"
+    plt.close("all")
