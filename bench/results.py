@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.errors import BenchError
 from bench.evaluate import Ranks, metrics_from_ranks
 from bench.models import model_class
 from bench.runner import data_version, plan
@@ -69,7 +70,25 @@ def load_runs(suite: Suite, root: Path, dataset: str) -> tuple[dict[str, Variant
         vr.records.append(store.record(out))
         vr.per_user.append(store.read_per_user(out))
         vr.metrics.append(json.loads((out / "metrics.json").read_text()))
+    _same_users(dataset, runs)
     return runs, missing
+
+
+def _same_users(dataset: str, runs: dict[str, VariantRuns]) -> None:
+    """Every cell must score the same test users: tests pair them by user and the seed means would
+    otherwise average over different people. Equal configs and data give equal users, so a cell that
+    differs was copied or edited by hand; which one is right cannot be told, so both are named."""
+    first = None
+    for vr in runs.values():
+        for seed, df in zip(vr.seeds, vr.per_user):
+            users = frozenset(df["user"])
+            if first is None:
+                first = (f"{vr.variant}/seed{seed}", users)
+            elif users != first[1]:
+                raise BenchError(
+                    f"{dataset}: {vr.variant}/seed{seed} scored other test users than {first[0]} "
+                    f"({len(users - first[1])} of its {len(users)} are not among that cell's {len(first[1])}); "
+                    f"a paired test would compare different people: rerun the wrong one with --force")
 
 
 def epoch_budget(model: str, params: dict) -> int | None:

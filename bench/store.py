@@ -137,6 +137,9 @@ class RunStore:
             ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
         except (OSError, EOFError, ValueError, KeyError, gzip.BadGzipFile, pd.errors.ParserError) as e:
             return f"{cell / 'per_user.csv.gz'} is unreadable ({type(e).__name__})"
+        twice = df["user"][df["user"].duplicated()]
+        if len(twice):  # one user counted twice, another lost: the row count alone would not show it
+            return f"{cell / 'per_user.csv.gz'} holds user {twice.iloc[0]!r} twice"
         if "evaluated_users" in rec and len(df) != rec["evaluated_users"]:
             return f"{cell / 'per_user.csv.gz'} holds {len(df)} users, run.json counts {rec['evaluated_users']}"
         ks = rec.get("config", {}).get("ks") or [10]

@@ -3,6 +3,7 @@ trusted; crash debris is cleaned or recovered; filters, keys and seeds are check
 runs; files follow the umask. Every malformed file is written by the test itself."""
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -388,3 +389,48 @@ def test_a_key_written_twice_in_a_suite_is_refused_with_its_line(tmp_path, capsy
     assert run(merged, tmp_path / "r2") == 0
     assert __import__("json").loads((tmp_path / "r2/runs/merged/syn/knn2/seed0/run.json").read_text())[
         "config"]["model"]["params"] == {"neighbours": 9}
+
+
+def _rewrite_per_user(c: Path, df) -> None:
+    """Store `df` as the cell's per-user file with metrics.json agreeing, as a careless copy would."""
+    import json
+
+    from bench.evaluate import Ranks, metrics_from_ranks
+    from bench.store import per_user_csv
+
+    ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
+    (c / "per_user.csv.gz").write_bytes(per_user_csv(df["user"].to_numpy(), df["target"].to_numpy(), ranks))
+    (c / "metrics.json").write_text(json.dumps({k: float(v.mean()) for k, v in metrics_from_ranks(ranks, [1, 10]).items()}))
+
+
+def test_a_cell_that_counts_one_user_twice_is_recomputed(suite_file, tmp_path, capsys):
+    """One user's row copied over another's: the row count and metrics.json still agree."""
+    results = tmp_path / "r"
+    assert run(suite_file, results) == 0
+    c = cell(results)
+    df = RunStore.read_per_user(c)
+    twice = df.iloc[0]["user"]
+    df.loc[1] = df.loc[0]
+    _rewrite_per_user(c, df)
+    capsys.readouterr()
+    assert run(suite_file, results) == 0
+    out = capsys.readouterr()
+    assert f"holds user {twice!r} twice" in out.out + out.err
+    assert not RunStore.read_per_user(c)["user"].duplicated().any()
+
+
+def test_a_table_refuses_cells_that_scored_other_users(suite_file, tmp_path, capsys):
+    """Cells of one dataset pair up by user; one holding a user the others did not score (edited or
+    copied from another sample) is named with the cell it disagrees with, and no table is written."""
+    results = tmp_path / "r"
+    assert run(suite_file, results) == 0
+    c = results / "runs" / "tiny" / "syn" / "random" / "seed0"
+    df = RunStore.read_per_user(c)
+    df.loc[0, "user"] = "someone-else"
+    _rewrite_per_user(c, df)
+    shutil.rmtree(results / "tables", ignore_errors=True)
+    capsys.readouterr()
+    assert main(["table", "--suite", str(suite_file), "--results", str(results)]) == 2
+    err = capsys.readouterr().err
+    assert "syn: random/seed0 scored other test users than pop/seed0 (1 of its 40 are not among that cell's 40)" in err
+    assert not (results / "tables" / "tiny").exists()
