@@ -69,10 +69,24 @@ def ablation_bars(suite: Suite, runs: dict[str, VariantRuns], dataset: str, name
     fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
     ax.bar(range(len(rows)), means, yerr=[lo, hi], capsize=4, color="#4c72b0")
     ax.set_xticks(range(len(rows)), [suite.variant(r).label for r in rows], rotation=30, ha="right", fontsize=8)
+    _baseline_lines(ax, suite, runs, rows, metric)
     ax.set_ylabel(f"{metric} (95% bootstrap CI)")
     ax.set_title(f"{dataset}: ablation {name}")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out / f"{dataset}-ablation-{name}")
+
+
+def _baseline_lines(ax, suite: Suite, runs: dict[str, VariantRuns], rows: list[str], metric: str) -> None:
+    """Popularity and the suite's reference model as horizontal lines, so a bar reads against what
+    a model must beat to recommend at all (not only against its sibling variants)."""
+    keys = [v.key for v in suite.variants if v.model == "pop"] + ([suite.reference] if suite.reference else [])
+    styles = iter(("--", ":", "-."))
+    for key in dict.fromkeys(k for k in keys if k in runs and k not in rows):
+        value = float(runs[key].user_metric(metric, suite.ks).mean())
+        ax.axhline(value, color="#c44e52", linestyle=next(styles, "--"), linewidth=1.2,
+                   label=f"{suite.variant(key).label} {value:.4f}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper right")
 
 
 def training_curves(suite: Suite, root: Path, dataset: str, out: Path) -> list[Path]:
@@ -96,7 +110,7 @@ def training_curves(suite: Suite, root: Path, dataset: str, out: Path) -> list[P
             ax.set_ylabel("training loss")
             _validation_axis(ax, df)
             if losses:
-                ax.legend(fontsize=7, loc="lower left")
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.2), ncol=2)  # below: curves fill the axes
             ax.set_title(f"{dataset} {v.label} seed {seed}")
             written += _save(fig, out / f"{dataset}-training-{v.key}-seed{seed}")
     return written
@@ -113,7 +127,7 @@ def _validation_axis(ax, df: pd.DataFrame) -> None:
             if col in df and df[col].notna().any():
                 ax2.axhline(float(df[col].dropna().iloc[-1]), color="grey", linestyle=style, linewidth=1, label=name)
         ax2.set_ylabel("validation NLL per item (nats)")
-        ax2.legend(fontsize=7, loc="upper right")
+        ax2.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1, -0.2))
     elif "valid_NDCG@10" in df and df["valid_NDCG@10"].notna().any():
         ax2, valid = ax.twinx(), df["valid_NDCG@10"].notna()
         ax2.plot(rows[valid], df.loc[valid, "valid_NDCG@10"], "k.-", label="valid NDCG@10")

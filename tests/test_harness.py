@@ -205,3 +205,26 @@ def test_training_plots_show_validation_nll_beside_popularity_and_uniform():
     _validation_axis(ax2, pd.DataFrame({"epoch": [1, 2], "valid_NDCG@10": [0.1, 0.2]}))
     assert fig2.axes[1].get_ylabel() == "validation NDCG@10"
     plt.close("all")
+
+
+def test_ablation_bars_draw_popularity_and_the_reference_as_lines(suite_file, tmp_path):
+    """A bar is read against what a model must beat to recommend at all: popularity (here also the
+    suite's reference, drawn once) as a line at its mean over users, labelled with its value."""
+    import matplotlib.pyplot as plt
+
+    from bench.plots import _baseline_lines
+    from bench.results import load_runs
+
+    res = tmp_path / "res"
+    assert run("run", "--suite", str(suite_file), "--results", str(res)) == 0
+    suite = load_suite(str(suite_file))
+    runs, _ = load_runs(suite, res, "syn")
+    fig, ax = plt.subplots()
+    _baseline_lines(ax, suite, runs, ["random", "knn"], "NDCG@10")
+    pop = float(runs["pop"].user_metric("NDCG@10", suite.ks).mean())
+    assert [line.get_label() for line in ax.get_lines()] == [f"pop {pop:.4f}"]
+    assert list(ax.get_lines()[0].get_ydata()) == [pop, pop]
+    fig2, ax2 = plt.subplots()
+    _baseline_lines(ax2, suite, runs, ["pop", "knn"], "NDCG@10")  # a row of the ablation is not drawn twice
+    assert ax2.get_lines() == []
+    plt.close("all")
