@@ -75,21 +75,25 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
         " Rows whose seeds ran on different machines (floating-point results differ between CPU models, so a seed's "
         "numbers repeat exactly only on the same kind): " + "; ".join(mixed) + "." if mixed else ""))
-    stale, unknown, cells = defaultdict(lambda: defaultdict(list)), 0, 0  # changed files -> row label -> seeds
+    stale, cells = defaultdict(lambda: defaultdict(list)), 0  # changed files -> row label -> seeds
+    unknown = defaultdict(list)  # row label -> seeds
     for r in rows:
         for seed, rec in zip(runs[r].seeds, runs[r].records):
             cells += 1
             why = staleness(rec)
             if why and why.startswith("no code fingerprint"):
-                unknown += 1
+                unknown[suite.variant(r).label].append(str(seed))
             elif why:
                 stale[", ".join(changed_files(rec) or [])][suite.variant(r).label].append(str(seed))
     if stale:
         notes.append("Computed by code that has changed since (`bench run --stale` recomputes them): " + "; ".join(
             ", ".join(_with_seeds(label, seeds) for label, seeds in labels.items())
             + (f": {files} changed" if files else "") for files, labels in stale.items()) + ".")
-    if unknown:
-        notes.append(f"{unknown} of {cells} cells recorded no code fingerprint (computed before fingerprints were).")
+    if unknown:  # named, so a reader knows which rows the code of today may not reproduce
+        n = sum(len(seeds) for seeds in unknown.values())
+        notes.append(f"{n} of {cells} cells recorded no code fingerprint (computed before fingerprints were, so "
+                     "today's code may not reproduce them; `bench run --stale` recomputes them): "
+                     + ", ".join(_with_seeds(label, seeds) for label, seeds in unknown.items()) + ".")
     versions = defaultdict(list)  # data version -> row labels (several only where the files could not be read here)
     for r in rows:
         for v in sorted({(rec.get("dataset_stats") or {}).get("version") for rec in runs[r].records}, key=str):

@@ -132,6 +132,29 @@ def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_pat
     assert "changed since" not in (res / "tables/seeds/syn-main.md").read_text()
 
 
+def test_cells_without_a_code_fingerprint_are_named_in_the_notes(tmp_path, capsys):
+    """A count alone ("1 of 4 cells") does not tell a reader which row today's code may not
+    reproduce; the note names each row and seed, and --stale recomputes them."""
+    import json
+
+    suite = tmp_path / "seeds.yaml"
+    suite.write_text(SUITE)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
+    rec_path = res / "runs/seeds/syn/knn/seed1/run.json"
+    rec = json.loads(rec_path.read_text())
+    del rec["code"]  # as written before fingerprints were
+    rec_path.write_text(json.dumps(rec))
+    assert main(["table", "--suite", str(suite), "--results", str(res)]) == 0
+    md = (res / "tables/seeds/syn-main.md").read_text()
+    assert ("1 of 4 cells recorded no code fingerprint (computed before fingerprints were, so today's code may not "
+            "reproduce them; `bench run --stale` recomputes them): knn (seed 1).") in md
+    capsys.readouterr()
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "knn", "--stale"]) == 0
+    assert "syn/knn/seed1: recomputing: no code fingerprint" in capsys.readouterr().out
+    assert "no code fingerprint" not in (res / "tables/seeds/syn-main.md").read_text()
+
+
 def test_rows_cut_by_their_budget_are_marked_and_early_stopped_ones_are_not():
     def rec(name, params, info):
         return {"config": {"model": {"name": name, "params": params}}, "model_info": info}
