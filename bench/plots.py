@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.evaluate import metrics_from_ranks  # noqa: E402
+from bench.fingerprint import staleness  # noqa: E402
 from bench.results import VariantRuns, load_runs  # noqa: E402
 from bench.stats import bootstrap_ci  # noqa: E402
 from bench.store import RunStore  # noqa: E402
@@ -67,8 +68,12 @@ def ablation_bars(suite: Suite, runs: dict[str, VariantRuns], dataset: str, name
         lo.append(x.mean() - a)
         hi.append(b - x.mean())
     fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 2, 3.5))
-    ax.bar(range(len(rows)), means, yerr=[lo, hi], capsize=4, color="#4c72b0")
-    ax.set_xticks(range(len(rows)), [suite.variant(r).label for r in rows], rotation=30, ha="right", fontsize=8)
+    old = [any(staleness(rec) for rec in runs[r].records) for r in rows]
+    ax.bar(range(len(rows)), means, yerr=[lo, hi], capsize=4, color=["#a0a0a0" if o else "#4c72b0" for o in old])
+    ax.set_xticks(range(len(rows)), [suite.variant(r).label + (" †" if o else "") for r, o in zip(rows, old)],
+                  rotation=30, ha="right", fontsize=8)
+    if any(old):  # the table notes say which code; the plot must not pass such a bar off as current
+        ax.set_xlabel("† grey: computed by older code or before fingerprints (see the table notes)", fontsize=7)
     _baseline_lines(ax, suite, runs, rows, metric)
     ax.set_ylabel(f"{metric} (95% bootstrap CI)")
     ax.set_title(f"{dataset}: ablation {name}")

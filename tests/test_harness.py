@@ -228,3 +228,24 @@ def test_ablation_bars_draw_popularity_and_the_reference_as_lines(suite_file, tm
     _baseline_lines(ax2, suite, runs, ["pop", "knn"], "NDCG@10")  # a row of the ablation is not drawn twice
     assert ax2.get_lines() == []
     plt.close("all")
+
+
+def test_ablation_bars_grey_out_cells_of_older_code(suite_file, tmp_path, monkeypatch):
+    """A bar from a cell computed before fingerprints (or by code changed since) is marked, as the
+    table notes mark it, instead of passing for a result of today's code."""
+    import matplotlib.pyplot as plt
+
+    from bench import plots
+    from bench.results import load_runs
+
+    res = tmp_path / "res"
+    assert run("run", "--suite", str(suite_file), "--results", str(res)) == 0
+    suite = load_suite(str(suite_file))
+    runs, _ = load_runs(suite, res, "syn")
+    del runs["knn"].records[1]["code"]  # seed 1 as recorded before fingerprints were
+    shown = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: shown.update(
+        labels=[t.get_text() for t in fig.axes[0].get_xticklabels()], note=fig.axes[0].get_xlabel()) or [])
+    plots.ablation_bars(suite, runs, "syn", "knn-vs-random", ["random", "knn"], res)
+    assert shown["labels"] == ["random", "knn †"] and shown["note"].startswith("† grey: computed by older code")
+    plt.close("all")
