@@ -352,21 +352,26 @@ def test_rows_on_different_data_are_named_where_the_files_cannot_be_read(tmp_pat
     assert "Rows computed on different data" in text and text.count("sha1:") == 3  # the dataset note, then each row's
 
 
-def test_a_cell_whose_per_user_file_lost_users_is_recomputed(suite_file, tmp_path, capsys):
-    """per_user.csv.gz and metrics.json agree with each other, but hold fewer users than the run
-    evaluated (say, both copied from a smaller run): the count in run.json catches it."""
+def _rewrite_per_user(c: Path, df) -> None:
+    """Store `df` as the cell's per-user file with metrics.json agreeing, as a careless copy would."""
     import json
 
     from bench.evaluate import Ranks, metrics_from_ranks
     from bench.store import per_user_csv
 
+    ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
+    (c / "per_user.csv.gz").write_bytes(per_user_csv(df["user"].to_numpy(), df["target"].to_numpy(), ranks))
+    (c / "metrics.json").write_text(json.dumps({k: float(v.mean()) for k, v in metrics_from_ranks(ranks, [1, 10]).items()}))
+
+
+def test_a_cell_whose_per_user_file_lost_users_is_recomputed(suite_file, tmp_path, capsys):
+    """per_user.csv.gz and metrics.json agree with each other, but hold fewer users than the run
+    evaluated (say, both copied from a smaller run): the count in run.json catches it."""
     results = tmp_path / "r"
     assert run(suite_file, results) == 0
     c = cell(results)
     df = RunStore.read_per_user(c).iloc[:-5]
-    ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
-    (c / "per_user.csv.gz").write_bytes(per_user_csv(df["user"].to_numpy(), df["target"].to_numpy(), ranks))
-    (c / "metrics.json").write_text(json.dumps({k: float(v.mean()) for k, v in metrics_from_ranks(ranks, [1, 10]).items()}))
+    _rewrite_per_user(c, df)
     capsys.readouterr()
     assert run(suite_file, results) == 0
     out = capsys.readouterr()
@@ -389,18 +394,6 @@ def test_a_key_written_twice_in_a_suite_is_refused_with_its_line(tmp_path, capsy
     assert run(merged, tmp_path / "r2") == 0
     assert __import__("json").loads((tmp_path / "r2/runs/merged/syn/knn2/seed0/run.json").read_text())[
         "config"]["model"]["params"] == {"neighbours": 9}
-
-
-def _rewrite_per_user(c: Path, df) -> None:
-    """Store `df` as the cell's per-user file with metrics.json agreeing, as a careless copy would."""
-    import json
-
-    from bench.evaluate import Ranks, metrics_from_ranks
-    from bench.store import per_user_csv
-
-    ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
-    (c / "per_user.csv.gz").write_bytes(per_user_csv(df["user"].to_numpy(), df["target"].to_numpy(), ranks))
-    (c / "metrics.json").write_text(json.dumps({k: float(v.mean()) for k, v in metrics_from_ranks(ranks, [1, 10]).items()}))
 
 
 def test_a_cell_that_counts_one_user_twice_is_recomputed(suite_file, tmp_path, capsys):
