@@ -228,7 +228,8 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         # fingerprint; checkpoint_key: under which a model may save its training state in workdir and
         # resume from it (same config, same code)
         extra={"shared_cache": store.root / "cache" / "shared", "code_fingerprint": code["fingerprint"],
-               "checkpoint_key": checkpoint_key(chash, cell.variant.model, cell.dataset.spec)},
+               "checkpoint_key": checkpoint_key(chash, cell.variant.model, cell.dataset.spec),
+               "history_masking": cell.suite.history_masking},  # a model that ranks lists leaves history out only then
     )
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     model = make_model(cell.variant.model, config["model"]["params"])

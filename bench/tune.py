@@ -179,7 +179,8 @@ def objective_fn(search: Search, split: Split, valid_users: np.ndarray):
         model = make_model(variant.model, params)
         work = Path(tempfile.mkdtemp(prefix="bench-tune-"))
         try:
-            ctx = FitContext(seed=seed, workdir=work, valid_users=valid_users, ks=suite.ks, curves=PruningCurve(trial))
+            ctx = FitContext(seed=seed, workdir=work, valid_users=valid_users, ks=suite.ks, curves=PruningCurve(trial),
+                             extra={"history_masking": suite.history_masking})
             seed_everything(seed)
             t0 = time.perf_counter()
             try:

@@ -1,8 +1,11 @@
 """CALRec's switches, grouped by the stage they act on. A suite file lists them flat under
 `params:`; `CALRecConfig.from_params` sorts each into its group and refuses unknown names.
 
-Defaults are the paper-faithful configuration (CALREC_SPEC), except where marked [fix]. The CPU
-recipe (suite `quick`) switches to the compact template, all-item supervision and NLL selection.
+Defaults are the paper-faithful configuration (CALREC_SPEC), except model selection, which defaults
+to the validation targets' NLL (NDCG@10 of QRR on a few dozen users is noise). These dataclasses
+are the one source of defaults: `calrec.train.StageConfig` reads its own from them. The CPU recipe
+(suites `quick`, `ablation`) switches to the compact template, all-item supervision under the item
+trie, per-item loss, cached frozen layers and whole-catalog likelihood ranking.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ class TowerConfig:
     user_pooling: str = "history"  # v_U over: 'history' span (paper), 'items' text only, 'next' prediction state
     head: bool = False  # linear projection on top of the pooled vectors
     logq: bool = False  # popularity correction of the in-batch softmax
+    nig_per: str = "token"  # L_NIG: mean over labelled 'token's (paper), or over 'item's (each item's token losses summed)
 
 
 @dataclass
@@ -48,6 +52,7 @@ class TrainConfig:
     lora_r: int = 0
     lora_alpha: int = 32
     train_layers: int = 0  # 0: all; N: only the top N decoder layers and the final norm (embeddings frozen)
+    frozen_cache: bool = False  # with train_layers and examples 'epochs': the frozen layers run once per window (calrec/frozen.py)
     stage1: dict | None = None
     stage2_steps: int = 200
     batch_size: int = 8  # examples per optimiser step (all ranks)
@@ -62,7 +67,7 @@ class TrainConfig:
     target: str = "random"
     eval_every: int = 50
     patience: int = 3
-    select: str = "ndcg"  # 'ndcg' through the real inference pipeline, or 'nll' of the validation targets
+    select: str = "nll"  # 'nll' of the validation targets (low noise), or 'ndcg' through the real inference pipeline
     valid_users: int = 32
     bf16: bool | str = "auto"
     threads: int | None = None
@@ -117,6 +122,7 @@ class CALRecConfig:
         for name, value, allowed in (("inference", self.inference.inference, INFERENCE), ("fill", self.inference.fill, FILLS),
                                      ("select", self.training.select, SELECT),
                                      ("nig_targets", self.towers.nig_targets, ("last", "all")),
+                                     ("nig_per", self.towers.nig_per, ("token", "item")),
                                      ("vocab", self.towers.vocab, ("full", "catalog", "trie")),
                                      ("user_pooling", self.towers.user_pooling, ("history", "items", "next")),
                                      ("template", self.text.template, ("paper", "compact")),
@@ -127,6 +133,10 @@ class CALRecConfig:
         if self.towers.vocab == "trie" and self.text.template == "paper" and self.towers.nig_targets == "all":
             raise BenchError("calrec: vocab 'trie' with nig_targets 'all' needs template 'compact' (the paper template "
                              "ends history items with a newline and the target with eos)")
+        t = self.training
+        if t.frozen_cache and not (t.train_layers and not t.lora_r and t.examples == "epochs"):
+            raise BenchError("calrec: frozen_cache needs train_layers > 0, lora_r 0 and examples 'epochs' "
+                             "(the cached layers must be frozen and the windows fixed)")
         c = self.inference.candidates
         if not (c in ("auto", "all") or (isinstance(c, dict) and c and set(c) <= {"qrr", "dense", "popularity"}
                                          and all(isinstance(v, int) and v > 0 for v in c.values()))):

@@ -18,7 +18,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from calrec.towers import pad_batch
+from calrec.towers import decoder, pad_batch
 from calrec.trie import CatalogTrie
 
 SHARED_PREFIX = "calrec_shared_prefix"
@@ -129,7 +129,8 @@ def _decode(model, tok: torch.Tensor, pos: torch.Tensor, kv: SharedPrefixKV, col
         if cols is None:
             logits = model(**args).logits[:, -1]
         else:
-            logits = model.model(**args).last_hidden_state[:, -1] @ model.lm_head.weight[cols].T
+            # decoder(): a PeftModel's .model is the CausalLM, not the transformer
+            logits = decoder(model)(**args).last_hidden_state[:, -1] @ model.get_output_embeddings().weight[cols].T
     finally:
         config._attn_implementation = before
     kv.t += 1

@@ -13,13 +13,13 @@ one stage-I run, and the inference variants share one trained model (selection d
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
 import math
 import os
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -34,15 +34,16 @@ from bench.store import atomic_write_bytes, atomic_write_text
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone
 from calrec.cache import read_cache
+from calrec.frozen import cache_key, frozen_states
+from calrec.inference import Inference
 from calrec.config import CALRecConfig, stage1_settings
-from calrec.generate import continuation_logprobs, sample
-from calrec.retrieve import fill_list, group_generations, quasi_round_robin, reciprocal_rank_fusion, top_items
 from calrec.text import PromptBuilder, domain_noun
-from calrec.towers import LossWeights, collate, hidden_states, pad_batch, pool, token_logprobs, user_tower
-from calrec.train import Domain, StageConfig, domain_probabilities, load_trainable_state, train_stage, trainable_state
+from calrec.towers import LossWeights, collate, hidden_states, token_logprobs
+from calrec.train import (Domain, StageConfig, domain_probabilities, epoch_positions, load_trainable_state, train_stage,
+                          trainable_state)
 
 
-class CALRec:
+class CALRec(Inference):
     data_parallel = True  # trains across the ranks of a torchrun launch (calrec/parallel.py)
 
     def __init__(self, **params):
@@ -60,14 +61,19 @@ class CALRec:
         self.measured: dict = {}
         self._inference_model = None
         self._item_vectors = None
+        self._trie_scorer = None
+        self._frozen: dict = {}  # domain name -> FrozenStates
 
     # ----------------------------------------------------------------- fitting
-    def fit(self, split: Split, ctx: FitContext) -> None:
+    def setup(self, split: Split, seed: int, history_masking: bool = True) -> None:
+        """The untrained model for `split`: backbone (with LoRA or frozen layers), prompts, trie,
+        BM25 catalog and popularity. `fit` starts here; benchmarks use it alone."""
         t = self.cfg.training
         torch.set_num_threads(t.threads or os.cpu_count() or 1)
-        torch.manual_seed(ctx.seed)
-        self.seed, self.split = ctx.seed, split
-        self.model, self.tok = load_backbone(t.backbone, [" ".join(a.values()) for a in split.item_text], seed=ctx.seed)
+        torch.manual_seed(seed)
+        self.seed, self.split = seed, split
+        self.mask_history = history_masking
+        self.model, self.tok = load_backbone(t.backbone, [" ".join(a.values()) for a in split.item_text], seed=seed)
         if t.lora_r:
             self.model = add_lora(self.model, t.lora_r, t.lora_alpha)
         elif t.train_layers:
@@ -80,6 +86,11 @@ class CALRec:
         self.trie = self.builder.trie if self.cfg.towers.vocab == "trie" else None
         self.catalog = BM25Catalog(split.item_text)
         self.popularity = np.bincount(np.concatenate(split.train), minlength=split.n_items).astype(np.float64)
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def fit(self, split: Split, ctx: FitContext) -> None:
+        t = self.cfg.training
+        self.setup(split, ctx.seed, bool(ctx.extra.get("history_masking", True)))
         self.valid_sample = ctx.valid_users[: t.valid_users]
         key = self._training_key(ctx.seed)
         if ctx.extra.get("code_fingerprint"):  # the cell records today's code: its weights must come from it
@@ -97,8 +108,9 @@ class CALRec:
             target = Domain(split.dataset, split, self.builder, 0)
             rng = np.random.default_rng([ctx.seed, 2])
             select = "valid_nll" if t.select == "nll" else "valid_NDCG@10"
+            cfg2 = self._stage_config(t.stage2_steps)
             self._cached_stage("stage2", key, ctx, lambda: train_stage(
-                self.model, self.head, [target], np.ones(1), self._stage_config(t.stage2_steps), self._loss_weights(),
+                self.model, self.head, [self._with_frozen(target, cfg2, ctx)], np.ones(1), cfg2, self._loss_weights(),
                 rng, self.tok.pad_token_id, self._validate, ctx.curves, "stage2", select))
         self.model.eval()
         self._inference_model = None
@@ -112,13 +124,14 @@ class CALRec:
 
     def _loss_weights(self) -> LossWeights:
         w = self.cfg.towers
-        return LossWeights(w.lambda_nig, w.lambda_tt, w.lambda_ut, w.tau, w.pooling, w.user_pooling, w.logq)
+        return LossWeights(w.lambda_nig, w.lambda_tt, w.lambda_ut, w.tau, w.pooling, w.user_pooling, w.logq, w.nig_per)
 
     def _stage_config(self, steps: int, eval_every: int | None = None) -> StageConfig:
         t = self.cfg.training
         return StageConfig(steps=steps, batch_size=t.batch_size, lr=t.lr, warmup=t.warmup, schedule=t.schedule,
                            eval_every=t.eval_every if eval_every is None else eval_every, patience=t.patience,
                            target=t.target, examples=t.examples, nig_targets=self.cfg.towers.nig_targets,
+                           nig_per=self.cfg.towers.nig_per,
                            vocab=self.cfg.towers.vocab, micro_batch=t.micro_batch, contrastive_batch=t.contrastive_batch,
                            log_every=t.log_every, fused=self.fused_adamw,
                            shuffle_history=self.cfg.text.shuffle_history, bf16=self.bf16, device=self.device)
@@ -132,7 +145,8 @@ class CALRec:
         if self.fused_adamw:
             key["fused_adamw"] = True
         # Switches absent while off, so weights trained before they existed keep their key.
-        return {k: v for k, v in key.items() if v is not None and not (k in ("micro_batch", "contrastive_batch") and v == 0)}
+        off = {"micro_batch": 0, "contrastive_batch": 0, "nig_per": "token", "frozen_cache": False}
+        return {k: v for k, v in key.items() if v is not None and not (k in off and v == off[k])}
 
     def _selection(self) -> dict:
         """How checkpoints are chosen: validation NLL, QRR through generation, or dense retrieval without L_NIG."""
@@ -195,12 +209,32 @@ class CALRec:
     def _stage1(self, domains: list[Domain], s1: dict, ctx: FitContext, rng) -> dict:
         """The multi-domain stage over every named dataset's training sequences."""
         probs = domain_probabilities(domains, s1["exponent"])
+        cfg = self._stage_config(s1["steps"], 0)
         # No model selection in stage I: the target's validation users belong to stage II.
-        timing = train_stage(self.model, self.head, domains, probs, self._stage_config(s1["steps"], 0),
+        timing = train_stage(self.model, self.head, [self._with_frozen(d, cfg, ctx) for d in domains], probs, cfg,
                              self._loss_weights(), rng, self.tok.pad_token_id, None, ctx.curves, "stage1")
         timing["domain_probabilities"] = {d.name: p for d, p in zip(domains, probs.round(4).tolist())}
         timing["domain_data"] = {d.name: d.split.version for d in domains}  # the cell's other inputs, with their hashes
         return timing
+
+    def _with_frozen(self, domain: Domain, cfg: StageConfig, ctx: FitContext) -> Domain:
+        """The domain with its frozen layers' output for every epoch window (frozen_cache), computed
+        once per fit (stage I and II share the target's) and kept in the shared cache across cells."""
+        t = self.cfg.training
+        if not t.frozen_cache:
+            return domain
+        if domain.name not in self._frozen:
+            positions = epoch_positions(domain.split.train, cfg, domain.builder.max_history + 1)
+            shuffle = np.random.default_rng([self.seed, 3]) if self.cfg.text.shuffle_history else None
+            key = cache_key(domain.builder, positions, domain.split.version, t.train_layers, self.bf16, t.backbone,
+                            self.seed if shuffle is not None else None, ctx.extra.get("code_fingerprint"))
+            folder = ctx.extra.get("shared_cache", ctx.workdir) / "calrec-frozen"
+            t0 = time.perf_counter()
+            self._frozen[domain.name] = frozen_states(self.model, domain.builder, domain.split.train, positions,
+                                                      t.train_layers, self.tok.pad_token_id, self.bf16, self.device,
+                                                      key, folder, shuffle)
+            self.timings.setdefault("frozen_cache_seconds", {})[domain.name] = round(time.perf_counter() - t0, 1)
+        return replace(domain, frozen=self._frozen[domain.name])
 
     # -------------------------------------------------------------- validation
     def _validate(self, final: bool = False) -> dict:
@@ -244,100 +278,6 @@ class CALRec:
         return {"valid_nll": round(total / len(users), 4), "popularity_nll": round(float(-np.log(share[targets]).mean()), 4),
                 "uniform_nll": round(math.log(self.split.n_items), 4)}
 
-    # --------------------------------------------------------------- inference
-    def _infer(self):
-        """The model for inference: a bf16 copy where bf16 is native (faster generation), else the
-        model itself. Reset after every weight change."""
-        if self._inference_model is None:
-            self._inference_model = copy.deepcopy(self.model).to(torch.bfloat16).eval() if self.bf16 else self.model.eval()
-            self._item_vectors = None
-        return self._inference_model
-
-    def _prompts(self, histories: list[np.ndarray]) -> list:
-        if self.cfg.text.shuffle_history:
-            rng = np.random.default_rng(0)
-            histories = [rng.permutation(h) for h in histories]
-        return [self.builder.user_prompt(np.asarray(h)) for h in histories]
-
-    def _generated_lists(self, histories: list[np.ndarray], fill: str, length: int) -> list[list[int]]:
-        """Sampled item texts -> catalog items by QRR, then `fill` up to `length` items."""
-        i = self.cfg.inference
-        model = self._infer()
-        prompts = self._prompts(histories)
-        n, temp = (1, 0.0) if self.inference == "greedy" else (i.n_samples, i.temperature)
-        depth = None if fill == "bm25" else 1  # paper: deeper BM25 ranks; else each generation's own best match
-        dense = self._dense_scores(histories) if fill == "dense" else None
-        out = []
-        for start in range(0, len(prompts), self.user_batch):
-            chunk = prompts[start : start + self.user_batch]
-            samples = sample(model, [p.ids for p in chunk], n, temp, i.max_new_tokens, self.builder.stop,
-                             self.tok.pad_token_id, self.gen, self.vocab, self.trie)
-            for k, user_samples in enumerate(samples):
-                texts = [self.tok.decode(s.tokens, skip_special_tokens=True) for s in user_samples]
-                groups = group_generations(texts, [s.logprob for s in user_samples])
-                exclude = set(histories[start + k].tolist())
-                lst = quasi_round_robin(groups, self.catalog, length, exclude, depth)
-                if fill in ("popularity", "dense"):
-                    lst = fill_list(lst, self.popularity if fill == "popularity" else dense[start + k], length, exclude)
-                out.append(lst)
-        return out
-
-    @torch.no_grad()
-    def _dense_scores(self, histories: list[np.ndarray]) -> np.ndarray:
-        model = self._infer()
-        w = self._loss_weights()
-        if self._item_vectors is None:
-            vecs = []
-            items = [self.builder.item_ids(i) for i in range(self.split.n_items)]
-            for s in range(0, len(items), 64):
-                ids, mask = (t.to(self.device) for t in pad_batch(items[s : s + 64], self.tok.pad_token_id))
-                v = pool(hidden_states(model, ids, mask), mask.bool(), w.pooling).float()
-                vecs.append(self.head(v) if self.head is not None else v)
-            self._item_vectors = torch.nn.functional.normalize(torch.cat(vecs), dim=-1)
-        prompts = self._prompts(histories)
-        b = collate(prompts, [[0]] * len(prompts), list(range(len(prompts))), self.tok.pad_token_id).to(self.device)
-        v = user_tower(hidden_states(model, b.user_ids, b.user_mask), b, w).float()
-        users = torch.nn.functional.normalize(self.head(v) if self.head is not None else v, dim=-1)
-        return (users @ self._item_vectors.T).cpu().numpy()
-
-    def _candidates(self, histories: list[np.ndarray]) -> list[list[int]]:
-        """Items whose likelihood is computed: the whole catalog (a GPU's default), or the union
-        of the QRR list, the dense towers' and popularity's top M (a CPU's default)."""
-        pool_spec = self.cfg.inference.candidates
-        if pool_spec == "auto":
-            pool_spec = "all" if self.device.startswith("cuda") else {"qrr": 50, "dense": 50, "popularity": 50}
-        if pool_spec == "all":
-            return [[i for i in range(self.split.n_items) if i not in set(h.tolist())] for h in histories]
-        parts = []
-        if "qrr" in pool_spec:
-            parts.append(self._generated_lists(histories, "bm25", pool_spec["qrr"]))
-        if "dense" in pool_spec:
-            dense = self._dense_scores(histories)
-            parts.append([top_items(d, pool_spec["dense"], set(h.tolist())) for d, h in zip(dense, histories)])
-        if "popularity" in pool_spec:
-            parts.append([top_items(self.popularity, pool_spec["popularity"], set(h.tolist())) for h in histories])
-        return [sorted(set().union(*(p[u] for p in parts))) for u in range(len(histories))]
-
-    def _likelihood_lists(self, histories: list[np.ndarray], chunk: int = 128) -> list[list[int]]:
-        """Candidates ranked by log p(item text + end token | prompt) under the finetuned model."""
-        model = self._infer()
-        prompts = [p.ids for p in self._prompts(histories)]
-        cands = self._candidates(histories)
-        out = []
-        for start in range(0, len(prompts), self.user_batch):
-            users = range(start, min(start + self.user_batch, len(prompts)))
-            scores = {u: [] for u in users}
-            for c in range(0, max(len(cands[u]) for u in users), chunk):
-                live = [u for u in users if c < len(cands[u])]
-                conts = [[self.builder.continuation(i) for i in cands[u][c : c + chunk]] for u in live]
-                for u, lp in zip(live, continuation_logprobs(model, [prompts[u] for u in live], conts, self.tok.pad_token_id,
-                                                                   self.vocab, self.trie)):
-                    scores[u].append(lp)
-            for u in users:
-                lp = np.concatenate(scores[u])
-                out.append([cands[u][k] for k in np.argsort(-lp, kind="stable")])
-        return out
-
     def predict(self, histories: list[np.ndarray], users: np.ndarray):
         """Under a multi-process launch each rank ranks every world-th user and all ranks get
         every list (each rank samples its users from its own copy of the seeded generator)."""
@@ -348,20 +288,6 @@ class CALRec:
         shards = gather_objects(self._predict(mine) if len(mine) else [])
         out = [shards[k % n_ranks][k // n_ranks] for k in range(len(histories))]
         return np.stack(out) if out and isinstance(out[0], np.ndarray) else out
-
-    def _predict(self, histories: list[np.ndarray]):
-        i = self.cfg.inference
-        if self.inference == "dense":
-            return self._dense_scores(histories)
-        if self.inference == "likelihood":
-            return self._likelihood_lists(histories)
-        if self.inference == "top1":
-            return self._generated_lists(histories, "none", i.list_length)
-        lists = self._generated_lists(histories, i.fill, i.list_length)
-        if self.inference == "fused":
-            dense = self._dense_scores(histories)
-            return np.stack([reciprocal_rank_fusion([lst], d, self.split.n_items) for lst, d in zip(lists, dense)])
-        return lists
 
     def info(self) -> dict:
         return {"timings": self.timings, "bf16": self.bf16, "device": self.device, "user_batch": self.user_batch,

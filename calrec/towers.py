@@ -11,6 +11,7 @@ had cosine 0.987: ~600 tokens of mostly template average the user away.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -40,6 +41,10 @@ class Batch:
     item_logq: torch.Tensor  # (B,) log of the item's share of training targets (logQ correction)
     vocab: torch.Tensor | None = None  # sorted token ids the LM head scores (vocab='catalog'|'trie'); None: all
     allowed: torch.Tensor | None = None  # (n_labels, len(vocab)) bool: tokens that continue a catalog item (trie)
+    labelled_items: int = 0  # items whose tokens are labelled (the per-item normaliser of L_NIG)
+    user_frozen: torch.Tensor | None = None  # (B, Lu, d) cached states below the trained layers (calrec/frozen.py)
+    item_frozen: torch.Tensor | None = None  # (B, Li, d)
+    top_layers: int = 0  # layers to run on the cached states
 
     @property
     def n_tokens(self) -> int:
@@ -47,7 +52,7 @@ class Batch:
 
     def to(self, device) -> "Batch":
         return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)
-                                if getattr(self, f.name) is not None})
+                                if isinstance(getattr(self, f.name), torch.Tensor)})
 
 
 def pad_batch(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,6 +66,14 @@ def pad_batch(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torc
         ids[i, cols] = torch.tensor(r, dtype=torch.long)
         mask[i, cols] = 1
     return ids, mask
+
+
+def pad_states(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    """Cached (tokens, d) state rows as (len(rows), width, d), right-padded with zeros (masked out)."""
+    out = rows[0].new_zeros(len(rows), width, rows[0].shape[-1])
+    for r, x in enumerate(rows):
+        out[r, : len(x)] = x
+    return out
 
 
 def span_mask(spans: list[tuple[int, int]], width: int) -> torch.Tensor:
@@ -81,10 +94,12 @@ def spans_mask(rows: list[list[tuple[int, int]]], width: int) -> torch.Tensor:
 
 def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list[int], pad: int,
             nig_targets: str = "last", item_logq: list[float] | None = None, vocab: torch.Tensor | None = None,
-            trie: CatalogTrie | None = None) -> Batch:
+            trie: CatalogTrie | None = None, frozen: tuple[list[torch.Tensor], list[torch.Tensor], int] | None = None) -> Batch:
     """`nig_targets`: 'last' labels the target item's tokens (paper); 'all' also every history
     item's text and end token, each predicted from the items before it. With `trie`, each label
-    gets the set of tokens that continue a catalog item after the item's tokens before it."""
+    gets the set of tokens that continue a catalog item after the item's tokens before it. With
+    `frozen` (each row's cached user and item states and the layers to run on them), the forward
+    passes start above the frozen layers."""
     if nig_targets not in ("last", "all"):
         raise ValueError(f"nig_targets must be 'last' or 'all', not {nig_targets!r}")
     user_ids, user_mask = pad_batch([p.ids for p in prompts], pad)
@@ -104,9 +119,14 @@ def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list
         if len(nodes) != int(labels.sum()):
             raise ValueError("vocab='trie': labelled tokens are not item continuations (the paper template ends "
                              "history items differently from its target: use nig_targets='last' or template='compact')")
+    n_items = sum(labelled_items(p, nig_targets) for p in prompts)
+    cached = {}
+    if frozen is not None:
+        cached = dict(user_frozen=pad_states(frozen[0], width), item_frozen=pad_states(frozen[1], item_ids.shape[1]),
+                      top_layers=frozen[2])
     return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width), items_span, target, labels,
                  labels.flatten().nonzero().squeeze(1), torch.tensor([p.next_pos for p in prompts]), item_ids, item_mask,
-                 torch.tensor(item_keys), logq, vocab, allowed)
+                 torch.tensor(item_keys), logq, vocab, allowed, n_items, **cached)
 
 
 def decoder(model):
@@ -115,9 +135,41 @@ def decoder(model):
     return base.model
 
 
-def hidden_states(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Last-layer states (after the final norm); the LM head is not run here."""
+def hidden_states(model, ids: torch.Tensor, mask: torch.Tensor, frozen: torch.Tensor | None = None,
+                  top: int = 0) -> torch.Tensor:
+    """Last-layer states (after the final norm); the LM head is not run here. With `frozen` (the
+    states below the top `top` layers, cached), only the top layers run."""
+    if frozen is not None:
+        return top_states(model, frozen, mask, top)
     return decoder(model)(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+@contextmanager
+def layer_range(model, lo: int, hi: int, final_norm: bool):
+    """The decoder runs only layers[lo:hi] (and its final norm only if `final_norm`) inside the block."""
+    dec = decoder(model)
+    layers, norm = dec.layers, dec.norm
+    dec.layers = nn.ModuleList(list(layers)[lo:hi])
+    if not final_norm:
+        dec.norm = nn.Identity()
+    try:
+        yield dec
+    finally:
+        dec.layers, dec.norm = layers, norm
+
+
+def bottom_states(model, ids: torch.Tensor, mask: torch.Tensor, top: int) -> torch.Tensor:
+    """The residual stream after the frozen layers (all but the top `top`), before the final norm."""
+    with layer_range(model, 0, len(decoder(model).layers) - top, final_norm=False) as dec:
+        return dec(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def top_states(model, frozen: torch.Tensor, mask: torch.Tensor, top: int) -> torch.Tensor:
+    """The top `top` layers and the final norm on cached bottom states: what `hidden_states` gives
+    from the token ids (rows right-padded, positions from 0, as there)."""
+    n = len(decoder(model).layers)
+    with layer_range(model, n - top, n, final_norm=True) as dec:
+        return dec(inputs_embeds=frozen.to(dec.norm.weight.dtype), attention_mask=mask).last_hidden_state
 
 
 def pool(hidden: torch.Tensor, span: torch.Tensor, how: str = "mean") -> torch.Tensor:
@@ -202,11 +254,22 @@ def labelled_tokens(prompt: PromptTokens, nig_targets: str) -> int:
     return e - s + (sum(b - a for a, b in prompt.items) if nig_targets == "all" else 0)
 
 
+def labelled_items(prompt: PromptTokens, nig_targets: str) -> int:
+    """How many items' tokens `collate` labels in this prompt (the per-item normaliser)."""
+    return (1 if prompt.target else 0) + (len(prompt.items) if nig_targets == "all" else 0)
+
+
+def nig_normaliser(prompt: PromptTokens, nig_targets: str, per: str) -> int:
+    """L_NIG's divisor for this prompt: its labelled tokens (a mean over tokens) or items (a sum
+    of each item's token losses, a mean over items: under the trie, -log p(item) per item)."""
+    return labelled_items(prompt, nig_targets) if per == "item" else labelled_tokens(prompt, nig_targets)
+
+
 @dataclass
 class StepShare:
     """This forward pass's part of one optimiser step: every loss is a mean over the whole step
     (all micro-batches, all ranks), so the gradients of the parts add up to the step's gradient.
-    `labels`: labelled tokens in the step; `fraction`: this forward's rows (all ranks) / the step's
+    `labels`: L_NIG's divisor for the step (labelled tokens, or items with nig_per='item'); `fraction`: this forward's rows (all ranks) / the step's
     rows; `world`: ranks; `group`: contrastive rows per group (0: the forward's rows, all ranks)."""
     labels: int
     fraction: float = 1.0
@@ -223,6 +286,7 @@ class LossWeights:
     pooling: str = "mean"
     user_pooling: str = "history"
     logq: bool = False
+    nig_per: str = "token"  # L_NIG averaged over labelled 'token's or over labelled 'item's
 
 
 def user_tower(hidden: torch.Tensor, batch: Batch, w: LossWeights) -> torch.Tensor:
@@ -237,12 +301,13 @@ def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights,
 
     Across ranks the contrastive rows are gathered, so every rank computes the same InfoNCE over
     the global rows; each takes 1/world of it, and the gather sends every rank's gradient back."""
-    hidden = hidden_states(model, batch.user_ids, batch.user_mask)
+    hidden = hidden_states(model, batch.user_ids, batch.user_mask, batch.user_frozen, batch.top_layers)
     total = hidden.new_zeros((), dtype=torch.float32)
     parts: dict[str, torch.Tensor] = {}
     if w.nig:
+        per_item = batch.labelled_items if w.nig_per == "item" else None
         l_nig = nig_loss(model, hidden, batch.user_ids, batch.label_index, batch.vocab, batch.allowed,
-                         share.labels if share else None)
+                         share.labels if share else per_item)
         total = total + w.nig * l_nig
         parts["nig"] = l_nig.detach()
     if w.tt or w.ut:
@@ -250,7 +315,8 @@ def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights,
         proj = head if head is not None else nn.Identity()
         keys = gather_rows(batch.item_key)
         logq = gather_rows(batch.item_logq) if w.logq else None
-        v_t = gather_rows(proj(pool(hidden_states(model, batch.item_ids, batch.item_mask), batch.item_mask.bool(), w.pooling)))
+        items = hidden_states(model, batch.item_ids, batch.item_mask, batch.item_frozen, batch.top_layers)
+        v_t = gather_rows(proj(pool(items, batch.item_mask.bool(), w.pooling)))
         scale = share.fraction / share.world
         for name, weight, anchor in (("tt", w.tt, lambda: pool(hidden, batch.target_span, w.pooling)),
                                      ("ut", w.ut, lambda: user_tower(hidden, batch, w))):

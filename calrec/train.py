@@ -31,9 +31,14 @@ from tqdm.auto import tqdm
 from bench.precision import autocast
 from bench.split import Split
 from bench.distributed import agree, world
+from calrec.config import TextConfig, TowerConfig, TrainConfig
+from calrec.frozen import FrozenStates
 from calrec.parallel import sum_across_ranks, sum_gradients
 from calrec.text import PromptBuilder
-from calrec.towers import Batch, LossWeights, StepShare, calrec_loss, collate, labelled_tokens
+from calrec.towers import Batch, LossWeights, StepShare, calrec_loss, collate, nig_normaliser
+
+# One source of defaults: a stage's settings default to CALRec's switches (calrec/config.py).
+_TRAIN, _TOWERS, _TEXT = TrainConfig(), TowerConfig(), TextConfig()
 
 
 @dataclass
@@ -42,6 +47,7 @@ class Domain:
     split: Split
     builder: PromptBuilder
     key_offset: int  # item keys are key_offset + item index: unique across domains
+    frozen: FrozenStates | None = None  # the frozen layers' output for its epoch windows (calrec/frozen.py)
 
     @property
     def n_users(self) -> int:
@@ -57,23 +63,24 @@ class Domain:
 @dataclass
 class StageConfig:
     steps: int
-    batch_size: int = 8
-    lr: float = 1e-4
-    warmup: int = 10
-    schedule: str = "constant"  # after warmup: 'constant' or 'cosine' (to 10% of lr at the last step)
+    batch_size: int = _TRAIN.batch_size
+    lr: float = _TRAIN.lr
+    warmup: int = _TRAIN.warmup
+    schedule: str = _TRAIN.schedule  # after warmup: 'constant' or 'cosine' (to 10% of lr at the last step)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: no model selection inside the stage
-    patience: int = 3
-    target: str = "random"  # which training position is the target: 'random' prefix or 'last'
-    examples: str = "sampled"  # 'sampled' or 'epochs' (see the module docstring)
-    nig_targets: str = "last"  # 'last' (paper) or 'all' item texts in the prompt
-    vocab: str = "full"  # LM head over the 'full' vocabulary, the domain's 'catalog' tokens, or its item 'trie'
-    shuffle_history: bool = False  # control: destroys order information
+    patience: int = _TRAIN.patience
+    target: str = _TRAIN.target  # which training position is the target: 'random' prefix or 'last'
+    examples: str = _TRAIN.examples  # 'sampled' or 'epochs' (see the module docstring)
+    nig_targets: str = _TOWERS.nig_targets  # 'last' (paper) or 'all' item texts in the prompt
+    nig_per: str = _TOWERS.nig_per  # L_NIG's mean over labelled 'token's or 'item's
+    vocab: str = _TOWERS.vocab  # LM head over the 'full' vocabulary, the domain's 'catalog' tokens, or its item 'trie'
+    shuffle_history: bool = _TEXT.shuffle_history  # control: destroys order information
     bucket: int = 8  # batches drawn together and sorted by length (less padding)
-    micro_batch: int = 0  # rows per forward pass and rank (0: the step's batch split over the ranks)
-    contrastive_batch: int = 0  # rows each InfoNCE row contrasts with (0: one forward pass, all ranks)
-    log_every: int = 1  # steps per curve row: reading the losses is a host sync (idles a GPU)
+    micro_batch: int = _TRAIN.micro_batch  # rows per forward pass and rank (0: the step's batch split over the ranks)
+    contrastive_batch: int = _TRAIN.contrastive_batch  # rows each InfoNCE row contrasts with (0: one forward pass, all ranks)
+    log_every: int = _TRAIN.log_every  # steps per curve row: reading the losses is a host sync (idles a GPU)
     fused: bool = False  # fused AdamW kernel
     bf16: bool = True
     device: str = "cpu"
@@ -130,13 +137,14 @@ class Examples:
         size = len(self.epoch) if self.epoch is not None else sum(len(s) - 1 for s in self.d.split.train if len(s) >= 2)
         return self.seen / max(size, 1)
 
-    def _positions(self, n: int) -> list[tuple[int, int]]:
+    def _positions(self, n: int) -> list[tuple[int, int, int]]:
+        """(user, target position, window index in the epoch; -1 when sampled)."""
         if self.epoch is None:
             train = self.d.split.train
             out = []
             for u in self.rng.choice(self.eligible, size=n):
                 t = int(self.rng.integers(1, len(train[u]))) if self.cfg.target == "random" else len(train[u]) - 1
-                out.append((int(u), t))
+                out.append((int(u), t, -1))
             return out
         out = []
         while len(out) < n:
@@ -144,19 +152,24 @@ class Examples:
                 self.order, self.at = self.rng.permutation(len(self.epoch)), 0
             take = self.order[self.at : self.at + n - len(out)]
             self.at += len(take)
-            out.extend((int(u), int(t)) for u, t in self.epoch[take])
+            out.extend((int(u), int(t), int(j)) for j, (u, t) in zip(take, self.epoch[take]))
         return out
 
     def draw(self, n: int) -> list[tuple]:
+        """(prompt, item tokens, item key, logq[, cached window states, cached item states]) per example."""
         out = []
-        for u, t in self._positions(n):
+        frozen = self.d.frozen
+        for u, t, j in self._positions(n):
             seq = self.d.split.train[u]
+            item = int(seq[t])
+            head = (self.d.builder.item_ids(item), self.d.key_offset + item, float(self.logq[item]))
+            if frozen is not None:  # the window as it was cached (its history shuffled once, if at all)
+                out.append((frozen.prompts[j], *head, frozen.windows[j], frozen.items[item]))
+                continue
             hist = seq[:t]
             if self.cfg.shuffle_history:
                 hist = self.rng.permutation(hist)
-            item = int(seq[t])
-            out.append((self.d.builder.user_prompt(hist, target=item), self.d.builder.item_ids(item),
-                        self.d.key_offset + item, float(self.logq[item])))
+            out.append((self.d.builder.user_prompt(hist, target=item), *head))
         self.seen += n
         return out
 
@@ -174,8 +187,9 @@ def steps(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.
 
 
 def collate_examples(rows: list, s: Examples, cfg: StageConfig, pad: int) -> Batch:
+    frozen = ([e[4] for e in rows], [e[5] for e in rows], s.d.frozen.top) if s.d.frozen is not None else None
     return collate([e[0] for e in rows], [e[1] for e in rows], [e[2] for e in rows], pad, cfg.nig_targets,
-                   [e[3] for e in rows], s.vocab, s.trie)
+                   [e[3] for e in rows], s.vocab, s.trie, frozen)
 
 
 def batches(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.random.Generator, pad: int) -> Iterator[Batch]:
@@ -217,7 +231,7 @@ def step_gradients(model, head, s: Examples, rows: list, cfg: StageConfig, weigh
     loss parts (summed over its passes; summed across ranks they are the step's losses)."""
     rank, n_ranks = world()
     micro, forward, group = cfg.forward_plan(n_ranks)
-    share = StepShare(sum(labelled_tokens(e[0], cfg.nig_targets) for e in rows), forward / len(rows), n_ranks, group)
+    share = StepShare(sum(nig_normaliser(e[0], cfg.nig_targets, cfg.nig_per) for e in rows), forward / len(rows), n_ranks, group)
     out: dict[str, torch.Tensor] = {}
     for at in range(0, len(rows), forward):
         batch = collate_examples(rows[at + rank * micro : at + (rank + 1) * micro], s, cfg, pad).to(cfg.device)

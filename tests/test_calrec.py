@@ -242,7 +242,8 @@ def test_samples_sharing_one_prompt_kv_match_a_full_forward(syn, tok):
 @pytest.mark.parametrize("inference", ["qrr", "top1", "greedy", "dense", "fused"])
 def test_end_to_end_through_the_evaluator(syn, inference, tmp_path):
     m = make_model("calrec", {"backbone": "tiny", "stage2_steps": 6, "eval_every": 3, "lr": 3e-3, "n_samples": 3,
-                              "max_new_tokens": 8, "inference": inference, "valid_users": 4, "bf16": False})
+                              "max_new_tokens": 8, "inference": inference, "valid_users": 4, "bf16": False,
+                              "select": "ndcg"})
     ctx = FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(syn.n_users), extra={"shared_cache": tmp_path})
     m.fit(syn, ctx)
     r = score_users(m, syn, np.arange(10), "test", True, 5, "t")

@@ -202,7 +202,7 @@ def test_a_tiny_model_learns_a_text_predictable_next_item(chain, tmp_path):
     assert qrr > pop_ndcg + 0.15, (qrr, pop_ndcg)
     like = make_model("calrec", {**m.p, "inference": "likelihood", "candidates": "all"})
     like.__dict__.update({k: getattr(m, k) for k in ("model", "tok", "head", "builder", "vocab", "trie", "catalog", "popularity",
-                                                     "split", "seed", "gen", "_inference_model", "_item_vectors")})
+                                                     "split", "seed", "gen", "_inference_model", "_item_vectors", "mask_history")})
     ranks = score_users(like, chain, np.arange(chain.n_users), "test", True, 64, "t")
     assert float(metrics_from_ranks(ranks, [10])["NDCG@10"].mean()) > pop_ndcg + 0.15
 
