@@ -34,11 +34,11 @@ from bench.store import atomic_write_bytes, atomic_write_text
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone
 from calrec.cache import read_cache
-from calrec.frozen import cache_key, frozen_states
+from calrec.frozen import Ragged, cache_key, compute_states, frozen_states
 from calrec.inference import Inference
 from calrec.config import CALRecConfig, stage1_settings
 from calrec.text import PromptBuilder, domain_noun
-from calrec.towers import LossWeights, collate, hidden_states, token_logprobs
+from calrec.towers import LossWeights, collate, hidden_states, pad_states, token_logprobs
 from calrec.train import (Domain, StageConfig, domain_probabilities, epoch_positions, load_trainable_state, train_stage,
                           trainable_state)
 
@@ -63,6 +63,7 @@ class CALRec(Inference):
         self._item_vectors = None
         self._trie_scorer = None
         self._frozen: dict = {}  # domain name -> FrozenStates
+        self._valid_frozen: Ragged | None = None  # the validation prompts' frozen-layer output (frozen_cache)
 
     # ----------------------------------------------------------------- fitting
     def setup(self, split: Split, seed: int, history_masking: bool = True) -> None:
@@ -92,6 +93,7 @@ class CALRec(Inference):
         t = self.cfg.training
         self.setup(split, ctx.seed, bool(ctx.extra.get("history_masking", True)))
         self.valid_sample = ctx.valid_users[: t.valid_users]
+        self._valid_frozen = None
         key = self._training_key(ctx.seed)
         if ctx.extra.get("code_fingerprint"):  # the cell records today's code: its weights must come from it
             key["code"] = ctx.extra["code_fingerprint"]
@@ -259,20 +261,34 @@ class CALRec(Inference):
                 self.inference, self._inference_model = mode, None
         return out
 
+    def _valid_frozen_states(self, prompts: list) -> Ragged | None:
+        """With frozen_cache, the validation prompts' frozen-layer output, computed at the first
+        evaluation of a fit (the prompts and the frozen layers are fixed): every evaluation then runs
+        the top layers only, as training does."""
+        t = self.cfg.training
+        if not t.frozen_cache:
+            return None
+        if self._valid_frozen is None:
+            self._valid_frozen = compute_states(self.model, [p.ids for p in prompts], t.train_layers, self.tok.pad_token_id,
+                                                self.bf16, self.device, "frozen layers: validation")
+        return self._valid_frozen
+
     @torch.no_grad()
     def _valid_nll(self, batch: int = 16) -> dict:
         users = self.valid_sample
         targets = self.split.valid[users]
         total = 0.0
         model = self.model.eval()
+        prompts = [self.builder.user_prompt(self.split.train[u], target=int(self.split.valid[u])) for u in users]
+        frozen = self._valid_frozen_states(prompts)
         for s in range(0, len(users), batch):
-            chunk = users[s : s + batch]
-            prompts = [self.builder.user_prompt(self.split.train[u], target=int(self.split.valid[u])) for u in chunk]
-            b = collate(prompts, [[0]] * len(chunk), list(range(len(chunk))), self.tok.pad_token_id,
+            rows = range(s, min(s + batch, len(users)))
+            b = collate([prompts[r] for r in rows], [[0]] * len(rows), list(rows), self.tok.pad_token_id,
                         vocab=torch.tensor(self.vocab) if self.vocab else None, trie=self.trie).to(self.device)
+            below = None if frozen is None else pad_states([frozen[r] for r in rows], b.user_ids.shape[1]).to(self.device)
             with autocast(self.bf16, self.device):
-                lp = token_logprobs(model, hidden_states(model, b.user_ids, b.user_mask), b.user_ids, b.label_index,
-                                    b.vocab, b.allowed)
+                h = hidden_states(model, b.user_ids, b.user_mask, below, self.cfg.training.train_layers)
+                lp = token_logprobs(model, h, b.user_ids, b.label_index, b.vocab, b.allowed)
             total -= float(lp.sum())
         share = (self.popularity + 1) / (self.popularity.sum() + len(self.popularity))
         return {"valid_nll": round(total / len(users), 4), "popularity_nll": round(float(-np.log(share[targets]).mean()), 4),

@@ -212,3 +212,17 @@ def test_training_on_the_frozen_cache_through_the_model(syn, tmp_path):
     r = score_users(m, syn, np.arange(6), "test", True, 3, "t")
     assert len(r) == 6
     assert dataclasses.asdict(m.cfg)["training"]["frozen_cache"]
+
+
+def test_validation_on_the_frozen_cache_gives_the_uncached_nll(syn, tmp_path):
+    """Selection reads the validation NLL at every evaluation: with frozen_cache its frozen layers
+    run once per fit and each evaluation runs the top layers only. Same number (fp32, 1e-5), and the
+    states are computed once."""
+    m = fit(syn, tmp_path, backbone="tiny", train_layers=1, frozen_cache=True, nig_per="item", stage2_steps=0)
+    cached = m._valid_nll()
+    states = m._valid_frozen
+    assert states is not None and len(states) == len(m.valid_sample)
+    assert m._valid_nll() == cached and m._valid_frozen is states  # not recomputed
+    m.cfg.training.frozen_cache, m._valid_frozen = False, None
+    assert m._valid_nll()["valid_nll"] == pytest.approx(cached["valid_nll"], rel=1e-5)
+    assert m._valid_frozen is None
