@@ -19,7 +19,9 @@ def device(record: dict) -> str:
     if m.get("accelerator"):
         return m["accelerator"]
     cpu = " ".join(re.sub(r"\((R|TM)\)|\b(Processor|CPU)\b|@.*", " ", m.get("cpu_model") or "").split())
-    return f"{cpu or 'unrecorded CPU'} ({m.get('cpus', '?')} cores)"
+    # The widest vector feature recorded (newer records): one model name covers CPUs 3-4x apart.
+    best = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in (m.get("cpu_flags") or [])][:1]
+    return f"{cpu or 'unrecorded CPU'} ({m.get('cpus', '?')} cores{''.join(', ' + f for f in best)})"
 
 
 def _mean_sd(values: list[float], fmt: str) -> str:

@@ -43,9 +43,26 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
+# CPU features that change training speed several-fold between machines of one model name
+# (two "AMD EPYC" of this project differ 3-4x: one has avx512_bf16, the other no avx512).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags() -> list[str] | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [flag for flag in SPEED_FLAGS if flag in have]
+    except OSError:
+        pass
+    return None
+
+
 def machine() -> dict:
     out = {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
-           "cpu_model": _cpu_model()}
+           "cpu_model": _cpu_model(), "cpu_flags": _cpu_flags()}
     if "torch" in sys.modules:  # only models that use torch can have used a GPU
         import torch
 
