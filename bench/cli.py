@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def _run(args, ranks: int) -> int:
     from bench.tables import suite_tables
 
     suite = load_suite(args.suite, args.results)
-    tracker = make_tracker(args.track, args.results) if is_main() else None
+    tracker = make_tracker(args.track, args.results, suite.name) if is_main() else None
     done = run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,
                      on_cell=tracker.log_cell if tracker else None, executor=args.executor, address=args.address, cpus_per_cell=args.cpus_per_cell)
     if not is_main():
@@ -71,20 +72,24 @@ def _run(args, ranks: int) -> int:
     return 0
 
 
-def make_tracker(track: str | None, results: Path):
+def make_tracker(track: str | None, results: Path, experiment: str | None = None):
     if not track:
         return None
     from bench.track import tracker
 
-    return tracker(track, results)
+    return tracker(track, results, experiment)
 
 
 def cmd_tune(args) -> int:
     from bench.suites import load_suite
     from bench.tune import Search, run_search, write_overlay, write_report
 
+    if args.trials < 1:
+        raise BenchError(f"--trials {args.trials}: must be at least 1")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise BenchError(f"--timeout {args.timeout}: must be a number of seconds > 0 (leave it out for no limit)")
     search = Search(load_suite(args.suite, args.results), args.model, args.dataset, args.metric, args.storage)
-    tracker = make_tracker(args.track, args.results)
+    tracker = make_tracker(args.track, args.results, f"tune/{search.suite.name}/{search.study_name}")
     callbacks = [tracker.trial_callback(search)] if tracker else []
     study = run_search(search, args.results, args.trials, args.timeout, callbacks)
     if not any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
@@ -218,13 +223,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands that write under --results (the others only read it).
+WRITERS = ("run", "tune", "table", "plot", "refingerprint")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if hasattr(args, "results"):
+            from bench.store import check_results_folder
+
+            check_results_folder(args.results, write=args.command in WRITERS or getattr(args, "update", False))
         return args.func(args)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished cells are stored; rerun the same command to resume", file=sys.stderr)
+        kept = {"run": "finished cells are stored", "tune": "the study keeps its finished trials"}.get(
+            args.command, "nothing half-written was kept")
+        print(f"interrupted: {kept}; rerun the same command to resume", file=sys.stderr)
         return 130

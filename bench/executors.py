@@ -12,17 +12,47 @@ error without stopping the others.
 from __future__ import annotations
 
 import inspect
+import math
+import os
+import socket
 import traceback
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.errors import optional
+from bench.errors import BenchError, optional
 from bench.models import make_model, model_class
 
 
 def _ray():
     return optional("ray", "--executor ray", "ray")
+
+
+CONNECT_TIMEOUT_S = 15  # Ray itself retries an unreachable head for ever, a warning every 30 s
+
+
+def check_address(address: str | None) -> None:
+    """`--address` must be HOST:PORT (or ray://HOST:PORT, or auto) whose port answers: Ray would
+    wait for an unreachable head without end."""
+    if address is None or address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit() or any(c.isspace() for c in host):
+        raise BenchError(f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise BenchError(f"--address {address!r}: nothing answers there ({e.strerror or e}); "
+                         f"is the Ray head running (ray start --head)?") from None
+
+
+def check_cpus(cpus_per_cell: float, largest: float, where: str) -> None:
+    """A task asking for more CPUs than any node has would wait at 0/1 for ever."""
+    if not (math.isfinite(cpus_per_cell) and cpus_per_cell > 0):
+        raise BenchError(f"--cpus-per-cell {cpus_per_cell}: must be a number of cores > 0")
+    if cpus_per_cell > largest:
+        raise BenchError(f"--cpus-per-cell {cpus_per_cell:g}: no node offers that many ({where} has {largest:g})")
 
 
 def requested_device(cell) -> str:
@@ -63,8 +93,13 @@ def run_on_ray(cells: list, root: Path, force: bool = False, stale: bool = False
     store = RunStore(root)
     started = not ray.is_initialized()
     if started:
+        if address is None:  # a local cluster: this machine's cores, checked before starting it
+            check_cpus(cpus_per_cell, (init_kwargs or {}).get("num_cpus") or os.cpu_count() or 1, "this machine")
+        check_address(address)
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **(init_kwargs or {}))
     try:
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        check_cpus(cpus_per_cell, max((n.get("CPU", 0) for n in nodes), default=0), "the largest node")
         gpus = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(max_retries=0)(_run_one)
         pending = {}

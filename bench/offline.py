@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,10 @@ from pathlib import Path
 MANIFEST = "manifest.json"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
+
+
+class Refused(Exception):
+    """A bad input: one line, exit 2."""
 
 
 def _sha256(data: bytes) -> str:
@@ -69,20 +74,46 @@ def pack(wheels: list[Path], out: Path, max_bytes: int) -> list[Path]:
     return folders
 
 
+def read_manifest(folder: Path) -> dict[str, dict]:
+    """The manifest in `folder`, checked: wheel names are plain file names (a name is a path to read
+    and write, so `../x.whl` would reach outside the folder), each with a SHA-256 and a part count."""
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise Refused(f"{folder}: no such folder (copy every load into one folder and name it)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Refused(f"{path}: missing (every load carries it)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Refused(f"{path}: not a readable manifest ({e}); copy it again from any load") from None
+    if not isinstance(manifest, dict) or not manifest:
+        raise Refused(f"{path}: must map wheel names to their sha256 and parts")
+    for name, entry in manifest.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+\.whl", name) or name.startswith("."):
+            raise Refused(f"{path}: {name!r} is not a plain wheel file name")
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
+            raise Refused(f"{path}: {name}: sha256 must be 64 hex digits")
+        parts = entry.get("parts")
+        if not (isinstance(parts, int) and not isinstance(parts, bool) and 1 <= parts <= 9999):
+            raise Refused(f"{path}: {name}: parts must be a whole number from 1, not {parts!r}")
+    return manifest
+
+
 def join(folder: Path, dest: Path) -> list[Path]:
     """The wheels of the manifest in `folder`, joined from their parts and checked, written to `dest`.
     Fails naming the first wheel with a missing part or a wrong checksum."""
-    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest = read_manifest(folder)
     dest.mkdir(parents=True, exist_ok=True)
     wheels = []
     for name, entry in sorted(manifest.items()):
         parts = [folder / f"{name}.part{i:02d}" for i in range(entry["parts"])]
         missing = [p.name for p in parts if not p.is_file()]
         if missing:
-            raise SystemExit(f"{folder}: {name}: missing {', '.join(missing)} (copy every load into this folder)")
+            raise Refused(f"{folder}: {name}: missing {', '.join(missing)} (copy every load into this folder)")
         data = b"".join(p.read_bytes() for p in parts)
         if _sha256(data) != entry["sha256"]:
-            raise SystemExit(f"{folder}: {name}: joined parts do not match the manifest's SHA-256")
+            raise Refused(f"{folder}: {name}: joined parts do not match the manifest's SHA-256")
         (dest / name).write_bytes(data)
         wheels.append(dest / name)
     return wheels
@@ -108,13 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("folder", type=Path)
     u.add_argument("site", type=Path)
     args = ap.parse_args(argv)
-    if args.command == "build":
-        wheels = download(args.requirements, args.out / "wheels", args.python)
-        for folder in pack(wheels, args.out, int(args.max_mb * 2**20)):
-            size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
-            print(f"{folder}: {size:.1f} MiB, {len(list(folder.glob('*.part*')))} parts")
-    else:
-        unpack(args.folder, args.site)
+    try:
+        if args.command == "build":
+            if not (args.max_mb * 2**20 >= 1):  # also refuses nan
+                raise Refused(f"--max-mb {args.max_mb}: must be a size > 0 (MiB)")
+            wheels = download(args.requirements, args.out / "wheels", args.python)
+            for folder in pack(wheels, args.out, int(args.max_mb * 2**20)):
+                size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+                print(f"{folder}: {size:.1f} MiB, {len(list(folder.glob('*.part*')))} parts")
+        else:
+            unpack(args.folder, args.site)
+    except Refused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:
+        print(f"error: pip failed (exit {e.returncode}): {' '.join(e.cmd[3:6])} ...; its output is above", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -22,7 +22,7 @@ from bench.models import FitContext, is_scores, make_model
 from bench.fingerprint import checkpoint_key, code_record, staleness
 from bench.provenance import machine, versions
 from bench.split import Split, leave_one_out
-from bench.store import RunStore, config_hash, dumps, per_user_csv
+from bench.store import RunStore, check_results_folder, config_hash, dumps, per_user_csv
 from bench.suites import DatasetEntry, Suite, Variant
 
 PROTOCOL = {
@@ -309,10 +309,7 @@ def validate_plan(cells: list[Cell]) -> None:
 
 
 def check_writable(root: Path) -> None:
-    root = Path(root)
-    probe = root if root.exists() else next((p for p in root.parents if p.exists()), root)
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise BenchError(f"results folder {root} is not writable")
+    check_results_folder(root, write=True)
 
 
 def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False,

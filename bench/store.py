@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.errors import BenchError
 from bench.evaluate import Ranks, metrics_from_ranks
 
 
@@ -63,6 +64,26 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# The folders a results folder holds (each written by one command); a file in their place is refused.
+RESULT_FOLDERS = ("runs", "tables", "plots", "reference", "tune", "mlflow", "cache", "perf")
+
+
+def check_results_folder(root: Path, write: bool) -> None:
+    """`--results` must be a folder (or not exist yet, where the command writes), and where the
+    command writes, a writable one whose sub-folders are folders: one line, not a traceback later."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise BenchError(f"results folder {root} is a file, not a folder")
+    for name in RESULT_FOLDERS:
+        if (root / name).exists() and not (root / name).is_dir():
+            raise BenchError(f"results folder {root}: {root / name} is a file; it must be a folder")
+    if not write:
+        return
+    probe = root if root.exists() else next((p for p in root.parents if p.exists()), root)
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"results folder {root} is not writable" + (f" ({probe} is not)" if probe != root else ""))
 
 
 def per_user_csv(user_ids: np.ndarray, targets: np.ndarray, ranks: Ranks) -> bytes:

@@ -14,7 +14,9 @@ NDCG@10 is logged as NDCG_at_10.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from bench.errors import BenchError, optional
 
@@ -40,28 +42,59 @@ def flatten(obj, prefix: str = "") -> dict[str, str]:
     return {prefix: json.dumps(obj) if isinstance(obj, (list, dict)) else str(obj)}
 
 
-def tracker(spec: str, results: Path):
-    """`mlflow` or `mlflow:URI` -> a tracker; anything else is a one-line error."""
+# A tracking server that does not answer must not hold a run for ever (MLflow's defaults: 7 retries
+# with exponential backoff, 120 s each): a few seconds' retries, 20 s a request. A user's own
+# setting of these variables wins.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
+
+
+def tracker(spec: str, results: Path, experiment: str | None = None):
+    """`mlflow` or `mlflow:URI` -> a tracker, its store probed (reached, and written where
+    `experiment` is given) before anything is computed; any problem is a one-line error."""
     kind, _, uri = spec.partition(":")
     if kind != "mlflow":
         raise BenchError(f"--track {spec!r}: unknown tracker (supported: mlflow, mlflow:URI)")
-    return MlflowTracker(uri or None, results)
+    if uri and urlparse(uri).scheme.split("+")[0] not in SCHEMES:
+        raise BenchError(f"--track {spec!r}: {uri!r} is not a tracking URI (e.g. http://host:5000, sqlite:///path/mlflow.db)")
+    t = MlflowTracker(uri or None, results)
+    t.probe(spec, experiment)
+    return t
 
 
 class MlflowTracker:
     def __init__(self, uri: str | None, results: Path):
         _mlflow()
+        for k, v in HTTP_LIMITS.items():
+            os.environ.setdefault(k, v)
         from mlflow.tracking import MlflowClient
 
         self.local = uri is None
         folder = (Path(results) / "mlflow").resolve()
         if self.local:
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise BenchError(f"--track: cannot create the tracking store's folder {folder} ({e.strerror})") from None
             uri = f"sqlite:///{folder / 'mlflow.db'}"
-        self.artifacts = (folder / "artifacts").as_uri() if self.local else None
+        self.uri = uri
+        self.artifacts = artifact_root(uri, folder)
         self.client = MlflowClient(tracking_uri=uri)
 
+    def probe(self, spec: str, experiment: str | None) -> None:
+        """Reach the store now, not after the first cell is computed; with `experiment`, also
+        create it (or find it), so a store that cannot be written says so now."""
+        try:
+            self.client.search_experiments(max_results=1)
+            if experiment is not None:
+                self.experiment(experiment)
+        except Exception as e:  # noqa: BLE001 -- MLflow raises many kinds (connection, SQL, permission)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise BenchError(f"--track {spec!r}: the tracking store {self.uri} cannot be used: {first[:300]}") from None
+
     def experiment(self, name: str) -> str:
+        """The experiment's id, created where missing (with its artifacts under `self.artifacts`)."""
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
@@ -136,3 +169,18 @@ class MlflowTracker:
             self._log(experiment, f"trial {trial.number}", tags, params, metrics, curve, [])
 
         return log_trial
+
+
+def artifact_root(uri: str, results_mlflow: Path) -> str | None:
+    """Where new experiments keep their artifacts: a database store has no artifact root of its own
+    (MLflow would write to ./mlruns in the working directory), so beside a SQLite file, else under
+    the results folder's mlflow/. A server or a file store has its own (None: theirs)."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        db = make_url(uri).database
+        return (Path(db).parent / "artifacts").resolve().as_uri() if db and db != ":memory:" else (results_mlflow / "artifacts").as_uri()
+    if scheme in ("postgresql", "mysql", "mssql"):
+        return (results_mlflow / "artifacts").as_uri()
+    return None

@@ -95,12 +95,27 @@ def check_space(model: str, params: dict, space: dict, where: str) -> None:
     for name in space:
         if not takes_any and name.split(".")[0] not in known:
             raise BenchError(f"{where}.tune: {name!r} is not a parameter of model {model!r}")
-    for pick in (0, -1):
-        corner = {n: (r.choices[pick] if r.choices is not None else (r.low, r.high)[pick]) for n, r in space.items()}
+    for probe in _probes(space):
         try:
-            make_model(model, with_values(params, corner))
+            make_model(model, with_values(params, probe))
         except BenchError as e:
             raise BenchError(f"{where}.tune: {e}") from None
+
+
+def _probes(space: dict) -> list[dict]:
+    """Values the sampler can draw, to construct the model with before any trial: both corners,
+    and a value between them as `suggest` draws it (one step up, or the middle), so a space whose
+    corners pass but whose inner values do not (an integer parameter with step 0.5) fails now."""
+    corners = [{n: (r.choices[k] if r.choices is not None else (r.low, r.high)[k]) for n, r in space.items()} for k in (0, -1)]
+    inner = {}
+    for n, r in space.items():
+        if r.choices is not None:
+            inner[n] = r.choices[len(r.choices) // 2]
+        elif all(isinstance(x, int) for x in (r.low, r.high, r.step or 1)):
+            inner[n] = r.low + (r.step or 1) if r.low + (r.step or 1) <= r.high else r.low
+        else:
+            inner[n] = float(r.low + r.step) if r.step is not None and r.low + r.step <= r.high else (r.low + r.high) / 2
+    return corners + [inner]
 
 
 class PruningCurve(list):
@@ -166,7 +181,24 @@ def _entry(search: Search):
     return variant, entry
 
 
-def objective_fn(search: Search, split: Split, valid_users: np.ndarray):
+class Failures:
+    """Stops a study after `limit` trials in a row failed (a failed trial counts toward no limit of
+    Optuna's, so a space whose every value fails would run for ever), keeping the first error."""
+
+    def __init__(self, limit: int = 3):
+        self.limit, self.in_a_row, self.first, self.stopped = limit, 0, None, False
+
+    def note(self, number: int, message: str) -> None:
+        self.first = self.first or f"trial {number}: {message}"
+
+    def __call__(self, study, trial) -> None:
+        self.in_a_row = self.in_a_row + 1 if trial.state.name == "FAIL" else 0
+        if self.in_a_row >= self.limit:
+            self.stopped = True
+            study.stop()
+
+
+def objective_fn(search: Search, split: Split, valid_users: np.ndarray, failures: Failures):
     """What one trial does: fit with the sampled values, score validation users, return the metric."""
     suite = search.suite
     variant = suite.variant(search.variant)
@@ -175,6 +207,14 @@ def objective_fn(search: Search, split: Split, valid_users: np.ndarray):
     optuna = _optuna()
 
     def objective(trial) -> float:
+        try:
+            return run_trial(trial)
+        except BenchError as e:  # the trial fails (a NaN value: Optuna says so in one line, no traceback)
+            failures.note(trial.number, str(e))
+            trial.set_user_attr("error", str(e)[:500])
+            return float("nan")
+
+    def run_trial(trial) -> float:
         params = with_values(base, suggest(trial, variant.tune))
         model = make_model(variant.model, params)
         work = Path(tempfile.mkdtemp(prefix="bench-tune-"))
@@ -207,12 +247,7 @@ def run_search(search: Search, results: Path, trials: int, timeout: float | None
     optuna = _optuna()
     variant, entry = _entry(search)
     check_space(variant.model, variant.params_for(entry.key), variant.tune, f"suite {search.suite.name}: models.{variant.key}")
-    with warnings.catch_warnings():  # heartbeats (a killed worker's trial is failed, not left running) are "experimental"
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(search.storage_url(results), heartbeat_interval=60, grace_period=180)
-    study = optuna.create_study(
-        storage=storage, study_name=search.study_name, direction="maximize", load_if_exists=True,
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS))
+    study = open_study(search, results)
     # Seeded, so a fresh search is reproducible; offset by the trials already stored, else a resumed
     # search would draw its random start-up trials again (and a worker joining a running one too).
     held = study.get_trials(deepcopy=False)
@@ -225,10 +260,60 @@ def run_search(search: Search, results: Path, trials: int, timeout: float | None
     if left > 0:
         split = without_test(get_split(entry))
         valid_users = sample_users(split.n_users, search.suite.valid_sample)
-        study.optimize(objective_fn(search, split, valid_users), timeout=timeout, gc_after_trial=True,
-                       callbacks=[optuna.study.MaxTrialsCallback(trials, states=done_states), *callbacks],
-                       catch=(BenchError,))
+        failures = Failures()
+        with quiet_tracebacks():
+            study.optimize(objective_fn(search, split, valid_users, failures), timeout=timeout, gc_after_trial=True,
+                           callbacks=[optuna.study.MaxTrialsCallback(trials, states=done_states), failures, *callbacks])
+        if failures.stopped:
+            raise BenchError(f"tune {search.study_name}: {failures.limit} trials in a row failed, so the search stopped; "
+                             f"the first: {failures.first}")
     return study
+
+
+def open_study(search: Search, results: Path):
+    """The study in its database, created where missing; a database that cannot be opened (a bad
+    URL, a missing folder or driver, a damaged file) is one line saying how to start afresh."""
+    optuna = _optuna()
+    url = search.storage_url(results)
+    shown = url if search.storage else str(search.db_path(results))
+    try:
+        with warnings.catch_warnings():  # heartbeats (a killed worker's trial is failed, not left running) are "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+        return optuna.create_study(
+            storage=storage, study_name=search.study_name, direction="maximize", load_if_exists=True,
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNE_STARTUP_TRIALS, n_warmup_steps=PRUNE_WARMUP_EPOCHS))
+    except ModuleNotFoundError as e:
+        raise BenchError(f"--storage {shown}: its database driver is not installed (pip install {e.name})") from None
+    except Exception as e:  # noqa: BLE001 -- SQLAlchemy's and Optuna's errors for a URL or file they cannot use
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        fresh = (f"; move {shown} away to start a fresh study" if not search.storage else "")
+        raise BenchError(f"study database {shown} cannot be opened: {first}{fresh}") from None
+
+
+class _DropTracebacks:
+    """A logging filter: Optuna logs an interrupted trial with its whole traceback before the
+    interrupt reaches our one-line message."""
+
+    def filter(self, record) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+class quiet_tracebacks:
+    """On Optuna's handlers (its trial messages come from child loggers, which a logger's own
+    filter would not see)."""
+
+    def __enter__(self):
+        import logging
+
+        self.handlers, self.f = logging.getLogger("optuna").handlers, _DropTracebacks()
+        for h in self.handlers:
+            h.addFilter(self.f)
+
+    def __exit__(self, *exc):
+        for h in self.handlers:
+            h.removeFilter(self.f)
+        return False
 
 
 def tuned_entry(search: Search, study, results: Path) -> dict:

@@ -1,7 +1,9 @@
 """Offline bundles: wheels cut into capped loads and joined back byte for byte, or a clear failure."""
+import json
+
 import pytest
 
-from bench.offline import join, pack
+from bench.offline import Refused, join, main, pack
 
 
 def test_wheels_are_packed_into_capped_loads_and_joined_back(tmp_path):
@@ -34,9 +36,42 @@ def test_a_missing_part_or_a_corrupt_one_is_named(tmp_path):
     target.mkdir()
     for f in loads[0].iterdir():
         (target / f.name).write_bytes(f.read_bytes())
-    with pytest.raises(SystemExit, match=r"big-1.0-py3-none-any.whl: missing big-1.0-py3-none-any.whl.part01"):
+    with pytest.raises(Refused, match=r"big-1.0-py3-none-any.whl: missing big-1.0-py3-none-any.whl.part01"):
         join(target, tmp_path / "joined")
     for f in loads[1].iterdir():
         (target / f.name).write_bytes(f.read_bytes()[:-1] + b"x" if "part" in f.name else f.read_bytes())
-    with pytest.raises(SystemExit, match="do not match the manifest's SHA-256"):
+    with pytest.raises(Refused, match="do not match the manifest's SHA-256"):
         join(target, tmp_path / "joined")
+
+
+GOOD = {"a-1.0-py3-none-any.whl": {"sha256": "0" * 64, "parts": 1}}
+
+
+@pytest.mark.parametrize("manifest, message", [
+    ({"../../x.whl": {"sha256": "0" * 64, "parts": 1}}, "not a plain wheel file name"),
+    ({"/etc/x.whl": {"sha256": "0" * 64, "parts": 1}}, "not a plain wheel file name"),
+    ({"a-1.0-py3-none-any.whl": {"sha256": "0" * 64, "parts": "3"}}, "parts must be a whole number"),
+    ({"a-1.0-py3-none-any.whl": {"sha256": "0" * 64, "parts": 0}}, "parts must be a whole number"),
+    ({"a-1.0-py3-none-any.whl": {"sha256": "zz", "parts": 1}}, "sha256 must be 64 hex digits"),
+    ([], "must map wheel names"),
+    ('{"a-1.0-py3-none-any.whl": {"sha', "not a readable manifest"),
+])
+def test_unpack_refuses_a_manifest_that_names_paths_or_lies_with_one_line(tmp_path, capsys, manifest, message):
+    folder = tmp_path / "loads"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(manifest if isinstance(manifest, str) else json.dumps(manifest))
+    outside = tmp_path / "x.whl.part00"
+    outside.write_bytes(b"secret")
+    assert main(["unpack", str(folder), str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert not (folder / "wheels").exists() and not (tmp_path / "site").exists()
+
+
+def test_unpack_of_a_missing_folder_and_build_with_no_size_are_one_line(tmp_path, capsys):
+    assert main(["unpack", str(tmp_path / "nowhere"), str(tmp_path / "site")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    for size in ("0", "-5", "nan"):
+        assert main(["build", "--out", str(tmp_path / "out"), "--max-mb", size, "somepkg==1.0"]) == 2
+        assert "--max-mb" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
