@@ -4,15 +4,20 @@ With `decay` < 1, older history items count less (a light sequential signal).
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 
 from bench.models import FitContext
+from bench.schema import AT_LEAST_1, NON_NEGATIVE
 from bench.split import Split
 
 
 class ItemKNN:
-    def __init__(self, neighbours: int = 100, window: int = 20, decay: float = 0.9, shrink: float = 10.0):
+    def __init__(self, neighbours: Annotated[int, AT_LEAST_1] = 100, window: Annotated[int, AT_LEAST_1] = 20,
+                 decay: Annotated[float, Field(ge=0, le=1)] = 0.9, shrink: Annotated[float, NON_NEGATIVE] = 10.0):
         self.neighbours, self.window, self.decay, self.shrink = neighbours, window, decay, shrink
 
     def fit(self, split: Split, ctx: FitContext) -> None:

@@ -60,10 +60,25 @@ def check_reference(suite_name: str, results: Path, update: bool = False) -> lis
     if not ref_path.is_file():
         raise BenchError(f"{ref_path}: no reference; create it with `python -m bench check --suite {suite.name} --update`")
     try:
-        reference = json.loads(ref_path.read_text())
+        reference = json.loads(ref_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise BenchError(f"{ref_path}: not UTF-8 text") from None
     except json.JSONDecodeError as e:
         raise BenchError(f"{ref_path}: line {e.lineno}: not valid JSON") from None
+    check_reference_shape(reference, ref_path)
     return compare(suite, fresh, reference)
+
+
+def check_reference_shape(reference, path: Path) -> None:
+    """{cell: {metric: number}}: anything else is one line naming the entry (it raised TypeError)."""
+    if not isinstance(reference, dict):
+        raise BenchError(f"{path}: must map each cell to its metrics, not a {type(reference).__name__}")
+    for cell, metrics in reference.items():
+        if not isinstance(metrics, dict):
+            raise BenchError(f"{path}: {cell}: must map metric names to numbers, not a {type(metrics).__name__}")
+        for name, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise BenchError(f"{path}: {cell}: {name}: must be a number, not {value!r}")
 
 
 def check_tables(suite_name: str, results: Path) -> list[str]:

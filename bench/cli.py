@@ -140,7 +140,12 @@ def cmd_plot(args) -> int:
     from bench.plots import plot_suite
     from bench.suites import load_suite
 
-    for p in plot_suite(load_suite(args.suite, args.results), args.results):
+    suite = load_suite(args.suite, args.results)
+    written = plot_suite(suite, args.results)
+    if not written:
+        raise BenchError(f"no stored runs of suite {suite.name} under {args.results / 'runs'}: nothing to plot "
+                         f"(python -m bench run --suite {args.suite} first)")
+    for p in written:
         print(p)
     return 0
 

@@ -26,6 +26,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     seeds = sorted({s for r in rows for s in runs[r].seeds})
     commits = sorted({x["commit"][:12] + ("-dirty" if x["commit"].endswith("-dirty") else "") for r in rows for x in runs[r].records})
     cold = sorted({x["cold_test_targets_evaluated"] for r in rows for x in runs[r].records if "cold_test_targets_evaluated" in x})
+    masked = sorted({x["masked_test_targets_evaluated"] for r in rows for x in runs[r].records if "masked_test_targets_evaluated" in x})
     notes = [
         f"Dataset {st['dataset']} ({st['version']}; {st['preprocessing']}): {st['users']} users "
         f"({st['dropped_users']} dropped with < 3 events), {st['items']} items, {st['interactions']} interactions.",
@@ -33,7 +34,11 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
         f"history masking {'on' if suite.history_masking else 'off'}; score ties: exact expectation over random tie orders.",
         f"Test users: {n_eval}" + (f" (seeded sample, seed {sample['seed']})" if sample and n_eval < st["users"] else " (all)")
         + f"; cold test targets (never in training): {', '.join(map(str, cold)) or 'not recorded'} of the evaluated users, "
-        f"{st['cold_test_targets']} in the dataset. Seeds: {', '.join(map(str, seeds))}. "
+        f"{st['cold_test_targets']} in the dataset"
+        # recorded by newer runs: targets in the user's own history, which masking makes unrankable
+        + (f"; test targets in the user's own (masked) history: {', '.join(map(str, masked))} of the evaluated users"
+           if masked and suite.history_masking else "")
+        + f". Seeds: {', '.join(map(str, seeds))}. "
         f"Commits: {', '.join(commits)}.",
     ]
     if reference in rows:

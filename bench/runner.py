@@ -144,7 +144,11 @@ def score_users(model, split: Split, users: np.ndarray, stage: str, masking: boo
         mask = histories if masking else None
         if is_scores(pred):
             if pred.shape != (len(chunk), split.n_items):
-                raise BenchError(f"model returned scores of shape {pred.shape}, expected {(len(chunk), split.n_items)}")
+                raise CellError(f"model returned scores of shape {pred.shape}, expected {(len(chunk), split.n_items)}")
+            if np.isnan(pred).any():  # NaN compares false with everything: the ranks would be arbitrary
+                bad = int(np.isnan(pred).any(axis=1).sum())
+                raise CellError(f"model returned NaN scores for {bad} of {len(chunk)} users "
+                                f"(first: {str(split.user_ids[chunk[np.isnan(pred).any(axis=1)][0]])!r})")
             r = ranks_from_scores(pred, targets, mask)
         else:
             check_lists(pred, split, chunk)
@@ -158,13 +162,24 @@ def check_lists(lists, split: Split, users: np.ndarray) -> None:
     """A model's ranked lists hold catalog indices: an item outside the catalog (a padding -1, an
     id from another split) would take a rank slot and silently lower every metric."""
     if len(lists) != len(users):
-        raise BenchError(f"model returned {len(lists)} ranked lists for {len(users)} users")
+        raise CellError(f"model returned {len(lists)} ranked lists for {len(users)} users")
     for u, ranked in zip(users, lists):
         items = np.asarray(ranked)
         if items.size and (items.dtype.kind not in "iu" or items.min() < 0 or items.max() >= split.n_items):
             bad = next(x for x in items.tolist() if type(x) is not int or not 0 <= x < split.n_items)  # bools too
-            raise BenchError(f"model returned item {bad!r} outside the catalog [0, {split.n_items}) "
+            raise CellError(f"model returned item {bad!r} outside the catalog [0, {split.n_items}) "
                              f"in the ranked list of user {str(split.user_ids[u])!r}")
+
+
+class CellError(BenchError):
+    """What a model returned for one cell cannot be scored (NaN scores, items outside the catalog):
+    that cell fails with one line and the suite goes on (exit 1 at the end)."""
+
+
+def masked_test_targets(split: Split, users: np.ndarray) -> int:
+    """Evaluated users whose test item is in their own history: with history masking it can never
+    be ranked (every metric 0 for that user, whatever the model)."""
+    return sum(int(split.test[u] in set(split.train[u].tolist()) | {int(split.valid[u])}) for u in users)
 
 
 def cold_test_targets(split: Split, users: np.ndarray) -> int:
@@ -231,6 +246,10 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
                "checkpoint_key": checkpoint_key(chash, cell.variant.model, cell.dataset.spec),
                "history_masking": cell.suite.history_masking},  # a model that ranks lists leaves history out only then
     )
+    masked = masked_test_targets(split, users)
+    if cell.suite.history_masking and masked == len(users):
+        raise BenchError(f"dataset {cell.dataset.key!r}: every evaluated user's test item is in their own history, "
+                         f"which history masking removes, so no target can be ranked (set history_masking: false)")
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     model = make_model(cell.variant.model, config["model"]["params"])
     seed_everything(cell.seed)
@@ -260,6 +279,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         "predict_seconds": round(t2 - t1, 3),
         "evaluated_users": int(len(users)),
         "cold_test_targets_evaluated": cold_test_targets(split, users),
+        "masked_test_targets_evaluated": masked if cell.suite.history_masking else 0,
         "dataset_stats": split.stats(),
         "model_info": info,
     }
@@ -298,6 +318,10 @@ def validate_plan(cells: list[Cell]) -> None:
                 models[cell.variant.key] = make_model(cell.variant.model, params)
             except (BenchError, TypeError, ValueError) as e:
                 raise BenchError(f"suite {cell.suite.name}: model variant {cell.variant.key!r}: {e}") from None
+            if cell.variant.tune:  # a space `bench tune` would search: its values must build the model too
+                from bench.tune import check_space
+
+                check_space(cell.variant.model, params, cell.variant.tune, f"suite {cell.suite.name}: models.{cell.variant.key}")
             for entry in (params.get("stage1") or {}).get("datasets", []):  # CALRec's stage-I domains
                 spec, extra = entry_spec(entry)
                 inputs[spec] = extra
@@ -334,7 +358,10 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
     bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell")
     for cell in bar:
         bar.set_postfix_str(cell.name)
-        status = run_cell(cell, store, force, stale)
+        try:
+            status = run_cell(cell, store, force, stale)
+        except CellError as e:  # this cell's output cannot be scored; the others may be fine
+            status = f"failed: model {cell.variant.model!r}: {e}"
         tqdm.write(f"{cell.name}: {status}")
         done.append((cell, status))
         if on_cell is not None and not status.startswith("skipped"):

@@ -167,13 +167,27 @@ def parse_suite(raw: Any, path) -> SuiteSpec:
     for k in spec.ks:
         if k < 1:
             raise BenchError(f"{path}: ks: {k} is not a positive cutoff")
+    if len(set(spec.ks)) != len(spec.ks):
+        twice = sorted({k for k in spec.ks if spec.ks.count(k) > 1})
+        raise BenchError(f"{path}: ks: {', '.join(map(str, twice))} given twice (each cutoff is one column)")
     for name, t in spec.check.tolerance.items():
         if not t >= 0:
             raise BenchError(f"{path}: check.tolerance.{name}: must be a number >= 0, not {t!r}")
     return spec
 
 
+# pydantic's error types for a value of the right type outside an annotation's declared range
+BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number", "multiple_of")
+
+# Ranges for parameter annotations: `neighbours: Annotated[int, AT_LEAST_1]`.
+AT_LEAST_1 = Field(ge=1)
+NON_NEGATIVE = Field(ge=0, allow_inf_nan=False)
+SEED = Field(ge=0, le=SEED_MAX)
+
+
 def type_name(annotation) -> str:
+    if typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
     text = getattr(annotation, "__name__", None) if not typing.get_args(annotation) else None
     return text or str(annotation).replace("typing.", "")
 
@@ -185,7 +199,10 @@ def check_params(owner: str, hints: dict[str, Any], params: dict) -> None:
             continue
         try:
             TypeAdapter(hints[name]).validate_python(value, strict=True)
-        except ValidationError:
+        except ValidationError as e:
+            err = e.errors()[0]
+            if err["type"] in BOUNDS:  # the right type, outside the range the annotation declares
+                raise BenchError(f"{owner}: parameter {name!r} {err['msg'].removeprefix('Input ')}, not {value!r}") from None
             hint = ""
             if isinstance(value, str) and _is_number(value):
                 hint = " (YAML reads a number like 1e-3 as text; write 1.0e-3)"
@@ -208,7 +225,7 @@ def init_hints(cls: type) -> dict[str, Any]:
         init = klass.__dict__.get("__init__")
         if init is None or klass is object:
             continue
-        resolved = typing.get_type_hints(init)
+        resolved = typing.get_type_hints(init, include_extras=True)  # keep Annotated ranges
         params = inspect.signature(init).parameters.values()
         for p in params:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name in resolved:

@@ -25,9 +25,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metrics_from_ranks
@@ -97,9 +99,52 @@ def per_user_csv(user_ids: np.ndarray, targets: np.ndarray, ranks: Ranks) -> byt
 
 def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # missing, a folder, not UTF-8, not JSON
         return None
+
+
+class _DatasetStats(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    dataset: str
+    version: str
+    preprocessing: str
+    users: int
+    items: int
+    interactions: int
+    dropped_users: int
+    cold_test_targets: int
+
+
+class RunRecord(BaseModel):
+    """What every reader of a run.json relies on (tables, plan, refingerprint, track); other keys
+    are free. A record that does not validate makes its cell not done: `bench run` recomputes it."""
+    model_config = ConfigDict(extra="allow", strict=True)
+    config: dict
+    config_hash: str
+    commit: str
+    command: str
+    started: str
+    fit_seconds: float
+    predict_seconds: float
+    evaluated_users: int
+    cold_test_targets_evaluated: int
+    dataset_stats: _DatasetStats
+    machine: dict
+    versions: dict
+    model_info: Optional[dict] = None
+
+
+def record_problem(rec) -> str | None:
+    """None for a valid run.json record, else its first problem in a few words."""
+    if not isinstance(rec, dict):
+        return f"not a JSON object ({type(rec).__name__})"
+    try:
+        RunRecord.model_validate(rec)
+    except ValidationError as e:
+        err = e.errors()[0]
+        return f"{'.'.join(map(str, err['loc']))}: {err['msg'].lower()}"
+    return None
 
 
 # What a model that checkpoints its training writes beside the checkpoint in its cell's scratch
@@ -130,7 +175,9 @@ class RunStore:
 
     @staticmethod
     def record(cell: Path) -> dict | None:
-        return _read_json(cell / "run.json")
+        """The cell's run.json, or None where it is missing, unreadable or not a valid record."""
+        rec = _read_json(cell / "run.json")
+        return rec if rec is not None and record_problem(rec) is None else None
 
     def is_done(self, cell: Path, chash: str, data_version: str | None = None) -> bool:
         return self.check_cell(cell, chash, data_version) is None
@@ -141,9 +188,12 @@ class RunStore:
         hash); a cell computed on other files is not this experiment. None where it cannot be told."""
         if not cell.exists():
             return "not run yet"
-        rec = self.record(cell)
+        rec = _read_json(cell / "run.json")
         if rec is None:
             return f"{cell / 'run.json'} is missing or unreadable"
+        problem = record_problem(rec)
+        if problem is not None:
+            return f"{cell / 'run.json'} is not a valid record ({problem})"
         if rec.get("config_hash") != chash:
             return "its configuration changed"
         ran_on = (rec.get("dataset_stats") or {}).get("version")

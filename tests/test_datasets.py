@@ -101,3 +101,14 @@ def test_recformer_user_sample_is_seeded():
         load_dataset("amazon2018:Industrial_and_Scientific", **SCI, user_fraction=0.0)
     with pytest.raises(BenchError, match="recipe"):
         load_dataset("amazon2018:Industrial_and_Scientific", directory=str(FIXTURES), recipe="unisrec")
+
+
+def test_amazon_counts_items_without_metadata_and_refuses_a_file_that_has_none(tmp_path):
+    with pytest.warns(UserWarning, match="items have no metadata"):
+        d = load_dataset("amazon2018:Beauty", directory=str(FIXTURES), k=3)
+    missing = sum(t["Title"] == "unknown" for t in d.item_text.values())
+    assert missing and f"; {missing} of {len(d.item_text)} items have no metadata (text 'unknown')" in d.preprocessing
+    shutil.copy(FIXTURES / "Beauty_5.json", tmp_path / "Beauty_5.json")
+    (tmp_path / "meta_Beauty.json").write_text("")  # an empty metadata file: every text would be "unknown"
+    with pytest.raises(BenchError, match="none of the .* reviewed items has metadata in meta_Beauty.json"):
+        load_dataset("amazon2018:Beauty", directory=str(tmp_path), k=3)

@@ -186,3 +186,166 @@ def test_ray_refuses_what_would_wait_for_ever_before_starting_a_cluster(tmp_path
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "runs").exists()
+
+
+# ---- silent nonsense (issue 35, section 3) ----------------------------------------------------
+
+RANGES = """
+description: ranges
+seeds: [0]
+ks: [5, 10]
+datasets:
+  syn: {spec: synthetic, n_users: 40, n_items: 30, seed: 2}
+models:
+  pop: {model: pop}
+  knn: {model: itemknn, params: {PARAMS}}
+reference: pop
+"""
+
+
+@pytest.mark.parametrize("params, message", [("neighbours: 0", "'neighbours' should be greater than or equal to 1, not 0"),
+                                             ("neighbours: -5", "not -5"), ("shrink: .inf", "'shrink' should be a finite number"),
+                                             ("window: 0", "'window' should be greater than or equal to 1")])
+def test_out_of_range_model_parameters_are_refused_with_the_plan(tmp_path, capsys, params, message):
+    suite = tmp_path / "r.yaml"
+    suite.write_text(RANGES.replace("PARAMS", params))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "model variant 'knn'" in err and "\n" not in err
+    assert not (tmp_path / "res" / "runs").exists()
+
+
+def test_a_tune_space_reaching_out_of_range_is_refused_by_run_and_tune(tmp_path, capsys):
+    suite = tmp_path / "r.yaml"
+    suite.write_text(RANGES.replace("params: {PARAMS}", "params: {neighbours: 5}, tune: {neighbours: {low: -4, high: 20}}"))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "res")]) == 2
+    assert "models.knn.tune" in capsys.readouterr().err
+    assert main(["tune", "--suite", str(suite), "--model", "knn", "--dataset", "syn", "--results", str(tmp_path / "res")]) == 2
+    assert "'neighbours' should be greater than or equal to 1, not -4" in capsys.readouterr().err
+    assert not (tmp_path / "res" / "runs").exists() and not (tmp_path / "res" / "tune").exists()
+
+
+@pytest.mark.parametrize("dataset, message", [("n_items: 4", "need n_items >= 2*n_successors"),
+                                              ("seed: -1", "'seed' should be greater than or equal to 0"),
+                                              ("n_successors: 0", "'n_successors' should be greater than or equal to 1")])
+def test_dataset_parameters_that_fail_only_when_built_are_refused_with_the_plan(tmp_path, capsys, dataset, message):
+    suite = tmp_path / "r.yaml"
+    suite.write_text(RANGES.replace("n_items: 30, seed: 2}", f"{dataset}}}").replace("  knn: {model: itemknn, params: {PARAMS}}\n", ""))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "res")]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "res" / "runs").exists()
+
+
+def test_duplicate_cutoffs_are_refused(tmp_path, capsys):
+    suite = tmp_path / "r.yaml"
+    suite.write_text(RANGES.replace("ks: [5, 10]", "ks: [10, 10, 5]").replace("params: {PARAMS}", "params: {}"))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "res")]) == 2
+    assert "ks: 10 given twice" in capsys.readouterr().err
+
+
+class NaNScores:
+    def fit(self, split, ctx):
+        self.n = split.n_items
+
+    def predict(self, histories, users):
+        out = np.random.default_rng(0).random((len(histories), self.n))
+        out[0, 3] = np.nan
+        return out
+
+
+def test_nan_scores_fail_their_cell_with_one_line_and_the_suite_goes_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(MODELS, "nan", "test_hardening2:NaNScores")
+    suite = tmp_path / "r.yaml"
+    suite.write_text(RANGES.replace("  knn: {model: itemknn, params: {PARAMS}}", "  nan: {model: nan}\n  random: {model: random}"))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "res")]) == 1
+    captured = capsys.readouterr()
+    assert "syn/nan/seed0: failed: model 'nan': model returned NaN scores for 1 of" in captured.err + captured.out
+    assert "Traceback" not in captured.err
+    assert (tmp_path / "res/runs/r/syn/random/seed0/metrics.json").is_file()  # the cell after it ran
+    assert not (tmp_path / "res/runs/r/syn/nan/seed0/metrics.json").exists()
+
+
+def test_masked_test_targets_are_counted_and_a_dataset_with_none_rankable_is_refused(tmp_path, capsys):
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(6):  # every user's last item repeats their first one: masked at test
+        lines += [f"u{u}\ti{u}\t1", f"u{u}\ti{u + 10}\t2", f"u{u}\ti{u + 20}\t3", f"u{u}\ti{u}\t4"]
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep/rep.inter").write_text("\n".join(lines) + "\n")
+    suite = tmp_path / "r.yaml"
+    suite.write_text(RANGES.replace("syn: {spec: synthetic, n_users: 40, n_items: 30, seed: 2}", f"rep: {{spec: 'atomic:{tmp_path / 'rep'}'}}")
+                     .replace("  knn: {model: itemknn, params: {PARAMS}}\n", ""))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "res")]) == 2
+    assert "no target can be ranked" in capsys.readouterr().err
+    suite.write_text(RANGES.replace("  knn: {model: itemknn, params: {PARAMS}}\n", ""))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "res2")]) == 0
+    import json
+    rec = json.loads((tmp_path / "res2/runs/r/syn/pop/seed0/run.json").read_text())
+    assert rec["masked_test_targets_evaluated"] >= 0
+    md = (tmp_path / "res2/tables/r/syn-main.md").read_text()
+    assert f"test targets in the user's own (masked) history: {rec['masked_test_targets_evaluated']} of the evaluated" in md
+
+
+# ---- damaged records (issue 35, section 4) ----------------------------------------------------
+
+def _drop(key):
+    def damage(c):
+        import json
+        rec = json.loads((c / "run.json").read_text())
+        del rec[key]
+        (c / "run.json").write_text(json.dumps(rec))
+    return damage
+
+
+def _run_json_folder(c):
+    (c / "run.json").unlink()
+    (c / "run.json").mkdir()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda c: (c / "run.json").write_bytes(b"\xff\xfe not utf-8 \x80"),
+    lambda c: (c / "run.json").write_text("[]"),
+    lambda c: (c / "run.json").write_text('"a string"'),
+    _run_json_folder,
+    _drop("fit_seconds"),
+    _drop("dataset_stats"),
+], ids=["not-utf8", "list", "string", "folder", "no-fit_seconds", "no-dataset_stats"])
+def test_a_run_json_that_is_not_a_valid_record_makes_its_cell_not_done(tmp_path, capsys, damage):
+    import json
+
+    suite = tmp_path / "r.yaml"
+    suite.write_text(RANGES.replace("  knn: {model: itemknn, params: {PARAMS}}\n", ""))
+    res = tmp_path / "res"
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+    c = res / "runs/r/syn/pop/seed0"
+    good = (c / "metrics.json").read_text()
+    damage(c)
+    capsys.readouterr()
+    for command in (["plan", "--suite", str(suite)], ["table", "--suite", str(suite)], ["refingerprint"]):
+        assert main([*command, "--results", str(res)]) == 0
+        assert "Traceback" not in capsys.readouterr().err
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+    out = capsys.readouterr()
+    assert "syn/pop/seed0: recomputing:" in out.out + out.err and "cached" not in (out.out + out.err).split("pop/seed0")[1][:40]
+    assert (c / "metrics.json").read_text() == good and json.loads((c / "run.json").read_text())["fit_seconds"] >= 0
+
+
+@pytest.mark.parametrize("reference, message", [
+    ('{"synthetic/pop/seed0": {"NDCG@10": "0.1"}}', "NDCG@10: must be a number"),
+    ('{"synthetic/pop/seed0": [0.1, 0.2]}', "must map metric names to numbers"),
+    ('[1, 2]', "must map each cell to its metrics"),
+])
+def test_a_damaged_reference_file_is_one_line(tmp_path, capsys, monkeypatch, reference, message):
+    from bench import check
+
+    monkeypatch.setattr(check, "fresh_metrics", lambda suite: {})
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "reference/smoke.json").write_text(reference)
+    assert main(["check", "--suite", "smoke", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_plot_with_nothing_stored_says_so(tmp_path, capsys):
+    assert main(["plot", "--suite", "smoke", "--results", str(tmp_path)]) == 2
+    assert "nothing to plot" in capsys.readouterr().err

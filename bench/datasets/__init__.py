@@ -42,7 +42,13 @@ def resolve(spec: str, params: dict) -> tuple[Callable[..., Interactions], tuple
         inspect.signature(loader).bind(*args, **params)
     except TypeError as e:
         raise BenchError(f"dataset {spec!r}: bad parameters {sorted(params)} ({e})") from None
-    check_params(f"dataset {spec!r}", typing.get_type_hints(loader), params)
+    check_params(f"dataset {spec!r}", typing.get_type_hints(loader, include_extras=True), params)
+    check = getattr(loader, "check", None)  # rules across parameters (synthetic: n_items >= 2 n_successors)
+    if check is not None:
+        try:
+            check(**params)
+        except ValueError as e:
+            raise BenchError(f"dataset {spec!r}: {e}") from None
     return loader, args
 
 

@@ -13,14 +13,16 @@ import html
 import json
 import math
 import re
+import warnings
 import zlib
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Annotated, Iterator, Literal
 
 import numpy as np
 
 from bench.datasets.base import Interactions, file_fingerprint, k_core
 from bench.errors import BenchError
+from bench.schema import SEED
 
 _TAG = re.compile(r"<[^>]+>")
 
@@ -135,7 +137,7 @@ def missing_files(category: str, directory: str | None = None, variant: str = "5
 
 def load_amazon2018(category: str, directory: str | None = None, variant: str = "5core", k: int = 5,
                     recipe: Literal["default", "recformer"] = "default", min_interactions: int = 4,
-                    user_fraction: float = 0.2, sample_seed: int = 0) -> Interactions:
+                    user_fraction: float = 0.2, sample_seed: Annotated[int, SEED] = 0) -> Interactions:
     """`recipe: default`: first review per (user, item), k-core, every reviewed item kept (text
     "unknown" where metadata lacks it). `recipe: recformer`: Recformer's fine-tuning data (KDD 2023,
     finetune_data/process.py), see `_recformer`."""
@@ -169,10 +171,18 @@ def load_amazon2018(category: str, directory: str | None = None, variant: str = 
     user, item, ts = user[keep], item[keep], ts[keep]
     wanted = set(item.tolist())
     item_text = _read_meta(meta, wanted, {"Title": "title", "Category": "category", "Brand": "brand", "Price": "price"})
-    for asin in wanted - item_text.keys():  # reviewed items without metadata still get text
+    missing = wanted - item_text.keys()
+    if wanted and len(missing) == len(wanted):  # an empty or wrong metadata file: every text would be "unknown"
+        raise BenchError(f"amazon2018:{category}: none of the {len(wanted)} reviewed items has metadata in {meta.name}")
+    for asin in missing:  # reviewed items without metadata still get text
         item_text[asin] = {"Title": "unknown", "Category": "unknown", "Brand": "unknown", "Price": "unknown"}
+    steps = f"{variant} reviews, first review per (user, item), {k}-core"
+    if missing:
+        steps += f"; {len(missing)} of {len(wanted)} items have no metadata (text 'unknown')"
+        warnings.warn(f"amazon2018:{category}: {len(missing)} of {len(wanted)} items have no metadata; their text is 'unknown'",
+                      stacklevel=2)
     return Interactions(name=f"amazon2018:{category}", version=version, user=user, item=item, timestamp=ts,
-                        item_text=item_text, preprocessing=f"{variant} reviews, first review per (user, item), {k}-core")
+                        item_text=item_text, preprocessing=steps)
 
 
 def _recformer(category, version, user, item, ts, meta, variant, min_interactions, fraction, seed) -> Interactions:

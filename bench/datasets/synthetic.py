@@ -6,9 +6,13 @@ popularity, and popularity beats random. Titles carry category words, so text mo
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
+from pydantic import Field
 
 from bench.datasets.base import Interactions
+from bench.schema import AT_LEAST_1, NON_NEGATIVE, SEED
 
 CATEGORIES = ["Garden", "Kitchen", "Music", "Books", "Toys", "Sports", "Beauty", "Office"]
 NOUNS = {
@@ -25,18 +29,17 @@ ADJECTIVES = ["red", "blue", "small", "large", "classic", "modern", "quiet", "br
 
 
 def load_synthetic(
-    n_users: int = 300,
-    n_items: int = 200,
+    n_users: Annotated[int, AT_LEAST_1] = 300,
+    n_items: Annotated[int, Field(ge=2)] = 200,
     n_categories: int = 6,
-    min_len: int = 5,
+    min_len: Annotated[int, AT_LEAST_1] = 5,
     max_len: int = 30,
-    markov: float = 0.7,
-    n_successors: int = 3,
-    zipf: float = 1.1,
-    seed: int = 0,
+    markov: Annotated[float, Field(ge=0, le=1)] = 0.7,
+    n_successors: Annotated[int, AT_LEAST_1] = 3,
+    zipf: Annotated[float, NON_NEGATIVE] = 1.1,
+    seed: Annotated[int, SEED] = 0,
 ) -> Interactions:
-    if n_items < 2 * n_successors or not 1 <= n_categories <= len(CATEGORIES) or min_len < 1 or max_len < min_len:
-        raise ValueError("synthetic: need n_items >= 2*n_successors, 1 <= n_categories <= 8, 1 <= min_len <= max_len")
+    check_synthetic(n_users, n_items, n_categories, min_len, max_len, markov, n_successors, zipf, seed)
     rng = np.random.default_rng(seed)
     category = rng.integers(0, n_categories, size=n_items)
     popularity = 1.0 / np.arange(1, n_items + 1) ** zipf
@@ -94,3 +97,15 @@ def load_synthetic(
         item_text=item_text,
         preprocessing="generated",
     )
+
+
+def check_synthetic(n_users: int = 300, n_items: int = 200, n_categories: int = 6, min_len: int = 5, max_len: int = 30,
+                    markov: float = 0.7, n_successors: int = 3, zipf: float = 1.1, seed: int = 0) -> None:
+    """The rules across parameters, checked with the plan (`bench.datasets.resolve`) and on load."""
+    if n_items < 2 * n_successors or not 1 <= n_categories <= len(CATEGORIES) or min_len < 1 or max_len < min_len:
+        raise ValueError(f"synthetic: need n_items >= 2*n_successors, 1 <= n_categories <= {len(CATEGORIES)}, "
+                         f"1 <= min_len <= max_len (got n_items={n_items}, n_successors={n_successors}, "
+                         f"n_categories={n_categories}, min_len={min_len}, max_len={max_len})")
+
+
+load_synthetic.check = check_synthetic
