@@ -139,6 +139,32 @@ def _validation_axis(ax, df: pd.DataFrame) -> None:
         ax2.set_ylabel("validation NDCG@10")
 
 
+def breakdown_plots(suite: Suite, runs: dict[str, VariantRuns], dataset: str, split, out: Path) -> list[Path]:
+    """NDCG@10 per user group (target popularity, history length) for every row, with the
+    bootstrap intervals of bench/breakdowns.py: where each model wins."""
+    from bench.breakdowns import breakdown_tables
+
+    written = []
+    for name, b in breakdown_tables(suite, dataset, runs, split).items():
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        x = np.arange(len(b["groups"]))
+        colours = plt.cm.tab20(np.linspace(0, 1, max(len(b["rows"]), 2)))  # more rows than the default cycle
+        for k, r in enumerate(b["rows"]):
+            cells = [b["cells"][(r, g, "NDCG@10")] for g in b["groups"]]
+            mean = np.array([c["mean"] for c in cells])
+            err = np.array([[c["mean"] - c["ci"][0], c["ci"][1] - c["mean"]] for c in cells]).T
+            dodge = (k - (len(b["rows"]) - 1) / 2) * 0.2 / max(len(b["rows"]), 1)  # intervals side by side
+            ax.errorbar(x + dodge, mean, yerr=err, marker="o", ms=4, capsize=2, lw=1, color=colours[k],
+                        label=suite.variant(r).label)
+        ax.set_xticks(x, [f"{g}\n(n={b['users'][g]})" for g in b["groups"]])
+        ax.set_ylabel("NDCG@10 (95% bootstrap CI)")
+        ax.set_title(f"{suite.name}: {dataset}, NDCG@10 by {'target popularity' if name == 'popularity' else 'history length'}",
+                     fontsize=10)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+        written += _save(fig, out / f"{dataset}-by-{name}")
+    return written
+
+
 def plot_suite(suite: Suite, root: Path) -> list[Path]:
     out = root / "plots" / suite.name
     written: list[Path] = []
@@ -150,4 +176,9 @@ def plot_suite(suite: Suite, root: Path) -> list[Path]:
         for name, rows in suite.ablations.items():
             written += ablation_bars(suite, runs, d.key, name, rows, out)
         written += training_curves(suite, root, d.key, out)
+        from bench.tables import _split_or_none
+
+        split = _split_or_none(d)
+        if split is not None:
+            written += breakdown_plots(suite, runs, d.key, split, out)
     return written

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
+from bench.breakdowns import breakdown_files
 from bench.costs import cost_markdown
 from bench.notes import ALPHA, CAPPED, CI_NOTE, DOWN, UP, protocol_notes
 from bench.published import load_published, published_markdown
@@ -198,9 +199,22 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
                 out[f"{key}-ci.md"], out[f"{key}-ci.tex"] = to_markdown(t), to_latex(t)
         if runs and plain:
             out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
+            split = _split_or_none(d)
+            if split is not None:  # the paper suite without its Amazon files has no split here
+                out.update(breakdown_files(suite, d.key, runs, split))
         if pub is not None and d.key in pub.targets and plain:
             out[f"{d.key}-published.md"] = published_markdown(suite, d.key, runs, pub)
     return out
+
+
+def _split_or_none(entry):
+    from bench.errors import BenchError
+    from bench.runner import get_split
+
+    try:
+        return get_split(entry)
+    except BenchError:
+        return None
 
 
 def suite_tables(suite: Suite, root: Path) -> dict[str, str]:

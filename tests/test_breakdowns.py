@@ -1,0 +1,44 @@
+"""Breakdowns by target popularity and history length (issue 36, section 3)."""
+import numpy as np
+
+from bench.breakdowns import history_groups, popularity_groups
+from bench.check import check_tables
+from bench.cli import main
+from bench.split import Split
+
+
+def split_of(train: list[list[int]], n_items: int, test: list[int]) -> Split:
+    return Split("d", "v", "p", np.array([f"i{k}" for k in range(n_items)]), [{}] * n_items,
+                 np.array([f"u{k}" for k in range(len(train))]), [np.array(t) for t in train],
+                 np.zeros(len(train), dtype=int), np.array(test), 0)
+
+
+def test_popularity_groups_are_equal_thirds_of_training_interactions_and_cold():
+    # item 0: 6 interactions, 1: 3, 2: 2, 3: 1, 4: none (of 12): shares before each 0, 0.5, 0.75, 0.92
+    train = [[0, 0, 0, 1, 2], [0, 0, 0, 1, 1, 2, 3]]
+    g = popularity_groups(split_of(train, 5, [4, 4]))
+    assert g == {"i0": "head", "i1": "middle", "i2": "tail", "i3": "tail", "i4": "cold"}
+
+
+def test_history_groups_are_quartiles_of_the_evaluated_users():
+    train = [[0] * n for n in (2, 9, 4, 7, 5, 3, 8, 6)]
+    s = split_of(train, 1, [0] * 8)
+    groups, labels = history_groups(s, [f"u{k}" for k in range(8)])
+    assert labels == ["Q1 (3-4)", "Q2 (5-6)", "Q3 (7-8)", "Q4 (9-10)"]  # history = train + the validation item
+    assert [groups[f"u{k}"] for k in (0, 5)] == ["Q1 (3-4)"] * 2 and groups["u1"] == "Q4 (9-10)"
+
+
+def test_every_suite_table_has_its_breakdowns_and_check_rebuilds_them(tmp_path):
+    res = tmp_path / "r"
+    assert main(["run", "--suite", "smoke", "--results", str(res)]) == 0
+    folder = res / "tables/smoke"
+    for name in ("synthetic-by-popularity", "synthetic-by-history"):
+        md = (folder / f"{name}.md").read_text()
+        assert (folder / f"{name}.tex").is_file()
+        assert "(n=" in md and "Popularity" in md and "[" in md  # user counts, rows, intervals
+    md = (folder / "synthetic-by-popularity.md").read_text()
+    counts = sum(int(x) for x in __import__("re").findall(r"Recall@10 \w+ \(n=(\d+)\)", md))
+    assert counts == 300  # every evaluated user in exactly one group
+    assert check_tables("smoke", res) == []
+    assert main(["plot", "--suite", "smoke", "--results", str(res)]) == 0
+    assert (res / "plots/smoke/synthetic-by-history.png").is_file()
