@@ -119,7 +119,7 @@ def cmd_table(args) -> int:
     from bench.tables import render_tables
 
     suite = load_suite(args.suite, args.results)
-    files = render_tables(suite, args.results, args.test, ci=args.ci, plain=not args.ci)
+    files = render_tables(suite, args.results, args.test, ci=args.ci, plain=not args.ci, family=args.family)
     write_tables(suite, args.results, files)
     suffix = {"markdown": ".md", "latex": ".tex"}[args.format]
     for name, text in files.items():
@@ -209,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--suite", required=True)
     t.add_argument("--format", choices=["markdown", "latex"], default="markdown", help="which one to print")
     t.add_argument("--test", choices=["t-test", "permutation", "wilcoxon"], default="t-test")
+    t.add_argument("--family", choices=["column", "table"], default="column",
+                   help="Holm's correction within each metric column (default) or over every test of a table")
     t.add_argument("--ci", action="store_true", help="write the tables with 95%% bootstrap intervals over users (files *-ci)")
     t.set_defaults(func=cmd_table)
     pn = sub.add_parser("plan", parents=[common], help="every cell's state, device and estimated time, before running")

@@ -42,12 +42,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
         f"Commits: {', '.join(commits)}.",
     ]
     if reference in rows:
-        ref = runs[reference]
-        unshared = [suite.variant(r).label for r in rows if r != reference and not set(runs[r].seeds) & set(ref.seeds)]
-        notes.append(f"{UP}/{DOWN}: higher/lower than {suite.variant(reference).label} by a paired {test} on per-user "
-                     f"values, each row on the seeds it shares with that row (per-user values averaged over those "
-                     f"seeds), Holm-corrected within each metric column (a family of {n_comparisons} comparisons), "
-                     f"alpha={ALPHA}." + (f" Not tested (no shared seed): {', '.join(unshared)}." if unshared else ""))
+        notes.append(arrow_note(suite, runs, rows, reference, test, n_comparisons))
     if any(cut):
         notes.append(f"{CAPPED}: training ended at its budget (epochs, or steps whose last evaluation was the best), not "
                      f"by early stopping, so the row may be undertrained: "
@@ -112,6 +107,37 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     if missing.cells:
         notes.append(f"Not run yet ({_count(missing.cells)}): {compact_cells(missing.cells)}.")
     return notes
+
+
+PARTIAL = "§"  # a stochastic row tested on fewer seeds than the reference has
+
+
+def arrow_note(suite, runs, rows, reference, test, tested: dict) -> str:
+    """Which test each row's arrows come from, and over which family Holm corrects."""
+    label = lambda r: suite.variant(r).label
+    kinds = tested["kinds"]
+    ref = runs[reference]
+    by = lambda kind: [label(r) for r in rows if kinds.get(r) == kind]
+    parts = []
+    if by("users"):
+        parts.append(f"a paired {test} on per-user values over the seeds both rows ran (per-user values averaged over "
+                     f"those seeds): {', '.join(by('users'))}")
+    if by("seeds"):
+        parts.append("a paired t-test over the per-seed means, seed by seed (3 or more shared seeds: the variance "
+                     "between training runs counts, as in a mixed model with a random seed effect): " + ", ".join(by("seeds")))
+    if by("deterministic"):
+        parts.append(f"a paired {test} on per-user values against {label(reference)}'s per-user means over all its "
+                     f"seeds (the row's scores do not depend on the seed): {', '.join(by('deterministic'))}")
+    partial = [f"{label(r)} (seeds {', '.join(map(str, [s for s in runs[r].seeds if s in ref.seeds]))} of "
+               f"{', '.join(map(str, ref.seeds))})" for r in rows if kinds.get(r) == "users"
+               and len([s for s in runs[r].seeds if s in ref.seeds]) < len(ref.seeds)]
+    unshared = [label(r) for r in rows if r != reference and r not in kinds]
+    family = ("within each metric column (a family of {size} comparisons; {total} tests in this table)"
+              if tested["family"] == "column" else "over the whole table (a family of {total} comparisons)").format(**tested)
+    return (f"{UP}/{DOWN}: higher/lower than {label(reference)}, by " + "; by ".join(parts)
+            + f". Holm-corrected {family}, alpha={ALPHA}."
+            + (f" {PARTIAL}: tested on fewer seeds than {label(reference)} ran: {'; '.join(partial)}." if partial else "")
+            + (f" Not tested (no shared seed): {', '.join(unshared)}." if unshared else ""))
 
 
 def compact_cells(names: list[str]) -> str:

@@ -17,6 +17,11 @@ from bench.store import OTHER_DATA, RunStore, config_hash
 from bench.suites import Suite
 
 
+# Models whose scores do not depend on the seed: one seed is all of them, so they are compared with
+# the reference's per-user values averaged over all its seeds (by registry name).
+DETERMINISTIC = frozenset({"pop", "itemknn", "bm25-text"})
+
+
 @dataclass
 class VariantRuns:
     variant: str

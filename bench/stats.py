@@ -52,3 +52,18 @@ def bootstrap_ci(x: np.ndarray, confidence: float = 0.95, n_resamples: int = 200
 
 def relative_improvement(new: float, base: float) -> float:
     return float("nan") if base == 0 else (new - base) / base
+
+
+def seed_means_pvalue(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p-value that two rows differ, from their per-seed means (seed s of one against seed
+    s of the other): a paired t-test over seeds, df = seeds - 1. With the same users in every seed
+    this is the test of the mean difference in a mixed model with user effects and a random seed
+    effect (balanced design), so training-run variance counts, not only the users'."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"a seed-level test needs >= 2 paired seeds, got {a.shape} and {b.shape}")
+    if not np.any(a - b):
+        return 1.0
+    if np.all(a - b == (a - b)[0]):  # the same difference in every seed: no seed variance to test against
+        return 0.0
+    return float(stats.ttest_rel(a, b).pvalue)

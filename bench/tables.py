@@ -22,10 +22,10 @@ from tabulate import tabulate
 
 from bench.breakdowns import breakdown_files
 from bench.costs import cost_markdown
-from bench.notes import ALPHA, CAPPED, CI_NOTE, DOWN, UP, protocol_notes
+from bench.notes import ALPHA, CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
 from bench.published import load_published, published_markdown
-from bench.results import Missing, VariantRuns, capped, load_runs
-from bench.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement
+from bench.results import DETERMINISTIC, Missing, VariantRuns, capped, load_runs
+from bench.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement, seed_means_pvalue
 from bench.suites import Suite
 
 DECIMALS = 4
@@ -49,10 +49,31 @@ class Table:
     n_seeds: list[int]
     capped: list[bool]
     ci: np.ndarray | None = None  # rows x columns x (low, high): 95% bootstrap interval over users
+    partial: list[bool] | None = None  # tested on fewer seeds than the reference ran (marked PARTIAL)
+
+
+SEED_TEST_MIN = 3  # seeds both rows need for the seed-level test
+
+
+def comparison(suite: Suite, runs: dict[str, VariantRuns], r: str, reference: str):
+    """How row `r` is tested against the reference: (kind, metric -> (a, b)), kind None where it
+    cannot be. 'deterministic': a model whose scores ignore the seed, per user against the
+    reference's mean over all its seeds; 'seeds': both rows have >= 3 shared seeds, their per-seed
+    means paired by seed (training-run variance counted); 'users': per user on the shared seeds."""
+    row, ref = runs[r], runs[reference]
+    shared = [s for s in row.seeds if s in ref.seeds]
+    if suite.variant(r).model in DETERMINISTIC:
+        return "deterministic", lambda m: (row.user_metric(m, suite.ks), ref.user_metric(m, suite.ks))
+    if not shared:
+        return None, None
+    if len(shared) >= SEED_TEST_MIN:
+        pick = lambda vr, m: np.array([vr.metrics[vr.seeds.index(s)][m] for s in shared])
+        return "seeds", lambda m: (pick(row, m), pick(ref, m))
+    return "users", lambda m: (row.user_metric(m, suite.ks, shared), ref.user_metric(m, suite.ks, shared))
 
 
 def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], reference: str | None,
-                title: str, test: str, missing: Missing, headline: bool, ci: bool = False) -> Table:
+                title: str, test: str, missing: Missing, headline: bool, ci: bool = False, family: str = "column") -> Table:
     metrics = table_metrics(suite.ks)
     rows = [r for r in rows if r in runs]
     values = np.full((len(rows), len(metrics)), np.nan)
@@ -70,22 +91,28 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
             for j, m in enumerate(metrics):
                 intervals[i, j] = bootstrap_ci(runs[r].user_metric(m, suite.ks))
     significant = np.zeros(values.shape, dtype=int)
-    tested = 0
+    kinds: dict[str, str] = {}  # row -> which test its arrows come from
+    comparisons = []  # (row index, column, difference, p)
     if reference in rows:
-        for j, m in enumerate(metrics):  # one Holm family per metric column
-            cmp, pvals = [], []
-            for i, r in enumerate(rows):
-                shared = [s for s in runs[r].seeds if s in runs[reference].seeds]
-                if r == reference or not shared:
-                    continue
-                a = runs[r].user_metric(m, suite.ks, shared)
-                b = runs[reference].user_metric(m, suite.ks, shared)
-                cmp.append((i, float(np.mean(a) - np.mean(b))))
-                pvals.append(paired_pvalue(a, b, test))
-            _, reject = holm(pvals, ALPHA)
-            tested = max(tested, len(pvals))
-            for (i, diff), rej in zip(cmp, reject):
-                significant[i, j] = int(np.sign(diff)) if rej else 0
+        for i, r in enumerate(rows):
+            if r == reference:
+                continue
+            kind, pair = comparison(suite, runs, r, reference)
+            if kind is None:
+                continue
+            kinds[r] = kind
+            for j, m in enumerate(metrics):
+                a, b = pair(m)
+                p = seed_means_pvalue(a, b) if kind == "seeds" else paired_pvalue(a, b, test)
+                comparisons.append((i, j, float(np.mean(a) - np.mean(b)), p))
+    families = sorted({c[1] for c in comparisons}) if family == "column" else [None]
+    for f in families:  # Holm within each metric column (default) or over the whole table
+        members = [c for c in comparisons if f is None or c[1] == f]
+        _, reject = holm([c[3] for c in members], ALPHA)
+        for (i, j, diff, _), rej in zip(members, reject):
+            significant[i, j] = int(np.sign(diff)) if rej else 0
+    tested = {"family": family, "size": max((sum(c[1] == f for c in comparisons) for f in families), default=0)
+              if family == "column" else len(comparisons), "total": len(comparisons), "kinds": kinds}
     head = None
     groups = {r: suite.variant(r).group for r in rows}
     ours = [i for i, r in enumerate(rows) if groups[r] == "ours"]
@@ -95,8 +122,10 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
     cut = [any(capped(rec) for rec in runs[r].records) for r in rows]
     notes = protocol_notes(suite, runs, rows, reference, test, tested, missing, cut, ci)
     labels = [suite.variant(r).label for r in rows]
+    ref_seeds = set(runs[reference].seeds) if reference in rows else set()
+    partial = [kinds.get(r) == "users" and len(set(runs[r].seeds) & ref_seeds) < len(ref_seeds) for r in rows]
     return Table(title, metrics, labels, values, spread, significant, head, notes, [len(runs[r].seeds) for r in rows],
-                 cut, intervals)
+                 cut, intervals, partial)
 
 
 def _printed(v: float) -> str:
@@ -115,7 +144,7 @@ def _cells(t: Table, bold, underline, arrows, fmt_sd, cap) -> list[list[str]]:
     out = []
     marks = [_marks(t.values[:, j]) for j in range(len(t.columns))]
     for i, label in enumerate(t.rows):
-        row = [label + (cap if t.capped[i] else ""), str(t.n_seeds[i])]
+        row = [label + (cap if t.capped[i] else "") + (f" {PARTIAL}" if t.partial and t.partial[i] else ""), str(t.n_seeds[i])]
         for j in range(len(t.columns)):
             s = _printed(t.values[i, j])
             best, second = marks[j]
@@ -159,30 +188,33 @@ def to_latex(t: Table) -> str:
     for k, row in enumerate(cells):
         if t.headline is not None and k == len(cells) - 1:
             lines.append(r"\midrule")
-        lines.append(" & ".join([_tex(row[0]).replace(CAPPED, r"$^\ddagger$"),
+        lines.append(" & ".join([_tex(row[0]).replace(CAPPED, r"$^\ddagger$").replace(PARTIAL, r"\S{}"),
                                  *(c.replace("%", r"\%").replace("–", "--") for c in row[1:])]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize "
               + " ".join(_tex(n).replace(UP, r"$\uparrow$").replace(DOWN, r"$\downarrow$").replace(CAPPED, r"$\ddagger$")
+                         .replace(PARTIAL, r"\S{}")
                          for n in t.notes) + "}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
 def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: Missing,
-                   test: str = "t-test", ci: bool = False) -> dict[str, Table]:
+                   test: str = "t-test", ci: bool = False, family: str = "column") -> dict[str, Table]:
     """One dataset's tables: the main table and one per declared ablation group."""
     tables = {f"{dataset}-main": build_table(suite, runs, [v.key for v in suite.variants], suite.reference,
-                                             f"{suite.name}: {dataset}, all models", test, missing, headline=True, ci=ci)}
+                                             f"{suite.name}: {dataset}, all models", test, missing, headline=True, ci=ci,
+                                             family=family)}
     for name, rows in suite.ablations.items():
         if not all(suite.variant(r).runs_on(dataset) for r in rows):
             continue  # a row that does not run on this dataset (a variant tuned on another one)
         miss = Missing(*([m for m in names if m.split("/")[1] in rows] for names in (missing.cells, missing.other_data)))
         tables[f"{dataset}-ablation-{name}"] = build_table(suite, runs, rows, rows[0], f"{suite.name}: {dataset}, ablation: {name}",
-                                                           test, miss, headline=False, ci=ci)
+                                                           test, miss, headline=False, ci=ci, family=family)
     return tables
 
 
-def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = False, plain: bool = True) -> dict[str, str]:
+def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = False, plain: bool = True,
+                  family: str = "column") -> dict[str, str]:
     """File name -> content, for results/tables/<suite>/, from one read of the stored runs: per
     dataset, with `plain`, its metric tables (markdown and LaTeX), cost table and published-numbers
     table; with `ci`, the metric tables with bootstrap intervals, named *-ci (each table is built
@@ -191,7 +223,7 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
     pub = load_published(suite.published) if suite.published else None
     for d in suite.datasets:
         runs, missing = load_runs(suite, root, d.key)
-        for key, t in dataset_tables(suite, d.key, runs, missing, test, ci).items():
+        for key, t in dataset_tables(suite, d.key, runs, missing, test, ci, family).items():
             if plain:
                 bare = replace(t, ci=None, notes=[n for n in t.notes if n != CI_NOTE])
                 out[f"{key}.md"], out[f"{key}.tex"] = to_markdown(bare), to_latex(bare)

@@ -55,8 +55,9 @@ def test_rows_are_tested_on_the_seeds_they_share_with_the_reference(tmp_path):
     res = tmp_path / "r"
     assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
-    assert "each row on the seeds it shares with that row" in md and "Not tested (no shared seed): random" in md
-    assert "Holm-corrected within each metric column (a family of 1 comparisons)" in md
+    assert "Not tested (no shared seed): random" in md
+    assert "against pop's per-user means over all its seeds (the row's scores do not depend on the seed): knn" in md
+    assert "Holm-corrected within each metric column (a family of 1 comparisons; 4 tests in this table)" in md
     knn = next(line for line in md.splitlines() if line.startswith("| knn "))
     assert knn.split("|")[2].strip() == "3" and "±" in knn
 
@@ -224,6 +225,8 @@ def test_tables_name_the_machines_and_rows_whose_seeds_ran_on_different_ones(tmp
     assert device({"machine": {"cpu_model": "Intel(R) Xeon(R) Platinum 8480C CPU @ 2.00GHz", "cpus": 2}}) \
         == "Intel Xeon Platinum 8480C (2 cores)"
     assert device({"machine": {"cpus": 2}}) == "unrecorded CPU (2 cores)"
+    assert device({"machine": {"cpu_model": "AMD EPYC", "cpus": 2, "cpu_flags": ["avx2", "avx512f", "avx512_bf16"]}}) \
+        == "AMD EPYC (2 cores, avx512_bf16)"  # two EPYCs of one name, 3-4x apart
     assert device({"machine": {"accelerator": "NVIDIA H200", "cpu_model": "AMD EPYC"}}) == "NVIDIA H200"
     suite = tmp_path / "seeds.yaml"
     suite.write_text(SUITE)
@@ -233,9 +236,51 @@ def test_tables_name_the_machines_and_rows_whose_seeds_ran_on_different_ones(tmp
                              ("knn", 2, "AMD EPYC")):
         run_json = res / f"runs/seeds/syn/{model}/seed{seed}/run.json"
         rec = json.loads(run_json.read_text())
-        run_json.write_text(json.dumps({**rec, "machine": {**rec["machine"], "cpu_model": cpu, "cpus": 2}}))
+        run_json.write_text(json.dumps({**rec, "machine": {**rec["machine"], "cpu_model": cpu, "cpus": 2, "cpu_flags": None}}))
     assert main(["table", "--suite", str(suite), "--results", str(res)]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
     assert "Machines: AMD EPYC (2 cores), Intel Xeon (2 cores). Rows whose seeds ran on different machines" in md
     assert "knn seeds 0, 2 on AMD EPYC (2 cores), seed 1 on Intel Xeon (2 cores)." in md
     assert "| AMD EPYC (2 cores); Intel Xeon (2 cores) |" in (res / "tables/seeds/syn-cost.md").read_text()
+
+
+SEEDED = """
+seeds: [0, 1, 2]
+ks: [1, 10]
+datasets:
+  syn: {spec: synthetic, n_users: 60, n_items: 40, seed: 1}
+models:
+  ref: {model: random}
+  other: {model: random, params: {}, label: other}
+  one: {model: random, seeds: [1], label: one}
+  knn: {model: itemknn, params: {neighbours: 10}, seeds: [0]}
+reference: ref
+"""
+
+
+def test_arrows_of_three_seed_rows_follow_a_seed_level_test_and_partial_rows_are_marked(tmp_path):
+    """Rows with >= 3 shared seeds: a paired t-test over seed means; a stochastic row with fewer
+    seeds than the reference: marked, with the seeds it was tested on; a deterministic one: against
+    the reference's mean over all its seeds. `--family table` corrects over every test at once."""
+    from bench.stats import seed_means_pvalue
+    from bench.suites import load_suite
+    from bench.tables import comparison
+    from bench.results import load_runs
+
+    suite = tmp_path / "seeded.yaml"
+    suite.write_text(SEEDED)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+    md = (res / "tables/seeded/syn-main.md").read_text()
+    assert "a paired t-test over the per-seed means, seed by seed" in md and "random seed effect): other" in md
+    assert "| one §" in md and "§: tested on fewer seeds than ref ran: one (seeds 1 of 0, 1, 2)" in md
+    s = load_suite(str(suite))
+    runs, _ = load_runs(s, res, "syn")
+    kind, pair = comparison(s, runs, "other", "ref")
+    a, b = pair("NDCG@10")
+    assert kind == "seeds" and len(a) == 3 and np.allclose(a, [m["NDCG@10"] for m in runs["other"].metrics])
+    assert seed_means_pvalue(np.array([0.1, 0.2, 0.3]), np.array([0.1, 0.2, 0.3])) == 1.0
+    kind, pair = comparison(s, runs, "knn", "ref")
+    assert kind == "deterministic" and np.allclose(pair("NDCG@10")[1], runs["ref"].user_metric("NDCG@10", s.ks))
+    assert main(["table", "--suite", str(suite), "--results", str(res), "--family", "table"]) == 0
+    assert "Holm-corrected over the whole table (a family of 12 comparisons)" in (res / "tables/seeded/syn-main.md").read_text()
