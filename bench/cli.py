@@ -1,4 +1,4 @@
-"""python -m bench {list,plan,run,tune,table,plot,check}."""
+"""python -m bench {list,plan,run,tune,table,plot,check,headline,refingerprint}."""
 from __future__ import annotations
 
 import argparse
@@ -158,10 +158,22 @@ def cmd_check(args) -> int:
         print(f"reference written: {args.results / 'reference' / (args.suite + '.json')}")
     for name in args.tables:
         failures += check_tables(name, args.results)
+    if args.readme is not None:
+        from bench.headline import check_readme
+
+        failures += check_readme(args.readme, args.results)
     for f in failures:
         print(f"REGRESSION {f}")
     print(f"check: {'FAILED, ' + str(len(failures)) + ' problem(s)' if failures else 'ok'}")
     return 1 if failures else 0
+
+
+def cmd_headline(args) -> int:
+    from bench.headline import write_readme
+
+    write_readme(args.readme, args.results)
+    print(f"{args.readme}: headline table rewritten from {args.results / 'runs'}")
+    return 0
 
 
 def cmd_refingerprint(args) -> int:
@@ -223,7 +235,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--suite", default="smoke")
     c.add_argument("--update", action="store_true", help="write the reference from this run instead of comparing")
     c.add_argument("--tables", type=_csv, default=[], help="also rebuild these suites' committed tables and compare")
+    c.add_argument("--readme", type=Path, help="also compare this README's headline table with the stored runs")
     c.set_defaults(func=cmd_check)
+    h = sub.add_parser("headline", parents=[common], help="rewrite the README's headline table from the stored runs")
+    h.add_argument("--readme", type=Path, default=RESULTS.parent / "README.md")
+    h.set_defaults(func=cmd_headline)
     f = sub.add_parser("refingerprint", parents=[common],
                        help="rewrite the code records of cells whose code is unchanged in today's fingerprint scheme, with per-file hashes")
     f.set_defaults(func=cmd_refingerprint)

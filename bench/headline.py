@@ -1,0 +1,83 @@
+"""The README's headline table: the main models on ML-100k and ML-1M (Recall@10, NDCG@10, seeds),
+built from the stored runs of the committed suites, so it cannot drift from the tables:
+`python -m bench headline` rewrites the block between the README's markers and `bench check
+--readme README.md` fails where the block differs from what the runs give.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tabulate import tabulate
+
+from bench.errors import BenchError
+from bench.notes import CAPPED
+from bench.results import capped, load_runs
+from bench.suites import load_suite
+
+START, END = "<!-- headline:start (python -m bench headline) -->", "<!-- headline:end -->"
+# (suite, variant) rows, in order: the `full` suite's main models, then CALRec's CPU recipe of the
+# `ablation` suite (the same ML-100k split and all 943 test users).
+ROWS = [("full", v) for v in ("pop", "itemknn", "bm25-text", "sasrec", "bert4rec", "recbole-sasrec", "recbole-gru4rec",
+                              "recbole-caser", "recbole-stamp", "calrec")] + [("ablation", "calrec-stage2"), ("ablation", "calrec")]
+DATASETS = ("ml-100k", "ml-1m")
+METRICS = ("Recall@10", "NDCG@10")
+
+
+def _cell(vr, metric: str) -> str:
+    m = vr.seed_means(metric)
+    return f"{m.mean():.3f}" + (f" ±{m.std(ddof=1):.3f}" if len(m) > 1 else "")
+
+
+def headline_markdown(root: Path) -> str:
+    runs = {}
+    for suite_name in sorted({s for s, _ in ROWS}):
+        suite = load_suite(suite_name)
+        for d in DATASETS:
+            if any(e.key == d for e in suite.datasets):
+                runs[(suite_name, d)] = (suite, load_runs(suite, root, d)[0])
+    body, flagged = [], []
+    for suite_name, variant in ROWS:
+        cells, label, seen = [], None, False
+        for d in DATASETS:
+            suite, got = runs.get((suite_name, d), (None, {}))
+            vr = got.get(variant)
+            if vr is None:
+                cells += ["–"] * (len(METRICS) + 1)
+                continue
+            seen, label = True, suite.variant(variant).label
+            cells += [_cell(vr, m) for m in METRICS] + [str(len(vr.seeds))]
+            if any(capped(r) for r in vr.records):
+                label += f" {CAPPED}"
+            if any(not (r.get("code") or {}).get("fingerprint") for r in vr.records):
+                flagged.append(f"{suite.variant(variant).label} ({d})")
+        if seen:
+            body.append([f"{label} [{suite_name}]", *cells])
+    head = ["Model [suite]"] + [f"{d} {m}" for d in DATASETS for m in (*METRICS, "seeds")]
+    table = tabulate(body, headers=head, tablefmt="pipe", disable_numparse=True)
+    note = ("Mean over seeds (± sd), all test users (943 on ML-100k, 6,040 on ML-1M), history masked; "
+            f"{CAPPED}: training ended at its budget. Full tables with significance: `results/tables/`.")
+    if flagged:
+        note += " Computed before code fingerprints (their code may not reproduce them): " + ", ".join(flagged) + "."
+    return f"{table}\n\n{note}\n"
+
+
+def replace_block(text: str, block: str, path: Path) -> str:
+    if START not in text or END not in text:
+        raise BenchError(f"{path}: no headline markers ({START} ... {END})")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{block}{END}{tail}"
+
+
+def check_readme(readme: Path, root: Path) -> list[str]:
+    text = readme.read_text(encoding="utf-8")
+    if replace_block(text, headline_markdown(root), readme) != text:
+        return [f"{readme}: the headline table differs from the stored runs (python -m bench headline rewrites it)"]
+    return []
+
+
+def write_readme(readme: Path, root: Path) -> None:
+    from bench.store import atomic_write_text
+
+    atomic_write_text(readme, replace_block(readme.read_text(encoding="utf-8"), headline_markdown(root), readme))
+
