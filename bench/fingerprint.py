@@ -42,7 +42,29 @@ def _module_file(name: str) -> Path | None:
     for candidate in (path.with_suffix(".py"), path / "__init__.py"):
         if candidate.is_file():
             return candidate
-    return None
+    top = name.split(".")[0]
+    if (ROOT / top).is_dir() or (ROOT / f"{top}.py").is_file():
+        return None  # ours and not a module (a class imported from one): nothing to import to find out
+    return _installed_file(name)
+
+
+def _installed_file(name: str) -> Path | None:
+    """A module outside this repository (a model named by import path in a suite): its source file,
+    wherever Python finds it. None for what is not a Python source (builtins, extensions)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    return origin if origin is not None and origin.suffix == ".py" and origin.is_file() else None
+
+
+def _shown(path: Path) -> str:
+    """Repo-relative where it can be; a module installed elsewhere keeps its absolute path."""
+    path = path.resolve()
+    return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.as_posix()
 
 
 def _imported(tree: ast.AST, module: str, is_package: bool) -> list[str]:
@@ -82,7 +104,7 @@ def package_closure(module: str, within: str | None = None) -> list[str]:
             todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b runs a/__init__.py
         tree = ast.parse(path.read_bytes(), filename=str(path))
         todo += _imported(tree, name, path.name == "__init__.py")
-    return sorted(p.relative_to(ROOT).as_posix() for p in seen.values())
+    return sorted(_shown(p) for p in seen.values())
 
 
 def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from bench.errors import BenchError
+from bench.external import is_import_path, register
 from bench.schema import load_yaml, parse_overlay, parse_suite
 
 SUITE_DIR = Path(__file__).parent / "suites"
@@ -159,6 +160,9 @@ def load_suite(name: str, results: Path | None = None) -> Suite:
         datasets.append(DatasetEntry(_key(key, f"{path}: datasets"), str(params.pop("spec", key)), params))
     dataset_keys = {d.key for d in datasets}
     variants = _variants(spec.models, path, dataset_keys)
+    for v in variants:  # a model named by import path joins the registry (bench/external.py)
+        if is_import_path(v.model):
+            register(v.model, f"{path}: models.{v.key}")
     ablations = dict(spec.ablations)
     overlay = overlay_path(results, path.stem) if results is not None else None
     if overlay is not None and overlay.is_file():

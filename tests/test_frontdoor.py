@@ -37,3 +37,58 @@ def test_the_readme_is_a_front_page_whose_links_resolve():
     links = re.findall(r"\]\(([^)#]+)\)", text)
     assert links and all((ROOT / link).is_file() for link in links)
     assert "pip install -e . &&" in text and "python -m pytest -m 'slow or not slow'" in text  # the two commands
+
+
+class Outside:
+    """A model defined outside the package, named by import path in a suite."""
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = weight
+
+    def fit(self, split, ctx):
+        import numpy as np
+
+        self.pop = np.bincount(np.concatenate(split.train), minlength=split.n_items).astype(float) * self.weight
+
+    def predict(self, histories, users):
+        import numpy as np
+
+        return np.tile(self.pop, (len(histories), 1))
+
+
+OUTSIDE = """
+seeds: [0]
+ks: [5, 10]
+datasets:
+  syn: {spec: synthetic, n_users: 40, n_items: 30, seed: 2}
+models:
+  pop: {model: pop}
+  outside: {model: "MODULE:Outside", params: {weight: 2.0}}
+reference: pop
+"""
+
+
+def test_a_model_named_by_import_path_runs_is_checked_and_fingerprinted(tmp_path, capsys):
+    import json
+
+    from bench.fingerprint import code_sources
+
+    suite = tmp_path / "ext.yaml"
+    suite.write_text(OUTSIDE.replace("MODULE", __name__))
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+    rec = json.loads((res / "runs/ext/syn/outside/seed0/run.json").read_text())
+    pop = json.loads((res / "runs/ext/syn/pop/seed0/metrics.json").read_text())
+    assert json.loads((res / "runs/ext/syn/outside/seed0/metrics.json").read_text()) == pop  # same ranking
+    assert f"tests/{__name__}.py" in rec["code"]["files"]  # its own source is fingerprinted
+    assert f"tests/{__name__}.py" in code_sources(f"{__name__}:Outside", "synthetic")
+    capsys.readouterr()
+    for model, message in ((f"{__name__}:Nothing", "has no 'Nothing'"), ("nosuchpkg.mod:X", "cannot import nosuchpkg.mod"),
+                           ("not a path!:X", "nor an import path"), (f"{__name__}:OUTSIDE", "not a class with fit")):
+        suite.write_text(OUTSIDE.replace('"MODULE:Outside"', repr(model)))
+        assert main(["run", "--suite", str(suite), "--results", str(res)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "models.outside" in err and "\n" not in err
+    suite.write_text(OUTSIDE.replace("MODULE", __name__).replace("weight: 2.0", "weight: fast"))
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 2
+    assert "parameter 'weight' must be float" in capsys.readouterr().err
