@@ -22,6 +22,7 @@ from tabulate import tabulate
 
 from bench.breakdowns import breakdown_files
 from bench.costs import cost_markdown
+from bench.fingerprint import staleness
 from bench.notes import ALPHA, CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
 from bench.published import load_published, published_markdown
 from bench.results import DETERMINISTIC, Missing, VariantRuns, capped, load_runs
@@ -29,6 +30,7 @@ from bench.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement,
 from bench.suites import Suite
 
 DECIMALS = 4
+FLAGGED = "†"  # the improvement row rests on cells the notes flag
 
 
 def table_metrics(ks) -> list[str]:
@@ -50,6 +52,7 @@ class Table:
     capped: list[bool]
     ci: np.ndarray | None = None  # rows x columns x (low, high): 95% bootstrap interval over users
     partial: list[bool] | None = None  # tested on fewer seeds than the reference ran (marked PARTIAL)
+    headline_flagged: bool = False  # the improvement row rests on flagged cells (marked FLAGGED)
 
 
 SEED_TEST_MIN = 3  # seeds both rows need for the seed-level test
@@ -117,15 +120,23 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
     groups = {r: suite.variant(r).group for r in rows}
     ours = [i for i, r in enumerate(rows) if groups[r] == "ours"]
     base = [i for i, r in enumerate(rows) if groups[r] != "ours"]
+    head_flagged: list[str] = []
     if headline and ours and base:
         head = [relative_improvement(values[ours, j].max(), values[base, j].max()) for j in range(len(metrics))]
+        # the rows the improvement is computed from, column by column: is any of them flagged?
+        used = {rows[idx[int(np.nanargmax(values[idx, j]))]] for idx in (ours, base) for j in range(len(metrics))
+                if not np.all(np.isnan(values[idx, j]))}
+        head_flagged = [suite.variant(r).label for r in rows if r in used and any(staleness(rec) for rec in runs[r].records)]
     cut = [any(capped(rec) for rec in runs[r].records) for r in rows]
     notes = protocol_notes(suite, runs, rows, reference, test, tested, missing, cut, ci)
+    if head_flagged:
+        notes.append(f"{FLAGGED}: the Improvement row is computed from rows with flagged cells (computed by code that "
+                     f"has changed since, or before code fingerprints; see the notes above): {', '.join(head_flagged)}.")
     labels = [suite.variant(r).label for r in rows]
     ref_seeds = set(runs[reference].seeds) if reference in rows else set()
     partial = [kinds.get(r) == "users" and len(set(runs[r].seeds) & ref_seeds) < len(ref_seeds) for r in rows]
     return Table(title, metrics, labels, values, spread, significant, head, notes, [len(runs[r].seeds) for r in rows],
-                 cut, intervals, partial)
+                 cut, intervals, partial, bool(head_flagged))
 
 
 def _printed(v: float) -> str:
@@ -161,7 +172,7 @@ def _cells(t: Table, bold, underline, arrows, fmt_sd, cap) -> list[list[str]]:
             row.append(s)
         out.append(row)
     if t.headline is not None:
-        out.append(["Improvement (best row of the studied method vs best baseline row)", ""]
+        out.append(["Improvement (best row of the studied method vs best baseline row)" + (f" {FLAGGED}" if t.headline_flagged else ""), ""]
                    + ["–" if np.isnan(h) else f"{h * 100:+.1f}%" for h in t.headline])
     return out
 
@@ -188,11 +199,11 @@ def to_latex(t: Table) -> str:
     for k, row in enumerate(cells):
         if t.headline is not None and k == len(cells) - 1:
             lines.append(r"\midrule")
-        lines.append(" & ".join([_tex(row[0]).replace(CAPPED, r"$^\ddagger$").replace(PARTIAL, r"\S{}"),
+        lines.append(" & ".join([_tex(row[0]).replace(CAPPED, r"$^\ddagger$").replace(PARTIAL, r"\S{}").replace(FLAGGED, r"$^\dagger$"),
                                  *(c.replace("%", r"\%").replace("–", "--") for c in row[1:])]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip", r"\parbox{\linewidth}{\footnotesize "
               + " ".join(_tex(n).replace(UP, r"$\uparrow$").replace(DOWN, r"$\downarrow$").replace(CAPPED, r"$\ddagger$")
-                         .replace(PARTIAL, r"\S{}")
+                         .replace(PARTIAL, r"\S{}").replace(FLAGGED, r"$\dagger$")
                          for n in t.notes) + "}",
               r"\end{table}"]
     return "\n".join(lines) + "\n"

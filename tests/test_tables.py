@@ -284,3 +284,24 @@ def test_arrows_of_three_seed_rows_follow_a_seed_level_test_and_partial_rows_are
     assert kind == "deterministic" and np.allclose(pair("NDCG@10")[1], runs["ref"].user_metric("NDCG@10", s.ks))
     assert main(["table", "--suite", str(suite), "--results", str(res), "--family", "table"]) == 0
     assert "Holm-corrected over the whole table (a family of 12 comparisons)" in (res / "tables/seeded/syn-main.md").read_text()
+
+
+def test_an_improvement_row_resting_on_flagged_cells_is_marked(tmp_path):
+    import json
+
+    suite = tmp_path / "seeds.yaml"
+    suite.write_text(SUITE.replace("  knn: {model: itemknn, params: {neighbours: 10}}",
+                                   "  knn: {model: itemknn, params: {neighbours: 10}, group: ours}"))
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn"]) == 0
+    md = (res / "tables/seeds/syn-main.md").read_text()
+    assert "| Improvement (best row of the studied method vs best baseline row) |" in md and "†" not in md
+    for seed in (0, 1, 2):  # the studied row's cells lose their fingerprint
+        rec_path = res / f"runs/seeds/syn/knn/seed{seed}/run.json"
+        rec = json.loads(rec_path.read_text())
+        del rec["code"]
+        rec_path.write_text(json.dumps(rec))
+    assert main(["table", "--suite", str(suite), "--results", str(res)]) == 0
+    md = (res / "tables/seeds/syn-main.md").read_text()
+    assert "| Improvement (best row of the studied method vs best baseline row) † |" in md
+    assert "†: the Improvement row is computed from rows with flagged cells" in md and "): knn." in md
