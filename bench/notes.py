@@ -38,6 +38,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
         # recorded by newer runs: targets in the user's own history, which masking makes unrankable
         + (f"; test targets in the user's own (masked) history: {', '.join(map(str, masked))} of the evaluated users"
            if masked and suite.history_masking else "")
+        + _ties(rec["config"]["dataset"])
         + f". Seeds: {', '.join(map(str, seeds))}. "
         f"Commits: {', '.join(commits)}.",
     ]
@@ -107,6 +108,16 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     if missing.cells:
         notes.append(f"Not run yet ({_count(missing.cells)}): {compact_cells(missing.cells)}.")
     return notes
+
+
+def _ties(dataset: dict) -> str:
+    """Test targets that file order picked (their timestamp ties with another event of the user)."""
+    from bench.suites import DatasetEntry
+    from bench.ties import tied_test_targets
+
+    got = tied_test_targets(DatasetEntry(dataset["key"], dataset["spec"], dataset.get("params") or {}))
+    return (f"; test targets tied in time with another event of the user (so file order picked them): {got[0]} of "
+            f"{got[1]} users" if got else "")
 
 
 PARTIAL = "§"  # a stochastic row tested on fewer seeds than the reference has

@@ -42,3 +42,22 @@ def test_every_suite_table_has_its_breakdowns_and_check_rebuilds_them(tmp_path):
     assert check_tables("smoke", res) == []
     assert main(["plot", "--suite", "smoke", "--results", str(res)]) == 0
     assert (res / "plots/smoke/synthetic-by-history.png").is_file()
+
+
+def test_test_targets_tied_in_time_are_counted_in_the_notes(tmp_path):
+    from bench.suites import DatasetEntry
+    from bench.ties import tied_test_targets
+
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for u in range(5):  # users 0-1: the last two events share a timestamp; user 4: too short, dropped
+        times = [1, 2, 3, 3] if u < 2 else ([1, 2, 3, 4] if u < 4 else [1, 1])
+        lines += [f"u{u}\ti{u + k}\t{t}" for k, t in enumerate(times)]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d/d.inter").write_text("\n".join(lines) + "\n")
+    spec = f"atomic:{tmp_path / 'd'}"
+    assert tied_test_targets(DatasetEntry("d", spec, {})) == (2, 4)
+    suite = tmp_path / "t.yaml"
+    suite.write_text(f"datasets:\n  d: {{spec: '{spec}'}}\nmodels:\n  pop: {{model: pop}}\n")
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r/tables/t/d-main.md").read_text()
+    assert "test targets tied in time with another event of the user (so file order picked them): 2 of 4 users" in md
