@@ -168,6 +168,15 @@ def cmd_check(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_memorise(args) -> int:
+    from bench.memorisation import memorise
+    from bench.suites import load_suite
+
+    written = memorise(load_suite(args.suite, args.results), args.results)
+    print("\n".join(str(p) for p in written) or "every (backbone, dataset) of the suite is measured already")
+    return 0
+
+
 def cmd_headline(args) -> int:
     from bench.headline import write_readme
 
@@ -237,6 +246,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tables", type=_csv, default=[], help="also rebuild these suites' committed tables and compare")
     c.add_argument("--readme", type=Path, help="also compare this README's headline table with the stored runs")
     c.set_defaults(func=cmd_check)
+    me = sub.add_parser("memorise", parents=[common], help="how much of each catalog the suite's untuned LLMs reproduce")
+    me.add_argument("--suite", required=True)
+    me.set_defaults(func=cmd_memorise)
     h = sub.add_parser("headline", parents=[common], help="rewrite the README's headline table from the stored runs")
     h.add_argument("--readme", type=Path, default=RESULTS.parent / "README.md")
     h.set_defaults(func=cmd_headline)
@@ -247,7 +259,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 # Commands that write under --results (the others only read it).
-WRITERS = ("run", "tune", "table", "plot", "refingerprint")
+WRITERS = ("run", "tune", "table", "plot", "refingerprint", "memorise")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from tabulate import tabulate
 from bench.breakdowns import breakdown_files
 from bench.costs import cost_markdown
 from bench.fingerprint import staleness
+from bench.memorisation import memorisation_markdown, memorisation_note
 from bench.notes import ALPHA, CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
 from bench.published import load_published, published_markdown
 from bench.results import DETERMINISTIC, Missing, VariantRuns, capped, load_runs
@@ -234,7 +235,11 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
     pub = load_published(suite.published) if suite.published else None
     for d in suite.datasets:
         runs, missing = load_runs(suite, root, d.key)
+        llm_note = memorisation_note(suite, root, d.key)  # tables with LLM rows say how much the LLM knew
+        model_of = {v.label: v.model for v in suite.variants}
         for key, t in dataset_tables(suite, d.key, runs, missing, test, ci, family).items():
+            if llm_note and any(model_of.get(label) == "calrec" for label in t.rows):
+                t.notes.append(llm_note)
             if plain:
                 bare = replace(t, ci=None, notes=[n for n in t.notes if n != CI_NOTE])
                 out[f"{key}.md"], out[f"{key}.tex"] = to_markdown(bare), to_latex(bare)
@@ -245,6 +250,9 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
             split = _split_or_none(d)
             if split is not None:  # the paper suite without its Amazon files has no split here
                 out.update(breakdown_files(suite, d.key, runs, split))
+            mem = memorisation_markdown(suite, root, d.key)
+            if mem is not None:
+                out[f"{d.key}-memorisation.md"] = mem
         if pub is not None and d.key in pub.targets and plain:
             out[f"{d.key}-published.md"] = published_markdown(suite, d.key, runs, pub)
     return out

@@ -61,3 +61,29 @@ def test_test_targets_tied_in_time_are_counted_in_the_notes(tmp_path):
     assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r/tables/t/d-main.md").read_text()
     assert "test targets tied in time with another event of the user (so file order picked them): 2 of 4 users" in md
+
+
+def test_memorisation_is_measured_per_backbone_and_dataset_and_reported_in_tables(tmp_path):
+    """On a tiny random LLM: the counts are consistent, a second call measures nothing new, and the
+    tables of a suite with LLM rows carry the note and a small table."""
+    import json
+
+    from bench.memorisation import measure
+    from calrec.backbone import load_backbone
+
+    titles = ["red rake", "blue hose planter", "solo", "quiet bright lamp"]
+    model, tok = load_backbone("tiny", titles)
+    got = measure(model, tok, titles, "item")
+    assert got["items"] == 4 and got["measured"] == 3 and 0 <= got["completed"] <= 3 and got["mean_title_nll"] > 0
+    suite = tmp_path / "llm.yaml"
+    suite.write_text("datasets:\n  syn: {spec: synthetic, n_users: 30, n_items: 20, seed: 1}\nmodels:\n  pop: {model: pop}\n"
+                     "  llm: {model: calrec, params: {backbone: tiny, stage2_steps: 0, inference: dense, device: cpu, bf16: false}}\n")
+    res = tmp_path / "r"
+    assert main(["memorise", "--suite", str(suite), "--results", str(res)]) == 0
+    stored = json.loads((res / "memorisation/tiny/syn.json").read_text())
+    assert stored["measured"] == 20 and stored["backbone"] == "tiny"
+    assert main(["memorise", "--suite", str(suite), "--results", str(res)]) == 0  # stored: nothing new
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop"]) == 0
+    md = (res / "tables/llm/syn-main.md").read_text()
+    assert "Not run yet" in md and "memorisation" not in md  # no LLM row in the table yet
+    assert "| tiny " in (res / "tables/llm/syn-memorisation.md").read_text()
