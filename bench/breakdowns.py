@@ -64,17 +64,21 @@ def breakdown(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], refer
     out["users"] = {g: int((member == g).sum()) for g in out["groups"]}
     for metric in METRICS:
         values = {r: _per_user(runs[r], metric, suite.ks, runs[r].seeds) for r in rows}
+        # each row's and the reference's per-user values on the seeds they share, once per metric
+        pairs = {}
+        for r in rows:
+            shared = [s for s in runs[r].seeds if reference in runs and s in runs[reference].seeds]
+            if r != reference and shared:
+                pairs[r] = (_per_user(runs[r], metric, suite.ks, shared), _per_user(runs[reference], metric, suite.ks, shared))
         for g in out["groups"]:
             ids = member.index[member == g]
             cmp, pvals = [], []
             for r in rows:
                 x = values[r][ids].to_numpy()
                 out["cells"][(r, g, metric)] = {"mean": float(x.mean()), "ci": bootstrap_ci(x), "sign": 0}
-                shared = [s for s in runs[r].seeds if reference in runs and s in runs[reference].seeds]
-                if r == reference or not shared:
+                if r not in pairs:
                     continue
-                a = _per_user(runs[r], metric, suite.ks, shared)[ids].to_numpy()
-                b = _per_user(runs[reference], metric, suite.ks, shared)[ids].to_numpy()
+                a, b = (v[ids].to_numpy() for v in pairs[r])
                 cmp.append((r, float(a.mean() - b.mean())))
                 pvals.append(paired_pvalue(a, b))
             _, reject = holm(pvals, ALPHA)

@@ -145,10 +145,10 @@ def score_users(model, split: Split, users: np.ndarray, stage: str, masking: boo
         if is_scores(pred):
             if pred.shape != (len(chunk), split.n_items):
                 raise CellError(f"model returned scores of shape {pred.shape}, expected {(len(chunk), split.n_items)}")
-            if np.isnan(pred).any():  # NaN compares false with everything: the ranks would be arbitrary
-                bad = int(np.isnan(pred).any(axis=1).sum())
-                raise CellError(f"model returned NaN scores for {bad} of {len(chunk)} users "
-                                f"(first: {str(split.user_ids[chunk[np.isnan(pred).any(axis=1)][0]])!r})")
+            nan_rows = np.isnan(pred).any(axis=1)
+            if nan_rows.any():  # NaN compares false with everything: the ranks would be arbitrary
+                raise CellError(f"model returned NaN scores for {int(nan_rows.sum())} of {len(chunk)} users "
+                                f"(first: {str(split.user_ids[chunk[nan_rows][0]])!r})")
             r = ranks_from_scores(pred, targets, mask)
         else:
             check_lists(pred, split, chunk)
@@ -179,7 +179,7 @@ class CellError(BenchError):
 def masked_test_targets(split: Split, users: np.ndarray) -> int:
     """Evaluated users whose test item is in their own history: with history masking it can never
     be ranked (every metric 0 for that user, whatever the model)."""
-    return sum(int(split.test[u] in set(split.train[u].tolist()) | {int(split.valid[u])}) for u in users)
+    return sum(int(split.test[u] == split.valid[u] or split.test[u] in split.train[u]) for u in users)
 
 
 def cold_test_targets(split: Split, users: np.ndarray) -> int:
@@ -332,10 +332,6 @@ def validate_plan(cells: list[Cell]) -> None:
                          f"(get them from {'; '.join(sources)})")
 
 
-def check_writable(root: Path) -> None:
-    check_results_folder(root, write=True)
-
-
 def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False,
               stale=False, on_cell=None, executor: str = "local", address: str | None = None,
               cpus_per_cell: float = 1) -> list[tuple[Cell, str]]:
@@ -347,7 +343,7 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
     if not cells:
         raise BenchError(f"suite {suite.name}: the filters select no cell")
     validate_plan(cells)
-    check_writable(root)
+    check_results_folder(root, write=True)
     if executor == "ray":
         from bench.executors import run_on_ray
 
