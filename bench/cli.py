@@ -1,4 +1,4 @@
-"""python -m bench {list,plan,run,tune,table,plot,check,headline,refingerprint}."""
+"""python -m bench {list,plan,run,tune,table,plot,check,headline,memorise,export,score,refingerprint}."""
 from __future__ import annotations
 
 import argparse
@@ -185,6 +185,30 @@ def cmd_headline(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from bench.export import export_split
+    from bench.suites import load_suite
+
+    written = export_split(load_suite(args.suite), args.dataset, args.out)
+    print(f"{len(written)} files in {args.out} (manifest.json says what each holds)")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from bench.runner import run_suite
+    from bench.score import register_predictions
+    from bench.suites import load_suite
+    from bench.tables import suite_tables
+
+    overlay = register_predictions(args.suite, args.dataset, args.name, args.predictions, args.results,
+                                   args.label, args.declared)
+    suite = load_suite(args.suite, args.results)
+    done = run_suite(suite, args.results, [args.name], [args.dataset], [0])
+    written = write_tables(suite, args.results, suite_tables(suite, args.results))
+    print(f"{args.name} registered in {overlay}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
+    return 1 if any(status.startswith("failed") for _, status in done) else 0
+
+
 def cmd_refingerprint(args) -> int:
     from bench.fingerprint import SCHEME, refingerprint
 
@@ -252,6 +276,20 @@ def parser() -> argparse.ArgumentParser:
     h = sub.add_parser("headline", parents=[common], help="rewrite the README's headline table from the stored runs")
     h.add_argument("--readme", type=Path, default=RESULTS.parent / "README.md")
     h.set_defaults(func=cmd_headline)
+    ex = sub.add_parser("export", help="write a suite's split (RecBole atomic files and CSV) for another toolkit")
+    ex.add_argument("--suite", required=True)
+    ex.add_argument("--dataset", required=True)
+    ex.add_argument("--out", type=Path, required=True, help="a new (or empty) folder; nothing is written elsewhere")
+    ex.set_defaults(func=cmd_export)
+    sc = sub.add_parser("score", parents=[common], help="score another toolkit's predictions and store them as a cell")
+    sc.add_argument("--suite", required=True)
+    sc.add_argument("--dataset", required=True)
+    sc.add_argument("--name", required=True, help="the model variant's name in tables (a new one)")
+    sc.add_argument("--predictions", type=Path, required=True,
+                    help="CSV or Parquet: user,item,score or user,rank,item or user,items (raw ids, as bench export writes)")
+    sc.add_argument("--label", help="the row label in tables (default: --name)")
+    sc.add_argument("--declared", default="", help="what to record about the model (toolkit, settings), stored in run.json")
+    sc.set_defaults(func=cmd_score)
     f = sub.add_parser("refingerprint", parents=[common],
                        help="rewrite the code records of cells whose code is unchanged in today's fingerprint scheme, with per-file hashes")
     f.set_defaults(func=cmd_refingerprint)
@@ -259,7 +297,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 # Commands that write under --results (the others only read it).
-WRITERS = ("run", "tune", "table", "plot", "refingerprint", "memorise")
+WRITERS = ("run", "tune", "table", "plot", "refingerprint", "memorise", "score")
 
 
 def main(argv: list[str] | None = None) -> int:

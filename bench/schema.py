@@ -75,10 +75,12 @@ class VariantSpec(_Strict):
     seeds: Optional[list[int]] = Field(default=None, min_length=1)
     tune: dict[str, TuneRange] = {}  # the space `python -m bench tune` searches (bench/tune.py)
     tuned: Optional[dict[str, dict[str, Any]]] = None  # written by `bench tune`: dataset -> study and trial
+    only: Optional[list[str]] = Field(default=None, min_length=1)  # runs only on these datasets (e.g. `bench score`'s)
 
 
 class OverlaySpec(_Strict):
-    """results/tune/<suite>/overlay.yaml, written by `bench tune`: variants (and their tables) added to a suite."""
+    """results/tune/<suite>/overlay.yaml (`bench tune`) or results/scored/<suite>/overlay.yaml
+    (`bench score`): variants (and their tables) added to a suite."""
     models: dict[str, VariantSpec] = {}
     ablations: dict[str, list[str]] = {}
 

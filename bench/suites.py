@@ -58,9 +58,10 @@ class Variant:
     seeds: tuple | None = None  # overrides the suite's seeds (deterministic models need one)
     tune: dict = field(default_factory=dict)  # name -> TuneRange: what `bench tune` searches
     tuned: dict | None = None  # dataset -> the study and trial it came from; runs only on these datasets
+    only: tuple | None = None  # runs only on these datasets (a scored predictions file is for one)
 
     def runs_on(self, dataset_key: str) -> bool:
-        return self.tuned is None or dataset_key in self.tuned
+        return (self.tuned is None or dataset_key in self.tuned) and (self.only is None or dataset_key in self.only)
 
     def params_for(self, dataset_key: str) -> dict:
         return {**self.params, **self.per_dataset.get(dataset_key, {})}
@@ -112,9 +113,13 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITE_DIR.glob("*.yaml"))
 
 
-def overlay_path(results: Path, suite_name: str) -> Path:
-    """Where `bench tune` writes the tuned variants that `load_suite(..., results)` adds to a suite."""
-    return Path(results) / "tune" / suite_name / "overlay.yaml"
+def overlay_path(results: Path, suite_name: str, kind: str = "tune") -> Path:
+    """Where `bench tune` (kind 'tune') writes the tuned variants and `bench score` (kind 'scored')
+    the externally trained models that `load_suite(..., results)` adds to a suite."""
+    return Path(results) / kind / suite_name / "overlay.yaml"
+
+
+OVERLAYS = ("tune", "scored")
 
 
 def _read_yaml(path: Path) -> dict:
@@ -135,13 +140,13 @@ def _variants(models: dict, path: Path, dataset_keys: set[str]) -> list[Variant]
     variants = []
     for key, v in models.items():
         key = _key(key, f"{path}: models")
-        for dkey in [*v.datasets, *(v.tuned or {})]:
+        for dkey in [*v.datasets, *(v.tuned or {}), *(v.only or [])]:
             if dkey not in dataset_keys:
                 raise BenchError(f"{path}: models.{key} names unknown dataset {dkey!r}")
         variants.append(Variant(key=key, model=v.model, params=v.params, per_dataset=v.datasets, group=v.group,
                                 label=v.label if v.label is not None else key,
                                 seeds=tuple(v.seeds) if v.seeds is not None else None,
-                                tune=dict(v.tune), tuned=v.tuned))
+                                tune=dict(v.tune), tuned=v.tuned, only=tuple(v.only) if v.only else None))
     return variants
 
 
@@ -151,7 +156,7 @@ def _load_overlay(path: Path, dataset_keys: set[str]) -> tuple[list[Variant], di
 
 
 def load_suite(name: str, results: Path | None = None) -> Suite:
-    """The suite file, plus the variants `bench tune` wrote under `results` (if given)."""
+    """The suite file, plus the variants `bench tune` and `bench score` wrote under `results` (if given)."""
     path = suite_path(name)
     spec = parse_suite(_read_yaml(path), path)
     datasets = []
@@ -164,16 +169,19 @@ def load_suite(name: str, results: Path | None = None) -> Suite:
         if is_import_path(v.model):
             register(v.model, f"{path}: models.{v.key}")
     ablations = dict(spec.ablations)
-    overlay = overlay_path(results, path.stem) if results is not None else None
-    if overlay is not None and overlay.is_file():
+    for overlay in [overlay_path(results, path.stem, kind) for kind in OVERLAYS] if results is not None else []:
+        if not overlay.is_file():
+            continue
         extra, more = _load_overlay(overlay, dataset_keys)
         for v in extra:
             if any(v.key == w.key for w in variants):
-                raise BenchError(f"{overlay}: model variant {v.key!r} is already in {path}; rename it")
+                raise BenchError(f"{overlay}: model variant {v.key!r} is already in the suite; rename it")
+            if is_import_path(v.model):
+                register(v.model, f"{overlay}: models.{v.key}")
         variants += extra
         for table in more:
             if table in ablations:
-                raise BenchError(f"{overlay}: ablation table {table!r} is already in {path}; rename it")
+                raise BenchError(f"{overlay}: ablation table {table!r} is already in the suite; rename it")
         ablations.update(more)
     keys = {v.key for v in variants}
     for table, rows in ablations.items():

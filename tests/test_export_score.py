@@ -1,0 +1,131 @@
+"""`bench export` writes the exact split a suite scores on; `bench score` scores another toolkit's
+predictions made on it through the one evaluator and stores them as a cell. Round trip: popularity
+counted from the exported train.csv, scored from a file, equals the built-in popularity cell."""
+import csv
+import json
+from collections import Counter
+
+import pytest
+
+from bench.cli import main
+
+SUITE = """
+seeds: [0]
+ks: [5, 10]
+user_sample: {size: 30, seed: 0}
+datasets:
+  syn: {spec: synthetic, n_users: 40, n_items: 30, seed: 2}
+models:
+  pop: {model: pop}
+reference: pop
+"""
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def exported(tmp_path):
+    suite = tmp_path / "ext.yaml"
+    suite.write_text(SUITE)
+    out = tmp_path / "split"
+    assert main(["export", "--suite", str(suite), "--dataset", "syn", "--out", str(out)]) == 0
+    return suite, out
+
+
+def popularity_file(out, path, top=None):
+    """Popularity from the exported files alone: what another toolkit would compute."""
+    counts = Counter(r["item"] for r in rows(out / "train.csv"))
+    items = [r["item"] for r in rows(out / "items.csv")]
+    ranked = sorted(items, key=lambda i: -counts[i])[:top]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user_id", "item_id", "score"])
+        for r in rows(out / "test_users.csv"):
+            w.writerows([r["user"], i, counts[i]] for i in ranked)
+    return path
+
+
+def test_export_writes_the_split_and_refuses_a_used_folder(exported, capsys):
+    suite, out = exported
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["files"]) <= {p.name for p in out.iterdir()}
+    assert manifest["test_users"] == len(rows(out / "test_users.csv")) == 30
+    n_users = manifest["stats"]["users"]
+    assert len(rows(out / "test.csv")) == len(rows(out / "valid.csv")) == n_users
+    assert len(rows(out / "train.csv")) + 2 * n_users == manifest["stats"]["interactions"]
+    test_inter = (out / "syn.test.inter").read_text().splitlines()
+    assert test_inter[0] == "user_id:token\titem_id_list:token_seq\titem_id:token" and len(test_inter) == n_users + 1
+    first = rows(out / "test.csv")[0]
+    assert test_inter[1].split("\t")[0] == first["user"] and test_inter[1].split("\t")[2] == first["item"]
+    assert main(["export", "--suite", str(suite), "--dataset", "syn", "--out", str(out)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_scored_predictions_equal_the_same_model_run_here(exported, tmp_path):
+    suite, out = exported
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+    file = popularity_file(out, tmp_path / "pop.csv")
+    assert main(["score", "--suite", str(suite), "--dataset", "syn", "--name", "their-pop", "--predictions", str(file),
+                 "--declared", "popularity from train.csv", "--results", str(res)]) == 0
+    cell = res / "runs/ext/syn/their-pop/seed0"
+    assert json.loads((cell / "metrics.json").read_text()) == json.loads((res / "runs/ext/syn/pop/seed0/metrics.json").read_text())
+    record = json.loads((cell / "run.json").read_text())
+    assert record["model_info"]["declared"] == "popularity from train.csv" and len(record["model_info"]["sha256"]) == 64
+    assert "baselines/predictions.py" in record["code"]["files"]
+    assert "their-pop" in (res / "tables/ext/syn-main.md").read_text()
+    # ranked lists (top 10, one row per user) are scored too; a changed file is refused, not rescored
+    top = tmp_path / "top.csv"
+    lines = rows(popularity_file(out, tmp_path / "p2.csv", top=10))
+    by_user = {}
+    for r in lines:
+        by_user.setdefault(r["user_id"], []).append(r["item_id"])
+    top.write_text("user,items\n" + "".join(f"{u},{' '.join(i)}\n" for u, i in by_user.items()))
+    assert main(["score", "--suite", str(suite), "--dataset", "syn", "--name", "top10", "--predictions", str(top),
+                 "--results", str(res)]) == 0
+    top.write_text(top.read_text() + "\n")
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "top10", "--force"]) == 2
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("\n", "\nnobody,x,1\n", 1), "{file}:2: unknown user 'nobody'"),
+    (lambda t: t.replace("\n", "\n" + t.splitlines()[1].split(",")[0] + ",nothing,1\n", 1), "{file}:2: unknown item 'nothing'"),
+    (lambda t: t.replace("score\n", "score\n" + t.splitlines()[1] + "\n"), "{file}:3: item"),
+    (lambda t: t.rsplit(",", 1)[0] + ",nan\n", "score 'nan' is not a number"),
+    (lambda t: "\n".join(t.splitlines()[:5]) + "\n", "no prediction for user"),
+    (lambda t: t.replace("score", "weight", 1), "needs the columns user,item,score"),
+])
+def test_a_bad_predictions_file_is_one_line_naming_it(exported, tmp_path, capsys, edit, message):
+    suite, out = exported
+    file = popularity_file(out, tmp_path / "pop.csv")
+    file.write_text(edit(file.read_text()))
+    code = main(["score", "--suite", str(suite), "--dataset", "syn", "--name", "bad", "--predictions", str(file),
+                 "--results", str(tmp_path / "r")])
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]  # after the progress bar
+    assert code == 2 and last.startswith("error: ") and message.format(file=file) in last, last
+
+
+def test_score_refuses_a_name_the_suite_has_and_an_unknown_dataset(exported, tmp_path, capsys):
+    suite, out = exported
+    file = popularity_file(out, tmp_path / "pop.csv")
+    for args, message in ((["--name", "pop", "--dataset", "syn"], "has a model variant of that name"),
+                          (["--name", "x", "--dataset", "ml-1m"], "no dataset 'ml-1m'")):
+        assert main(["score", "--suite", str(suite), "--predictions", str(file), "--results", str(tmp_path / "r"), *args]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_parquet_predictions_are_scored_like_csv(exported, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    suite, out = exported
+    res = tmp_path / "r"
+    file = popularity_file(out, tmp_path / "pop.csv")
+    pd.read_csv(file, dtype=str).to_parquet(tmp_path / "pop.parquet")
+    for name, path in (("csv", file), ("pq", tmp_path / "pop.parquet")):
+        assert main(["score", "--suite", str(suite), "--dataset", "syn", "--name", name, "--predictions", str(path),
+                     "--results", str(res)]) == 0
+    metrics = lambda name: json.loads((res / f"runs/ext/syn/{name}/seed0/metrics.json").read_text())  # noqa: E731
+    assert metrics("csv") == metrics("pq")
