@@ -41,7 +41,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench.distributed import init_from_env, shutdown
+    from bench.execute.distributed import init_from_env, shutdown
 
     ranks = init_from_env()  # torchrun / accelerate launch: data-parallel CALRec
     code = _run(args, ranks)
@@ -50,10 +50,10 @@ def cmd_run(args) -> int:
 
 
 def _run(args, ranks: int) -> int:
-    from bench.distributed import is_main
-    from bench.runner import run_suite
+    from bench.execute.distributed import is_main
+    from bench.execute.executors import run_suite
     from bench.suites import load_suite
-    from bench.tables import suite_tables
+    from bench.report.tables import suite_tables
 
     suite = load_suite(args.suite, args.results)
     tracker = make_tracker(args.track, args.results, suite.name) if is_main() else None
@@ -75,14 +75,14 @@ def _run(args, ranks: int) -> int:
 def make_tracker(track: str | None, results: Path, experiment: str | None = None):
     if not track:
         return None
-    from bench.track import tracker
+    from bench.execute.track import tracker
 
     return tracker(track, results, experiment)
 
 
 def cmd_tune(args) -> int:
     from bench.suites import load_suite
-    from bench.tune import Search, run_search, write_overlay, write_report
+    from bench.execute.tune import Search, run_search, write_overlay, write_report
 
     if args.trials < 1:
         raise BenchError(f"--trials {args.trials}: must be at least 1")
@@ -104,7 +104,7 @@ def cmd_tune(args) -> int:
 
 
 def write_tables(suite, results: Path, files: dict[str, str]) -> list[Path]:
-    from bench.store import atomic_write_text
+    from bench.execute.store import atomic_write_text
 
     out = []
     for name, text in files.items():
@@ -116,7 +116,7 @@ def write_tables(suite, results: Path, files: dict[str, str]) -> list[Path]:
 
 def cmd_table(args) -> int:
     from bench.suites import load_suite
-    from bench.tables import render_tables
+    from bench.report.tables import render_tables
 
     suite = load_suite(args.suite, args.results)
     files = render_tables(suite, args.results, args.test, ci=args.ci, plain=not args.ci, family=args.family)
@@ -129,7 +129,7 @@ def cmd_table(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from bench.plan import plan_markdown
+    from bench.execute.plan import plan_markdown
     from bench.suites import load_suite
 
     print(plan_markdown(load_suite(args.suite, args.results), args.results))
@@ -137,7 +137,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from bench.plots import plot_suite
+    from bench.report.plots import plot_suite
     from bench.suites import load_suite
 
     suite = load_suite(args.suite, args.results)
@@ -151,7 +151,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from bench.check import check_reference, check_tables
+    from bench.report.check import check_reference, check_tables
 
     failures = check_reference(args.suite, args.results, update=args.update)
     if args.update:
@@ -159,7 +159,7 @@ def cmd_check(args) -> int:
     for name in args.tables:
         failures += check_tables(name, args.results)
     if args.readme is not None:
-        from bench.headline import check_readme
+        from bench.report.headline import check_readme
 
         failures += check_readme(args.readme, args.results)
     for f in failures:
@@ -169,7 +169,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_memorise(args) -> int:
-    from bench.memorisation import memorise
+    from bench.report.memorisation import memorise
     from bench.suites import load_suite
 
     written = memorise(load_suite(args.suite, args.results), args.results)
@@ -178,7 +178,7 @@ def cmd_memorise(args) -> int:
 
 
 def cmd_headline(args) -> int:
-    from bench.headline import write_readme
+    from bench.report.headline import write_readme
 
     write_readme(args.readme, args.results)
     print(f"{args.readme}: headline table rewritten from {args.results / 'runs'}")
@@ -195,10 +195,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from bench.runner import run_suite
+    from bench.execute.executors import run_suite
     from bench.score import register_predictions
     from bench.suites import load_suite
-    from bench.tables import suite_tables
+    from bench.report.tables import suite_tables
 
     overlay = register_predictions(args.suite, args.dataset, args.name, args.predictions, args.results,
                                    args.label, args.declared)
@@ -210,7 +210,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_refingerprint(args) -> int:
-    from bench.fingerprint import SCHEME, refingerprint
+    from bench.execute.fingerprint import SCHEME, refingerprint
 
     outcome = refingerprint(args.results)
     for name in outcome["locked"]:
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if hasattr(args, "results"):
-            from bench.store import check_results_folder
+            from bench.execute.store import check_results_folder
 
             check_results_folder(args.results, write=args.command in WRITERS or getattr(args, "update", False))
         return args.func(args)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.store import atomic_write_text
+from bench.execute.store import atomic_write_text
 
 
 def _csv(header: list[str], rows) -> str:
@@ -32,7 +32,7 @@ def _token(text: str) -> str:
 
 
 def export_split(suite, dataset: str, out: Path) -> list[Path]:
-    from bench.runner import get_split, sample_users
+    from bench.execute.runner import get_split, sample_users
 
     entry = next((d for d in suite.datasets if d.key == dataset), None)
     if entry is None:

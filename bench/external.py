@@ -5,7 +5,7 @@
 so a researcher adds a model without editing bench/models.py. It is checked like a built-in one
 (importable, a class with fit and predict, its parameters against its constructor's annotations)
 and fingerprinted by its module's source and what it imports from its own package
-(bench/fingerprint.py finds them where Python does), so editing it stales its cells.
+(bench/execute/fingerprint.py finds them where Python does), so editing it stales its cells.
 """
 from __future__ import annotations
 

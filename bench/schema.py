@@ -73,7 +73,7 @@ class VariantSpec(_Strict):
     group: Literal["baseline", "ours"] = "baseline"
     label: Optional[str] = None
     seeds: Optional[list[int]] = Field(default=None, min_length=1)
-    tune: dict[str, TuneRange] = {}  # the space `python -m bench tune` searches (bench/tune.py)
+    tune: dict[str, TuneRange] = {}  # the space `python -m bench tune` searches (bench/execute/tune.py)
     tuned: Optional[dict[str, dict[str, Any]]] = None  # written by `bench tune`: dataset -> study and trial
     only: Optional[list[str]] = Field(default=None, min_length=1)  # runs only on these datasets (e.g. `bench score`'s)
 
@@ -102,7 +102,7 @@ class SuiteSpec(_Strict):
     ablations: dict[str, list[str]] = {}
     check: CheckSpec = CheckSpec()
     eval_batch: int = Field(default=256, ge=1)
-    published: Optional[str] = None  # bench/published/<name>.yaml: published numbers beside ours
+    published: Optional[str] = None  # bench/report/published/<name>.yaml: published numbers beside ours
 
 
 def check_tune(space: dict[str, TuneRange], where: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from bench.errors import BenchError
-from bench.store import atomic_write_text
+from bench.execute.store import atomic_write_text
 from bench.suites import _key, load_suite, overlay_path
 
 PREDICTIONS = "baselines.predictions:Predictions"

@@ -83,7 +83,7 @@ class Suite:
     ablations: dict[str, list[str]] = field(default_factory=dict)
     check: dict = field(default_factory=dict)
     eval_batch: int = 256
-    published: str | None = None  # bench/published/<name>.yaml
+    published: str | None = None  # bench/report/published/<name>.yaml
 
     def variant(self, key: str) -> Variant:
         for v in self.variants:
@@ -191,7 +191,7 @@ def load_suite(name: str, results: Path | None = None) -> Suite:
     if spec.reference is not None and spec.reference not in keys:
         raise BenchError(f"{path}: reference {spec.reference!r} is not a model variant of this suite")
     if spec.published is not None:
-        from bench.published import load_published
+        from bench.report.published import load_published
 
         try:
             load_published(spec.published)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from bench.datasets import load_dataset
-from bench.distributed import init_from_env, world
+from bench.execute.distributed import init_from_env, world
 from bench.split import leave_one_out
 from calrec.backbone import tiny_llama, tiny_tokenizer
 from calrec.parallel import sum_across_ranks

@@ -1,8 +1,8 @@
 """Breakdowns by target popularity and history length (issue 36, section 3)."""
 import numpy as np
 
-from bench.breakdowns import history_groups, popularity_groups
-from bench.check import check_tables
+from bench.report.breakdowns import history_groups, popularity_groups
+from bench.report.check import check_tables
 from bench.cli import main
 from bench.split import Split
 
@@ -46,7 +46,7 @@ def test_every_suite_table_has_its_breakdowns_and_check_rebuilds_them(tmp_path):
 
 def test_test_targets_tied_in_time_are_counted_in_the_notes(tmp_path):
     from bench.suites import DatasetEntry
-    from bench.ties import tied_test_targets
+    from bench.report.ties import tied_test_targets
 
     lines = ["user_id:token\titem_id:token\ttimestamp:float"]
     for u in range(5):  # users 0-1: the last two events share a timestamp; user 4: too short, dropped
@@ -68,7 +68,7 @@ def test_memorisation_is_measured_per_backbone_and_dataset_and_reported_in_table
     tables of a suite with LLM rows carry the note and a small table."""
     import json
 
-    from bench.memorisation import measure
+    from bench.report.memorisation import measure
     from calrec.backbone import load_backbone
 
     titles = ["red rake", "blue hose planter", "solo", "quiet bright lamp"]

@@ -69,6 +69,19 @@ def test_atomic_dir_and_errors(tmp_path):
         load_dataset(f"atomic:{tmp_path / 'nothing'}")
 
 
+def test_an_atomic_file_that_is_not_utf8_is_one_line_naming_file_and_line(tmp_path):
+    d = tmp_path / "toy"
+    d.mkdir()
+    (d / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" +
+                                 "".join(f"u{u}\ti{(u + k) % 5}\t{k}\n" for u in range(4) for k in range(4)))
+    (d / "toy.item").write_bytes("item_id:token\tmovie_title:token_seq\ni0\tAm\u00e9lie\n".encode("latin-1"))
+    with pytest.raises(BenchError, match=r"toy.item:2: not UTF-8 text \(byte 6 of the line is 0xe9\)"):
+        load_dataset(f"atomic:{d}")
+    (d / "toy.item").write_bytes(b"item_id:token\tmovie\xff:token_seq\n")
+    with pytest.raises(BenchError, match=r"toy.item:1: not UTF-8"):  # the header line too (it read with a traceback)
+        load_dataset(f"atomic:{d}")
+
+
 SCI = {"directory": str(FIXTURES), "recipe": "recformer"}
 
 

@@ -2,9 +2,9 @@
 import json
 import subprocess
 
-from bench import fingerprint
+from bench.execute import fingerprint
 from bench.cli import main
-from bench.fingerprint import code_fingerprint, code_sources, package_closure, staleness, upgraded
+from bench.execute.fingerprint import code_fingerprint, code_sources, package_closure, staleness, upgraded
 
 SUITE = """
 seeds: [0]
@@ -130,7 +130,7 @@ def test_refingerprint_rewrites_only_records_whose_code_is_proven_unchanged(tmp_
 def test_the_record_names_the_code_read_before_the_model_trained(tmp_path, monkeypatch):
     """A file edited while a long cell computes must not be recorded as the code it ran on."""
     from baselines.simple import Popularity
-    from bench import runner
+    from bench.execute import runner
 
     edited, seen = [], []
     real_fit = Popularity.fit

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from bench.cli import main
-from bench.headline import END, START, check_readme, replace_block
+from bench.report.headline import END, START, check_readme, replace_block
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ reference: pop
 def test_a_model_named_by_import_path_runs_is_checked_and_fingerprinted(tmp_path, capsys):
     import json
 
-    from bench.fingerprint import code_sources
+    from bench.execute.fingerprint import code_sources
 
     suite = tmp_path / "ext.yaml"
     suite.write_text(OUTSIDE.replace("MODULE", __name__))

@@ -336,7 +336,7 @@ def test_a_run_json_that_is_not_a_valid_record_makes_its_cell_not_done(tmp_path,
     ('[1, 2]', "must map each cell to its metrics"),
 ])
 def test_a_damaged_reference_file_is_one_line(tmp_path, capsys, monkeypatch, reference, message):
-    from bench import check
+    from bench.report import check
 
     monkeypatch.setattr(check, "fresh_metrics", lambda suite: {})
     (tmp_path / "reference").mkdir()

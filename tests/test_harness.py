@@ -7,7 +7,7 @@ import pytest
 
 from bench.cli import main
 from bench.errors import BenchError
-from bench.store import RunStore
+from bench.execute.store import RunStore
 from bench.suites import load_suite
 
 SUITE = """
@@ -147,7 +147,7 @@ def test_list_shows_everything(capsys):
 
 
 def test_run_records_the_commit_it_ran_from(monkeypatch):
-    from bench.runner import git_commit, machine
+    from bench.execute.runner import git_commit, machine
 
     assert len(git_commit().split("-")[0]) in (40, len("unknown"))
     monkeypatch.setenv("BENCH_COMMIT", "0123abc")  # a tree copied without a usable .git
@@ -170,7 +170,7 @@ def test_device_and_bf16_settings_are_validated():
 def test_dirty_flag_ignores_results_but_not_code(tmp_path):
     import subprocess
 
-    from bench.runner import git_commit
+    from bench.execute.runner import git_commit
 
     def git(*a):
         subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
@@ -191,7 +191,7 @@ def test_training_plots_show_validation_nll_beside_popularity_and_uniform():
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from bench.plots import _validation_axis
+    from bench.report.plots import _validation_axis
 
     df = pd.DataFrame({"step": [1, 2, 3], "loss_nig": [3.0, 2.0, 1.5], "valid_nll": [None, 7.1, 6.9],
                        "popularity_nll": [None, 6.88, 6.88], "uniform_nll": [None, 7.43, 7.43]})
@@ -212,8 +212,8 @@ def test_ablation_bars_draw_popularity_and_the_reference_as_lines(suite_file, tm
     suite's reference, drawn once) as a line at its mean over users, labelled with its value."""
     import matplotlib.pyplot as plt
 
-    from bench.plots import _baseline_lines
-    from bench.results import load_runs
+    from bench.report.plots import _baseline_lines
+    from bench.report.results import load_runs
 
     res = tmp_path / "res"
     assert run("run", "--suite", str(suite_file), "--results", str(res)) == 0
@@ -235,8 +235,8 @@ def test_ablation_bars_grey_out_cells_of_older_code(suite_file, tmp_path, monkey
     table notes mark it, instead of passing for a result of today's code."""
     import matplotlib.pyplot as plt
 
-    from bench import plots
-    from bench.results import load_runs
+    from bench.report import plots
+    from bench.report.results import load_runs
 
     res = tmp_path / "res"
     assert run("run", "--suite", str(suite_file), "--results", str(res)) == 0

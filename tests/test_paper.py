@@ -7,8 +7,8 @@ import yaml
 
 from bench.cli import main
 from bench.errors import BenchError
-from bench.published import PUBLISHED_DIR, load_published
-from bench.runner import plan, validate_plan
+from bench.report.published import PUBLISHED_DIR, load_published
+from bench.execute.runner import plan, validate_plan
 from bench.suites import load_suite
 
 FIXTURES = Path(__file__).parent / "fixtures" / "amazon2018"
@@ -43,7 +43,7 @@ def test_published_numbers_match_the_issue_and_every_target_has_every_method():
 def test_a_published_file_with_an_unlisted_method_is_one_line(tmp_path, monkeypatch):
     raw = yaml.safe_load((PUBLISHED_DIR / "movielens1m_sasrec.yaml").read_text())
     raw["targets"]["ml-1m"]["BERT4Rec"] = [0.1, 0.2]
-    monkeypatch.setattr("bench.published.PUBLISHED_DIR", tmp_path)
+    monkeypatch.setattr("bench.report.published.PUBLISHED_DIR", tmp_path)
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(BenchError, match=r"bad.yaml: targets.ml-1m.BERT4Rec: not listed under methods$"):
         load_published("bad")

@@ -1,7 +1,7 @@
 """`bench plan` (issue 16, section 3): states, devices and estimates from stored runs, on a small suite."""
 from bench.cli import main
-from bench.plan import estimate, plan_suite, training_key
-from bench.runner import plan
+from bench.execute.plan import estimate, plan_suite, training_key
+from bench.execute.runner import plan
 from bench.suites import load_suite
 
 SUITE = """
@@ -61,7 +61,7 @@ def test_inference_variants_count_their_training_once(tmp_path):
 
 
 def test_calrec_budget_uses_its_own_step_defaults():
-    from bench.plan import budget
+    from bench.execute.plan import budget
     from calrec.config import STAGE1, TrainConfig
 
     assert budget("calrec", {}) == TrainConfig().stage2_steps  # was 1000 where CALRec's default is 200
@@ -95,8 +95,8 @@ def test_same_settings_take_their_own_time_and_calrec_scales_by_tokens(tmp_path)
 def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_path):
     import json
 
-    from bench.fingerprint import checkpoint_key
-    from bench.store import PROGRESS, RunStore, config_hash
+    from bench.execute.fingerprint import checkpoint_key
+    from bench.execute.store import PROGRESS, RunStore, config_hash
 
     suite, res = _suite(tmp_path), tmp_path / "r"
     assert main(["run", "--suite", str(suite.path), "--results", str(res), "--models", "sas", "--seeds", "0"]) == 0
@@ -123,7 +123,7 @@ def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_
 
 
 def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_path):
-    from bench.plan import family, from_other_datasets
+    from bench.execute.plan import family, from_other_datasets
 
     cells = {c.name: c for c in plan(_suite(tmp_path))}
 
@@ -148,7 +148,7 @@ def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_p
 
 
 def test_a_guess_calibrates_an_epoch_on_models_run_on_both_datasets(tmp_path):
-    from bench.plan import epoch_cost_ratios, from_other_datasets
+    from bench.execute.plan import epoch_cost_ratios, from_other_datasets
 
     cells = {c.name: c for c in plan(_suite(tmp_path))}
 
@@ -180,7 +180,7 @@ def test_a_guess_calibrates_an_epoch_on_models_run_on_both_datasets(tmp_path):
 
 
 def test_a_cell_another_process_is_computing_says_so(tmp_path):
-    from bench.store import RunStore
+    from bench.execute.store import RunStore
 
     suite, res = _suite(tmp_path), tmp_path / "r"
     store = RunStore(res)

@@ -50,8 +50,8 @@ def test_ray_missing_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 
 
 def test_gpu_models_ask_ray_for_a_gpu():
-    from bench.executors import wants_gpu
-    from bench.runner import plan
+    from bench.execute.executors import wants_gpu
+    from bench.execute.runner import plan
     from bench.suites import load_suite
 
     cells = {c.variant.key: c for c in plan(load_suite("quick"), seeds=[0])}

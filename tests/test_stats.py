@@ -3,7 +3,7 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from bench.stats import bootstrap_ci, holm, paired_pvalue
+from bench.report.stats import bootstrap_ci, holm, paired_pvalue
 
 
 @pytest.fixture

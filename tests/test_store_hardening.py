@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.store import RunStore
+from bench.execute.store import RunStore
 
 SUITE = """
 description: tiny
@@ -170,7 +170,7 @@ def test_an_unwritable_results_folder_is_reported_before_running(suite_file, tmp
 def test_check_notices_what_is_missing(tmp_path, capsys, monkeypatch):
     import json
 
-    from bench import check
+    from bench.report import check
 
     results = tmp_path / "r"
     assert main(["check", "--suite", "smoke", "--results", str(results), "--update"]) == 0
@@ -297,8 +297,8 @@ def test_a_cell_computed_on_other_data_is_left_out_of_tables_and_recomputed(tmp_
     row): the stored cells are not this experiment any more."""
     import json
 
-    from bench.plan import plan_markdown
-    from bench.runner import _split
+    from bench.execute.plan import plan_markdown
+    from bench.execute.runner import _split
     from bench.suites import load_suite
 
     rows = [f"u{u}\ti{(u + k) % 7}\t{k}" for u in range(6) for k in range(5)]
@@ -333,7 +333,7 @@ def test_rows_on_different_data_are_named_where_the_files_cannot_be_read(tmp_pat
     which version is current: it keeps the rows and names each one's data."""
     import shutil
 
-    from bench.runner import _split
+    from bench.execute.runner import _split
 
     d = write_atomic(tmp_path / "a", [f"u{u}\ti{(u + k) % 7}\t{k}" for u in range(6) for k in range(5)])
     suite = tmp_path / "s.yaml"
@@ -357,7 +357,7 @@ def _rewrite_per_user(c: Path, df) -> None:
     import json
 
     from bench.evaluate import Ranks, metrics_from_ranks
-    from bench.store import per_user_csv
+    from bench.execute.store import per_user_csv
 
     ranks = Ranks(df["above"].to_numpy(), df["ties"].to_numpy())
     (c / "per_user.csv.gz").write_bytes(per_user_csv(df["user"].to_numpy(), df["target"].to_numpy(), ranks))

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.check import check_tables
-from bench.results import VariantRuns, capped
-from bench.tables import CAPPED, Table, _cells, _marks, to_latex, to_markdown
+from bench.report.check import check_tables
+from bench.report.results import VariantRuns, capped
+from bench.report.tables import CAPPED, Table, _cells, _marks, to_latex, to_markdown
 
 SUITE = """
 seeds: [0, 1, 2]
@@ -73,7 +73,7 @@ def test_constant_scores_give_the_readme_recall_with_and_without_masking():
 
 
 def test_versions_off_the_pins_are_flagged(monkeypatch):
-    from bench import provenance
+    from bench.execute import provenance
 
     monkeypatch.setattr(provenance, "pins", lambda: {"python": ">=3.11,<3.12", "torch": "==2.13.0", "pandas": "==2.3.3"})
     assert provenance.off_pins({"python": "3.11.7", "torch": "2.13.0+cpu", "pandas": "2.3.3"}) == {}
@@ -84,7 +84,8 @@ def test_versions_off_the_pins_are_flagged(monkeypatch):
 def test_a_gpu_run_records_its_driver_version(monkeypatch, tmp_path):
     import torch  # noqa: F401 -- machine() asks about GPUs only where torch is loaded
 
-    from bench import precision, provenance
+    from bench import precision
+    from bench.execute import provenance
 
     smi = tmp_path / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 550.54.15\n")
@@ -98,14 +99,14 @@ def test_a_gpu_run_records_its_driver_version(monkeypatch, tmp_path):
 
 
 def test_the_installed_projects_pins_are_read():
-    from bench.provenance import pins
+    from bench.execute.provenance import pins
 
     p = pins()
     assert p["torch"] == "==2.13.0" and p["recbole"] == "==1.2.1" and "3.12" in p["python"]
 
 
 def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_path, monkeypatch, capsys):
-    from bench import fingerprint
+    from bench.execute import fingerprint
 
     suite = tmp_path / "seeds.yaml"
     suite.write_text(SUITE)
@@ -196,7 +197,7 @@ def test_ci_tables_hold_intervals_around_the_means_and_check_rebuilds_them(tmp_p
 
 
 def test_cold_targets_are_counted_over_the_evaluated_users(tmp_path):
-    from bench.runner import cold_test_targets
+    from bench.execute.runner import cold_test_targets
     from bench.split import Split
 
     split = Split("d", "v", "none", np.arange(4).astype(str), [{}] * 4, np.array(["a", "b", "c"]),
@@ -212,7 +213,7 @@ def test_cold_targets_are_counted_over_the_evaluated_users(tmp_path):
 
 
 def test_cells_not_run_are_listed_per_model_with_their_seeds():
-    from bench.notes import compact_cells
+    from bench.report.notes import compact_cells
 
     names = ["ml-1m/sasrec/seed1", "ml-1m/sasrec/seed2", "ml-1m/bert4rec/seed0", "ml-1m/pop/seed0", "x/pop/seed3"]
     assert compact_cells(names) == "ml-1m: sasrec (seeds 1, 2), bert4rec (seed 0), pop (seed 0); x: pop (seed 3)"
@@ -220,7 +221,7 @@ def test_cells_not_run_are_listed_per_model_with_their_seeds():
 
 def test_tables_name_the_machines_and_rows_whose_seeds_ran_on_different_ones(tmp_path):
     import json
-    from bench.costs import device
+    from bench.report.costs import device
 
     assert device({"machine": {"cpu_model": "Intel(R) Xeon(R) Platinum 8480C CPU @ 2.00GHz", "cpus": 2}}) \
         == "Intel Xeon Platinum 8480C (2 cores)"
@@ -262,10 +263,10 @@ def test_arrows_of_three_seed_rows_follow_a_seed_level_test_and_partial_rows_are
     """Rows with >= 3 shared seeds: a paired t-test over seed means; a stochastic row with fewer
     seeds than the reference: marked, with the seeds it was tested on; a deterministic one: against
     the reference's mean over all its seeds. `--family table` corrects over every test at once."""
-    from bench.stats import seed_means_pvalue
+    from bench.report.stats import seed_means_pvalue
     from bench.suites import load_suite
-    from bench.tables import comparison
-    from bench.results import load_runs
+    from bench.report.tables import comparison
+    from bench.report.results import load_runs
 
     suite = tmp_path / "seeded.yaml"
     suite.write_text(SEEDED)

@@ -104,7 +104,7 @@ def test_tuned_variant_is_written_run_and_recorded(suite_file, tmp_path, capsys)
 
 
 def test_a_search_resumes_its_study_and_prunes_trailing_curves(suite_file, tmp_path):
-    from bench.tune import Search, run_search
+    from bench.execute.tune import Search, run_search
 
     res = tmp_path / "res"
     search = Search(load_suite(str(suite_file)), "probe", "heldout")
@@ -195,7 +195,7 @@ def test_tune_track_logs_each_trial(suite_file, tmp_path):
 
 def test_a_calrec_space_is_checked_through_its_grouped_config():
     from bench.schema import TuneRange
-    from bench.tune import check_space
+    from bench.execute.tune import check_space
 
     params = load_suite("quick").variant("calrec").params_for("ml-100k")
     check_space("calrec", params, {"lr": TuneRange(low=1.0e-4, high=1.0e-2, log=True)}, "x")  # CALRec takes **params

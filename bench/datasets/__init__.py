@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from pathlib import Path
 from typing import Callable
 
 from bench.datasets.amazon import SOURCE as AMAZON_SOURCE
@@ -76,8 +77,26 @@ def missing_inputs(inputs: dict[str, dict]) -> tuple[list[str], list[str]]:
     return files, sources
 
 
+def check_utf8(directory: str) -> None:
+    """An `atomic:<dir>` folder holds the user's own files: a byte that is not UTF-8 gets one line
+    naming the file and line. (Checked here rather than in atomic.py, whose source fingerprints every
+    MovieLens cell.)"""
+    d = Path(directory)
+    for path in [*sorted(d.glob("*.inter")), *sorted(d.glob("*.item"))]:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+            raise BenchError(f"{path}:{line}: not UTF-8 text (byte {column} of the line is {data[e.start]:#04x}); "
+                             f"save the file as UTF-8") from None
+
+
 def load_dataset(spec: str, **params) -> Interactions:
     loader, args = resolve(spec, params)
+    if loader is load_atomic_dir:
+        check_utf8(*args)
     return loader(*args, **params)
 
 

@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from bench.runner import get_split
+from bench.execute.runner import get_split
 from bench.suites import DatasetEntry
 from bench.text import BM25Catalog
 from bench.precision import autocast, native_bf16, resolve_device

@@ -26,8 +26,8 @@ import torch
 
 from bench.models import make_model
 from bench.precision import autocast, native_bf16
-from bench.runner import get_split, machine
-from bench.store import atomic_write_text
+from bench.execute.runner import get_split, machine
+from bench.execute.store import atomic_write_text
 from bench.suites import DatasetEntry
 from calrec.frozen import FrozenStates, compute_states
 from calrec.train import Domain, Examples, epoch_positions, step_gradients

@@ -28,9 +28,9 @@ import yaml
 
 from bench.models import FitContext, make_model
 from bench.precision import autocast
-from bench.runner import get_split, git_commit, machine, sample_users, seed_everything, versions
+from bench.execute.runner import get_split, git_commit, machine, sample_users, seed_everything, versions
 from bench.suites import load_suite
-from bench.store import atomic_write_text
+from bench.execute.store import atomic_write_text
 from calrec.towers import calrec_loss, collate
 
 

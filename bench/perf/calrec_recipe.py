@@ -17,7 +17,7 @@ import torch
 
 from bench.perf.calrec import timed_training
 from bench.precision import native_bf16
-from bench.runner import get_split
+from bench.execute.runner import get_split
 from bench.suites import DatasetEntry
 from calrec.backbone import BUNDLED, freeze_below, load_backbone
 from calrec.text import PromptBuilder

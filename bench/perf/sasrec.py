@@ -25,8 +25,8 @@ from scipy import stats
 
 from baselines.neural import EarlyStopping
 from bench.models import FitContext, make_model
-from bench.runner import get_split, git_commit, validation_ndcg10
-from bench.store import atomic_write_text
+from bench.execute.runner import get_split, git_commit, validation_ndcg10
+from bench.execute.store import atomic_write_text
 from bench.suites import DatasetEntry
 
 # Our SASRec as the `full` suite runs it on ML-100k: RecBole's layer layout, heads and dropout; 51-item

@@ -1,4 +1,4 @@
-"""Published numbers beside ours: a committed data file per setup (bench/published/<name>.yaml) with
+"""Published numbers beside ours: a committed data file per setup (bench/report/published/<name>.yaml) with
 each number's source and the protocol differences, and one markdown table per target dataset.
 
 A suite names its file with `published: <name>`; `bench table` then writes

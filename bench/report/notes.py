@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from bench.costs import device
-from bench.fingerprint import changed_files, staleness
-from bench.provenance import off_pins
+from bench.report.costs import device
+from bench.execute.fingerprint import changed_files, staleness
+from bench.execute.provenance import off_pins
 
 ALPHA = 0.05
 UP, DOWN = "↑", "↓"  # significantly higher / lower than the reference row
@@ -113,7 +113,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
 def _ties(dataset: dict) -> str:
     """Test targets that file order picked (their timestamp ties with another event of the user)."""
     from bench.suites import DatasetEntry
-    from bench.ties import tied_test_targets
+    from bench.report.ties import tied_test_targets
 
     got = tied_test_targets(DatasetEntry(dataset["key"], dataset["spec"], dataset.get("params") or {}))
     return (f"; test targets tied in time with another event of the user (so file order picked them): {got[0]} of "

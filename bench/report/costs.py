@@ -8,7 +8,7 @@ import re
 import numpy as np
 from tabulate import tabulate
 
-from bench.results import VariantRuns
+from bench.report.results import VariantRuns
 from bench.suites import Suite
 
 

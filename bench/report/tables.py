@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from bench.breakdowns import breakdown_files
-from bench.costs import cost_markdown
-from bench.fingerprint import staleness
-from bench.memorisation import memorisation_markdown, memorisation_note
-from bench.notes import ALPHA, CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
-from bench.published import load_published, published_markdown
-from bench.results import DETERMINISTIC, Missing, VariantRuns, capped, load_runs
-from bench.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement, seed_means_pvalue
+from bench.report.breakdowns import breakdown_files
+from bench.report.costs import cost_markdown
+from bench.execute.fingerprint import staleness
+from bench.report.memorisation import memorisation_markdown, memorisation_note
+from bench.report.notes import ALPHA, CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
+from bench.report.published import load_published, published_markdown
+from bench.report.results import DETERMINISTIC, Missing, VariantRuns, capped, load_runs
+from bench.report.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement, seed_means_pvalue
 from bench.suites import Suite
 
 DECIMALS = 4
@@ -260,7 +260,7 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
 
 def _split_or_none(entry):
     from bench.errors import BenchError
-    from bench.runner import get_split
+    from bench.execute.runner import get_split
 
     try:
         return get_split(entry)

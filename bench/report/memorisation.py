@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.provenance import machine
-from bench.runner import get_split, git_commit
-from bench.store import atomic_write_text
+from bench.execute.provenance import machine
+from bench.execute.runner import get_split, git_commit
+from bench.execute.store import atomic_write_text
 from bench.suites import Suite
 
 PROMPT = "{noun} title:"
@@ -134,7 +134,7 @@ def memorisation_note(suite: Suite, root: Path, dataset: str) -> str | None:
         parts.append(f"{b}: not measured (python -m bench memorise --suite {suite.name})" if r is None else
                      f"{b} completes {r['completed']} of {r['measured']} titles exactly from their first half "
                      f"({r['completed_share']:.1%}), mean NLL {r['mean_title_nll']:.2f} nats per title")
-    return "Memorisation control, the untuned LLM on this catalog (bench/memorisation.py): " + "; ".join(parts) + "."
+    return "Memorisation control, the untuned LLM on this catalog (bench/report/memorisation.py): " + "; ".join(parts) + "."
 
 
 def memorisation_markdown(suite: Suite, root: Path, dataset: str) -> str | None:

@@ -26,7 +26,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Sources that shape every model's numbers: the split, item text, the evaluator, the data model.
 CORE = ("bench/evaluate.py", "bench/split.py", "bench/text.py", "bench/models.py", "bench/precision.py",
         "bench/datasets/base.py")
@@ -224,7 +224,7 @@ def unchanged_since(commit: str | None, files: list[str]) -> bool:
 def refingerprint(results: Path) -> dict[str, list[str]]:
     """Rewrite in today's scheme the code record of every stored cell whose older-scheme fingerprint
     still matches today's code; leave the others. Returns the cells by outcome."""
-    from bench.store import RunStore, atomic_write_text, dumps
+    from bench.execute.store import RunStore, atomic_write_text, dumps
 
     store = RunStore(results)
     out: dict[str, list[str]] = {"upgraded": [], "current": [], "kept in an older scheme": [], "stale": [],

@@ -12,8 +12,8 @@ import pandas as pd
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metrics_from_ranks
 from bench.models import model_class
-from bench.runner import data_version, plan
-from bench.store import OTHER_DATA, RunStore, config_hash
+from bench.execute.runner import data_version, plan
+from bench.execute.store import OTHER_DATA, RunStore, config_hash
 from bench.suites import Suite
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.notes import CAPPED
-from bench.results import capped, load_runs
+from bench.report.notes import CAPPED
+from bench.report.results import capped, load_runs
 from bench.suites import load_suite
 
 START, END = "<!-- headline:start (python -m bench headline) -->", "<!-- headline:end -->"
@@ -77,7 +77,7 @@ def check_readme(readme: Path, root: Path) -> list[str]:
 
 
 def write_readme(readme: Path, root: Path) -> None:
-    from bench.store import atomic_write_text
+    from bench.execute.store import atomic_write_text
 
     atomic_write_text(readme, replace_block(readme.read_text(encoding="utf-8"), headline_markdown(root), readme))
 

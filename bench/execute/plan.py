@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from bench import provenance
-from bench.costs import device as machine
+from bench.execute import provenance
+from bench.report.costs import device as machine
 from bench.models import make_model
-from bench.fingerprint import checkpoint_key, staleness
-from bench.results import epoch_budget
-from bench.runner import Cell, data_version, plan
-from bench.store import RunStore, config_hash
+from bench.execute.fingerprint import checkpoint_key, staleness
+from bench.report.results import epoch_budget
+from bench.execute.runner import Cell, data_version, plan
+from bench.execute.store import RunStore, config_hash
 from bench.suites import Suite
 
 

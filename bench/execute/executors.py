@@ -1,6 +1,7 @@
-"""Cells as tasks on a Ray cluster: `python -m bench run --suite S --executor ray [--address ADDR]`.
+"""How a suite's cells are executed: here one after another (`run_suite`'s default), or as tasks on
+a Ray cluster: `python -m bench run --suite S --executor ray [--address ADDR]`.
 
-Each cell is one Ray task that calls the same `run_cell` as the local executor, so resuming,
+On Ray, each cell is one Ray task that calls the same `run_cell` as the local executor, so resuming,
 skipping stored cells, per-cell locks and atomic writes are the run store's, unchanged: two workers
 never write one cell. Tasks ask for the resources their model needs (a GPU for models whose
 `device` is auto or cuda when the cluster has GPUs; `cpus_per_cell` cores otherwise). The results
@@ -21,7 +22,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError, optional
+from bench.execute.runner import Cell, CellError, plan, run_cell, validate_plan
+from bench.execute.store import RunStore, check_results_folder
 from bench.models import make_model, model_class
+from bench.suites import Suite
 
 
 def _ray():
@@ -73,9 +77,6 @@ def wants_gpu(cell) -> bool:
 
 def _run_one(cell, root: str, force: bool, stale: bool) -> tuple[str, str | None]:
     """The task body: (status, None), or (\"\", error) for a failure, so one bad cell stops nothing."""
-    from bench.runner import run_cell
-    from bench.store import RunStore
-
     try:
         return run_cell(cell, RunStore(Path(root)), force, stale), None
     except Exception as e:  # noqa: BLE001 - reported per cell by the driver
@@ -87,8 +88,6 @@ def run_on_ray(cells: list, root: Path, force: bool = False, stale: bool = False
                cpus_per_cell: float = 1, on_cell=None, init_kwargs: dict | None = None) -> list[tuple]:
     """Run `cells` as Ray tasks (connecting to `address`, or starting a local cluster); returns
     (cell, status) in completion order, status "failed: ..." for a cell that raised."""
-    from bench.store import RunStore
-
     ray = _ray()
     store = RunStore(root)
     started = not ray.is_initialized()
@@ -127,3 +126,34 @@ def run_on_ray(cells: list, root: Path, force: bool = False, stale: bool = False
     finally:
         if started:
             ray.shutdown()
+
+
+def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False,
+              stale=False, on_cell=None, executor: str = "local", address: str | None = None,
+              cpus_per_cell: float = 1) -> list[tuple[Cell, str]]:
+    """Compute (or find stored) every selected cell, here one after another or as tasks on a Ray
+    cluster (bench/execute/executors.py); `on_cell(cell, folder)` is called after each stored one (e.g. to
+    log it to a tracker). Returns (cell, status) pairs."""
+    store = RunStore(root)
+    cells = plan(suite, models, datasets, seeds)
+    if not cells:
+        raise BenchError(f"suite {suite.name}: the filters select no cell")
+    validate_plan(cells)
+    check_results_folder(root, write=True)
+    if executor == "ray":
+        return run_on_ray(cells, root, force, stale, address, cpus_per_cell, on_cell)
+    if executor != "local":
+        raise BenchError(f"unknown executor {executor!r} (local, ray)")
+    done = []
+    bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell")
+    for cell in bar:
+        bar.set_postfix_str(cell.name)
+        try:
+            status = run_cell(cell, store, force, stale)
+        except CellError as e:  # this cell's output cannot be scored; the others may be fine
+            status = f"failed: model {cell.variant.model!r}: {e}"
+        tqdm.write(f"{cell.name}: {status}")
+        done.append((cell, status))
+        if on_cell is not None and not status.startswith("skipped"):
+            on_cell(cell, store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
+    return done

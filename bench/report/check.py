@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.runner import run_suite
-from bench.store import RunStore, atomic_write_text, dumps
+from bench.execute.executors import run_suite
+from bench.execute.store import RunStore, atomic_write_text, dumps
 from bench.suites import Suite, load_suite
-from bench.tables import suite_tables
+from bench.report.tables import suite_tables
 
 
 def fresh_metrics(suite: Suite) -> dict[str, dict[str, float]]:

@@ -1,6 +1,6 @@
 """What a run records about where and on what it ran: package versions, CPU, GPU, CUDA. Tables flag
 rows computed off the pinned versions (a lent GPU machine brings its own Python, torch and pandas
-and reaches no registry). The code a cell ran on is `bench.fingerprint`'s job."""
+and reaches no registry). The code a cell ran on is `bench.execute.fingerprint`'s job."""
 from __future__ import annotations
 
 import importlib.metadata

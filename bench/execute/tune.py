@@ -38,9 +38,9 @@ import yaml
 from bench.errors import BenchError, optional
 from bench.evaluate import metric_names, metrics_from_ranks
 from bench.models import FitContext, make_model, model_class
-from bench.runner import get_split, git_commit, sample_users, score_users, seed_everything
+from bench.execute.runner import get_split, git_commit, sample_users, score_users, seed_everything
 from bench.split import Split
-from bench.store import atomic_write_text
+from bench.execute.store import atomic_write_text
 from bench.suites import Suite, overlay_path
 
 # Curve columns a model logs per evaluation (ours, RecBole's own); pruning reads the first present.
@@ -322,7 +322,7 @@ def tuned_entry(search: Search, study, results: Path) -> dict:
     best = study.best_trial
     states = [t.state for t in study.get_trials(deepcopy=False)]
     db = search.db_path(results)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     storage = str(db.relative_to(root) if db.is_relative_to(root) else db)
     if search.storage:
         from sqlalchemy.engine import make_url

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from bench.notes import ALPHA, DOWN, UP
-from bench.results import VariantRuns
+from bench.report.notes import ALPHA, DOWN, UP
+from bench.report.results import VariantRuns
 from bench.split import Split
-from bench.stats import bootstrap_ci, holm, paired_pvalue
+from bench.report.stats import bootstrap_ci, holm, paired_pvalue
 from bench.suites import Suite
 
 METRICS = ("Recall@10", "NDCG@10")

@@ -13,10 +13,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.evaluate import metrics_from_ranks  # noqa: E402
-from bench.fingerprint import staleness  # noqa: E402
-from bench.results import VariantRuns, load_runs  # noqa: E402
-from bench.stats import bootstrap_ci  # noqa: E402
-from bench.store import RunStore  # noqa: E402
+from bench.execute.fingerprint import staleness  # noqa: E402
+from bench.report.results import VariantRuns, load_runs  # noqa: E402
+from bench.report.stats import bootstrap_ci  # noqa: E402
+from bench.execute.store import RunStore  # noqa: E402
 from bench.suites import Suite  # noqa: E402
 
 CURVE_KS = list(range(1, 51))
@@ -141,8 +141,8 @@ def _validation_axis(ax, df: pd.DataFrame) -> None:
 
 def breakdown_plots(suite: Suite, runs: dict[str, VariantRuns], dataset: str, split, out: Path) -> list[Path]:
     """NDCG@10 per user group (target popularity, history length) for every row, with the
-    bootstrap intervals of bench/breakdowns.py: where each model wins."""
-    from bench.breakdowns import breakdown_tables
+    bootstrap intervals of bench/report/breakdowns.py: where each model wins."""
+    from bench.report.breakdowns import breakdown_tables
 
     written = []
     for name, b in breakdown_tables(suite, dataset, runs, split).items():
@@ -176,7 +176,7 @@ def plot_suite(suite: Suite, root: Path) -> list[Path]:
         for name, rows in suite.ablations.items():
             written += ablation_bars(suite, runs, d.key, name, rows, out)
         written += training_curves(suite, root, d.key, out)
-        from bench.tables import _split_or_none
+        from bench.report.tables import _split_or_none
 
         split = _split_or_none(d)
         if split is not None:
