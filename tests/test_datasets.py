@@ -125,3 +125,19 @@ def test_amazon_counts_items_without_metadata_and_refuses_a_file_that_has_none(t
     (tmp_path / "meta_Beauty.json").write_text("")  # an empty metadata file: every text would be "unknown"
     with pytest.raises(BenchError, match="none of the .* reviewed items has metadata in meta_Beauty.json"):
         load_dataset("amazon2018:Beauty", directory=str(tmp_path), k=3)
+
+
+def test_a_user_sample_keeps_whole_users_and_their_split():
+    whole = leave_one_out(load_dataset("synthetic"))  # sample:<spec> takes the spec's defaults
+    part = leave_one_out(load_dataset("sample:synthetic", users=30, seed=5))
+    assert part.n_users == 30 and part.version != whole.version and "30 of its 300 users" in part.version
+    row = {u: i for i, u in enumerate(whole.user_ids)}
+    for i, u in enumerate(part.user_ids):  # each kept user's sequence, in raw ids, is the whole dataset's
+        w = row[u]
+        assert list(part.item_ids[part.train[i]]) == list(whole.item_ids[whole.train[w]])
+        assert part.item_ids[part.test[i]] == whole.item_ids[whole.test[w]]
+    again = leave_one_out(load_dataset("sample:synthetic", users=30, seed=5))
+    assert list(again.user_ids) == list(part.user_ids)  # seeded
+    assert list(leave_one_out(load_dataset("sample:synthetic", users=30, seed=6)).user_ids) != list(part.user_ids)
+    with pytest.raises(BenchError, match="not below its 300 users"):
+        load_dataset("sample:synthetic", users=300)

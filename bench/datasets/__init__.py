@@ -11,6 +11,7 @@ from bench.datasets.amazon import load_amazon2018, missing_files
 from bench.datasets.atomic import load_atomic_dir
 from bench.datasets.base import Interactions
 from bench.datasets.movielens import load_ml1m, load_ml100k
+from bench.datasets.sample import load_user_sample
 from bench.datasets.synthetic import load_synthetic
 from bench.errors import BenchError
 from bench.schema import check_params
@@ -24,6 +25,7 @@ DATASETS: dict[str, Callable[..., Interactions]] = {
 FAMILIES: dict[str, Callable[..., Interactions]] = {
     "amazon2018": load_amazon2018,
     "atomic": load_atomic_dir,
+    "sample": load_user_sample,  # sample:<spec> with users (and seed): a seeded subset of its users
 }
 
 
