@@ -132,7 +132,7 @@ def cmd_plan(args) -> int:
     from bench.execute.plan import plan_markdown
     from bench.suites import load_suite
 
-    print(plan_markdown(load_suite(args.suite, args.results), args.results))
+    print(plan_markdown(load_suite(args.suite, args.results), args.results, args.gpu))
     return 0
 
 
@@ -260,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_table)
     pn = sub.add_parser("plan", parents=[common], help="every cell's state, device and estimated time, before running")
     pn.add_argument("--suite", required=True)
+    pn.add_argument("--gpu", action="store_true",
+                    help="estimate as if on a machine with a GPU (from the stored GPU runs): the time to ask for")
     pn.set_defaults(func=cmd_plan)
     pl = sub.add_parser("plot", parents=[common], help="metric@K curves, ablation bars with CIs, training curves")
     pl.add_argument("--suite", required=True)

@@ -27,6 +27,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.execute import provenance
+from bench.execute.executors import wants_gpu
 from bench.report.costs import device as machine
 from bench.models import make_model
 from bench.execute.fingerprint import checkpoint_key, staleness
@@ -276,7 +277,9 @@ def dataset_stats(history: dict[tuple[str, str], list[dict]], spec: str) -> dict
                  if r.get("dataset_stats")), None)
 
 
-def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
+def plan_suite(suite: Suite, root: Path, gpu: bool = False) -> list[PlannedCell]:
+    """With `gpu`, as if on a machine with a GPU: models that would take one (`device: auto` or
+    cuda) are estimated from the stored GPU runs."""
     store, history, out, trained = RunStore(root), stored_records(root), [], set()
     here, versions = this_machine(), {}
     for cell in plan(suite):
@@ -302,7 +305,7 @@ def plan_suite(suite: Suite, root: Path) -> list[PlannedCell]:
                 trained_s = float(progress.get("seconds") or 0.0)
                 state += f"; resumes from its checkpoint ({progress['done']}, {_fmt(trained_s)} trained)"
         params = cell.variant.params_for(cell.dataset.key)
-        device = cell_device(cell.variant.model, params)
+        device = "gpu" if gpu and wants_gpu(cell) else cell_device(cell.variant.model, params)
         kind = family(cell.variant.model, params)
         others = [r for (k, spec), recs in history.items() if k == kind and spec != cell.dataset.spec for r in recs]
         mine = history.get((kind, cell.dataset.spec), [])
@@ -324,8 +327,8 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def plan_markdown(suite: Suite, root: Path) -> str:
-    cells = plan_suite(suite, root)
+def plan_markdown(suite: Suite, root: Path, gpu: bool = False) -> str:
+    cells = plan_suite(suite, root, gpu)
     rows = [[p.cell.name, p.state, p.device, _fmt(None if p.train_s is None or p.predict_s is None else p.train_s + p.predict_s),
              p.basis] for p in cells]
     body = tabulate(rows, headers=["Cell", "State", "Device", "Estimate", "Basis"], tablefmt="pipe", disable_numparse=True)
@@ -338,7 +341,8 @@ def plan_markdown(suite: Suite, root: Path) -> str:
             totals.append(f"{what} on {device}: {len(mine)} cells, {_fmt(sum(known))} estimated for {len(known)} of them"
                           + (f", {len(mine) - len(known)} without an estimate" if len(known) < len(mine) else ""))
     done = sum(p.state.startswith("done") for p in cells)
-    return (f"### plan: {suite.name} ({done} of {len(cells)} cells done)\n\n{body}\n\n"
+    where = " as if on a GPU machine like the stored GPU runs'" if gpu else ""
+    return (f"### plan: {suite.name} ({done} of {len(cells)} cells done){where}\n\n{body}\n\n"
             + "\n".join(f"- {t}" for t in totals or ["nothing to run"]) + "\n"
             "- Estimates: stored runs of the same model on the same dataset and device; with the same settings their own "
             "times (early stopping included), else scaled by the planned epochs or steps (an upper bound where early "
