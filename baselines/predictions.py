@@ -77,7 +77,8 @@ def parse_predictions(path: Path, split: Split) -> tuple[dict[int, tuple[np.ndar
     user_index = {str(u): i for i, u in enumerate(split.user_ids)}
     item_index = {str(x): i for i, x in enumerate(split.item_ids)}
     lists: dict[int, tuple[list[int], list[float]]] = {}
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple[int, int]] = set()  # (user, item)
+    ranks: set[tuple[int, float]] = set()  # (user, rank): a lookup per row, not a scan of the user's list
     for row, record in enumerate(frame.itertuples(index=False)):
         r = record._asdict()
         user = user_index.get(r["user"].strip())
@@ -106,8 +107,10 @@ def parse_predictions(path: Path, split: Split) -> tuple[dict[int, tuple[np.ndar
                 raise BenchError(f"{where(row)}: unknown item {token!r} (not an item of {split.dataset})")
             if (user, item) in seen:
                 raise BenchError(f"{where(row)}: item {token!r} appears twice for user {r['user']!r}")
-            if layout[1] == "rank" and score in scores:
-                raise BenchError(f"{where(row)}: rank {r['rank']!r} given twice for user {r['user']!r}")
+            if layout[1] == "rank":
+                if (user, score) in ranks:
+                    raise BenchError(f"{where(row)}: rank {r['rank']!r} given twice for user {r['user']!r}")
+                ranks.add((user, score))
             seen.add((user, item))
             items.append(item)
             scores.append(score)

@@ -8,14 +8,10 @@ they are in the cell's configuration and run.json.
 """
 from __future__ import annotations
 
-import fcntl
 from pathlib import Path
 
-import yaml
-
 from bench.errors import BenchError
-from bench.execute.store import atomic_write_text
-from bench.suites import _key, load_suite, overlay_path
+from bench.suites import _key, load_suite, overlay_path, update_overlay
 
 PREDICTIONS = "baselines.predictions:Predictions"
 
@@ -35,11 +31,8 @@ def register_predictions(suite_name: str, dataset: str, name: str, file: Path, r
     if not file.is_file():
         raise BenchError(f"{file}: predictions file not found")
     path = overlay_path(results, base.name, "scored")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".overlay.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-        raw = raw or {"models": {}}
+
+    def edit(raw: dict) -> None:
         entry = raw["models"].get(name) or {"model": PREDICTIONS, "group": "baseline", "seeds": [0], "only": [], "datasets": {}}
         if entry.get("model") != PREDICTIONS:
             raise BenchError(f"{path}: models.{name} is not a scored predictions file; choose another --name")
@@ -47,7 +40,7 @@ def register_predictions(suite_name: str, dataset: str, name: str, file: Path, r
         entry["datasets"][dataset] = {"file": str(file.resolve()), "sha256": file_sha256(file), "declared": declared}
         entry["only"] = sorted({*entry["only"], dataset})
         raw["models"][name] = entry
-        header = "# Written by `python -m bench score`: models trained elsewhere, scored from their predictions.\n"
-        atomic_write_text(path, header + yaml.safe_dump(raw, sort_keys=False, width=120))
+
+    update_overlay(path, "# Written by `python -m bench score`: models trained elsewhere, scored from their predictions.\n", edit)
     load_suite(suite_name, results)  # the overlay as written must load
     return path

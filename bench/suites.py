@@ -122,6 +122,22 @@ def overlay_path(results: Path, suite_name: str, kind: str = "tune") -> Path:
 OVERLAYS = ("tune", "scored")
 
 
+def update_overlay(path: Path, header: str, edit) -> None:
+    """Read an overlay, let `edit(raw)` change the mapping in place, and rewrite it atomically, under
+    a lock so writers in parallel processes (searches, scored files) do not lose each other's entries.
+    An exception from `edit` leaves the file as it was."""
+    import fcntl
+
+    from bench.execute.store import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / ".overlay.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        raw = (yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None) or {"models": {}}
+        edit(raw)
+        atomic_write_text(path, header + yaml.safe_dump(raw, sort_keys=False, width=120))
+
+
 def _read_yaml(path: Path) -> dict:
     try:
         raw = load_yaml(path.read_text(encoding="utf-8"))

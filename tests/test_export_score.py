@@ -108,6 +108,16 @@ def test_a_bad_predictions_file_is_one_line_naming_it(exported, tmp_path, capsys
     assert code == 2 and last.startswith("error: ") and message.format(file=file) in last, last
 
 
+def test_a_rank_given_twice_is_one_line(exported, tmp_path, capsys):
+    suite, out = exported
+    users, items = rows(out / "test_users.csv"), rows(out / "items.csv")
+    file = tmp_path / "ranks.csv"
+    file.write_text(f"user,rank,item\n{users[0]['user']},1,{items[0]['item']}\n{users[0]['user']},1,{items[1]['item']}\n")
+    assert main(["score", "--suite", str(suite), "--dataset", "syn", "--name", "r", "--predictions", str(file),
+                 "--results", str(tmp_path / "r")]) == 2
+    assert f"{file}:3: rank '1' given twice for user" in capsys.readouterr().err
+
+
 def test_score_refuses_a_name_the_suite_has_and_an_unknown_dataset(exported, tmp_path, capsys):
     suite, out = exported
     file = popularity_file(out, tmp_path / "pop.csv")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import fcntl
 import os
 import shutil
 import tempfile
@@ -33,7 +32,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from bench.errors import BenchError, optional
 from bench.evaluate import metric_names, metrics_from_ranks
@@ -41,7 +39,7 @@ from bench.models import FitContext, make_model, model_class
 from bench.execute.runner import get_split, git_commit, sample_users, score_users, seed_everything
 from bench.split import Split
 from bench.execute.store import atomic_write_text
-from bench.suites import Suite, overlay_path
+from bench.suites import Suite, overlay_path, update_overlay
 
 # Curve columns a model logs per evaluation (ours, RecBole's own); pruning reads the first present.
 CURVE_KEYS = ("valid_NDCG@10", "recbole_valid_NDCG@10_unmasked")
@@ -343,11 +341,8 @@ def write_overlay(search: Search, study, results: Path) -> Path:
     variant = search.suite.variant(search.variant)
     key = f"{variant.key}-tuned"
     path = overlay_path(results, search.suite.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".overlay.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-        raw = raw or {"models": {}, "ablations": {}}
+
+    def edit(raw: dict) -> None:
         entry = raw["models"].get(key) or {
             "model": variant.model, "group": variant.group, "label": f"{variant.label}, tuned", "datasets": {}, "tuned": {}}
         if variant.seeds is not None:
@@ -356,9 +351,9 @@ def write_overlay(search: Search, study, results: Path) -> Path:
         entry["tuned"][search.dataset] = tuned_entry(search, study, results)
         raw["models"][key] = entry
         raw.setdefault("ablations", {})[f"tuning-{variant.key}"] = [variant.key, key]
-        header = ("# Written by `python -m bench tune`; `bench run` adds these variants to the suite.\n"
-                  "# Each tuned variant runs only on the datasets it was tuned on.\n")
-        atomic_write_text(path, header + yaml.safe_dump(raw, sort_keys=False, width=120))
+
+    update_overlay(path, "# Written by `python -m bench tune`; `bench run` adds these variants to the suite.\n"
+                         "# Each tuned variant runs only on the datasets it was tuned on.\n", edit)
     return path
 
 
