@@ -226,3 +226,23 @@ def test_validation_on_the_frozen_cache_gives_the_uncached_nll(syn, tmp_path):
     m.cfg.training.frozen_cache, m._valid_frozen = False, None
     assert m._valid_nll()["valid_nll"] == pytest.approx(cached["valid_nll"], rel=1e-5)
     assert m._valid_frozen is None
+
+
+def test_contrastive_only_selects_on_the_dense_towers_validation_ndcg(syn, tmp_path):
+    """The ablation's contrastive-only row (lambda_nig 0): no generation loss, so no validation NLL;
+    `select: ndcg` keeps the step with the best dense validation NDCG@10 and ranks with the towers."""
+    ctx_curves = []
+    m = make_model("calrec", calrec_params(lambda_nig=0.0, inference="dense", select="ndcg", lambda_ut=1.0))
+    m.fit(syn, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(syn.n_users), curves=ctx_curves,
+                          extra={"shared_cache": tmp_path}))
+    evaluated = [row for row in ctx_curves if "valid_NDCG@10" in row]
+    assert [row["step"] for row in evaluated] == [2, 4] and not any("valid_nll" in row for row in ctx_curves)
+    scores = m.predict(syn.inputs("test", np.arange(4)), np.arange(4))
+    assert scores.shape == (4, syn.n_items) and np.isfinite(scores).all()
+
+
+@pytest.mark.xfail(strict=True, raises=KeyError, reason="known bug, kept so stored CALRec cells stay current: with "
+                   "lambda_nig 0 stage II selects on 'valid_nll', which validation does not compute (recommender.py "
+                   "reads t.select, not _selection()); suites set select: ndcg for such rows")
+def test_contrastive_only_with_nll_selection(syn, tmp_path):
+    fit(syn, tmp_path, lambda_nig=0.0, inference="dense", select="nll")
