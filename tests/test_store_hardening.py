@@ -427,3 +427,26 @@ def test_a_table_refuses_cells_that_scored_other_users(suite_file, tmp_path, cap
     err = capsys.readouterr().err
     assert "syn: random/seed0 scored other test users than pop/seed0 (1 of its 40 are not among that cell's 40)" in err
     assert not (results / "tables" / "tiny").exists()
+
+
+def test_a_cell_that_crashes_reports_its_traceback_and_the_others_still_run(suite_file, tmp_path, capsys, monkeypatch):
+    """A bug in one cell (here the random model's fit) ended the whole local run and its tables, as
+    on Ray it does not: the other cells run, the failed one is named with its error and traceback,
+    the exit is 1, and a rerun computes only the failed cell."""
+    from baselines.simple import RandomScores
+
+    def broken(self, split, ctx):
+        raise KeyError("valid_nll")
+
+    monkeypatch.setattr(RandomScores, "fit", broken)
+    assert run(suite_file, tmp_path) == 1
+    out, err = capsys.readouterr()
+    assert "syn/random/seed0: failed: KeyError: 'valid_nll'" in out and "Traceback" in out and "in broken" in out
+    assert "1 cell(s) failed: syn/random/seed0" in err
+    assert (tmp_path / "runs/tiny/syn/pop/seed0/run.json").is_file()
+    assert not (tmp_path / "runs/tiny/syn/random/seed0/run.json").exists()
+    assert list((tmp_path / "tables/tiny").glob("syn-main.md"))  # the tables of what ran are written
+    monkeypatch.undo()
+    assert run(suite_file, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "syn/pop/seed0: cached" in out and "syn/random/seed0: R@" in out

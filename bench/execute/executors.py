@@ -8,7 +8,8 @@ never write one cell. Tasks ask for the resources their model needs (a GPU for m
 folder must be one path every worker reaches (a shared filesystem), and every node must have this
 project installed at the same commit (each run.json records its worker's commit and machine).
 The driver shows progress, hands each stored cell to `on_cell`, and reports a failed cell with its
-error without stopping the others.
+error without stopping the others; so does the local executor (with the traceback), except under
+torchrun, where one rank that went on would leave the others waiting.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from bench.errors import BenchError, optional
+from bench.execute.distributed import world
 from bench.execute.runner import Cell, CellError, plan, run_cell, validate_plan
 from bench.execute.store import RunStore, check_results_folder
 from bench.models import make_model, model_class
@@ -152,6 +154,13 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
             status = run_cell(cell, store, force, stale)
         except CellError as e:  # this cell's output cannot be scored; the others may be fine
             status = f"failed: model {cell.variant.model!r}: {e}"
+        except BenchError:
+            raise  # the user's input (a suite, a data file): one line, exit 2
+        except Exception as e:  # a bug or a resource limit hit by one cell: the others still run, as on Ray
+            if world()[1] > 1:
+                raise  # the other ranks wait in a collective this rank will not reach
+            tqdm.write(traceback.format_exc())
+            status = f"failed: {type(e).__name__}: {e}"
         tqdm.write(f"{cell.name}: {status}")
         done.append((cell, status))
         if on_cell is not None and not status.startswith("skipped"):
