@@ -222,8 +222,8 @@ def test_sequence_models_run_where_told_and_score_alike_on_a_gpu(name, syn, tmp_
     np.testing.assert_allclose(m.predict(h, users), on_cpu, rtol=1e-4, atol=1e-4)
 
 
-class Stopped(Exception):
-    pass
+class Stopped(BaseException):
+    """A kill: not an error a runner reports and goes on from (those are Exceptions)."""
 
 
 @pytest.mark.parametrize("name, extra", [
