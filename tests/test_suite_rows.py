@@ -76,8 +76,7 @@ def test_quick_calrec_trains_the_ablations_stage2_model():
     """quick's CALRec rows claim to reuse the ablation's stage-II weights (only scoring is theirs):
     that holds only while the training settings, seed and validation users are the same."""
     quick, ablation = load_suite("quick"), load_suite("ablation")
-    q = next(v for v in quick.variants if v.key == "calrec")
-    a = next(v for v in ablation.variants if v.key == "calrec-stage2")
+    q, a = quick.variant("calrec"), ablation.variant("calrec-stage2")
     def declared(params):  # an absent switch and one set to null (stage1) are the same default
         return {k: v for k, v in params.items() if v is not None}
     assert declared(q.params_for("ml-100k")) == declared(a.params_for("ml-100k"))
