@@ -7,7 +7,8 @@ settings give their own training time (early stopping included); runs with other
 by the planned training budget (epochs, or CALRec's stage steps), an upper bound where early stopping
 ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
 scaled by tokens where it can: the tokens a step of a run with the same training settings took (on
-any device) times this device's seconds a token. Prediction scales by the number of test users. Rows
+any device) times this device's seconds a token; without such a run it is scaled by steps and labelled
+a rough guess (a paper-template step costs ~10x a compact, cached one). Prediction scales by the number of test users. Rows
 that reuse another cell's trained weights (CALRec's inference variants) count their training once.
 A cell with no stored run of its model on its dataset is scaled from the model's runs on other
 datasets: an epoch by what an epoch of other models run on both datasets cost more (those sharing its
@@ -140,7 +141,9 @@ def scaled_training(model: str, params: dict, want: float | None, same: list[dic
                                                      "training, any device) at this device's s/token")
     per_unit = [train_seconds(r) / units_run(r) for r in same if units_run(r)]
     if want is not None and per_unit:
-        return float(np.median(per_unit)) * want, ""
+        # CALRec's step cost moves ~10x with its template, history, vocabulary and frozen cache
+        guess = "; rough guess: no run of this training says what a step costs" if model == "calrec" else ""
+        return float(np.median(per_unit)) * want, guess
     return float(np.median([train_seconds(r) for r in same])), ""
 
 
