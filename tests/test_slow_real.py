@@ -68,3 +68,23 @@ def test_bundled_smollm2_ranks_the_whole_ml100k_catalog_through_the_trie():
     some = [0, 49, 99, 1000]
     ref = continuation_logprobs(model, prompts, [[b.continuation(i) for i in some]] * 2, tok.pad_token_id, b.vocab, b.trie)
     np.testing.assert_allclose(got[:, some], np.stack(ref), atol=1e-3)
+
+
+def test_the_ablations_zero_shot_row_scores_the_same_on_every_seed(tmp_path):
+    """The ablation declares its zero-shot row seed-independent (one seed, tested per user like
+    popularity): the bundled SmolLM2, untrained, ranking the whole catalog by likelihood."""
+    from bench.report.results import seed_independent
+    from bench.suites import load_suite
+
+    v = load_suite("ablation").variant("calrec-zero-shot")
+    assert seed_independent(v) and list(v.seeds) == [0]
+    split = leave_one_out(load_dataset("ml-100k"))
+    params = {**v.params, "valid_users": 4, "max_history": 5}
+    users = np.arange(2)
+    scores = []
+    for seed in (0, 1):
+        m = make_model("calrec", params)
+        m.fit(split, FitContext(seed=seed, workdir=tmp_path / str(seed), valid_users=np.arange(4),
+                                extra={"shared_cache": tmp_path}))
+        scores.append(np.asarray(m.predict(split.inputs("test", users), users)))
+    assert scores[0].shape == (2, split.n_items) and np.array_equal(scores[0], scores[1])

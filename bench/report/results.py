@@ -22,6 +22,21 @@ from bench.suites import Suite
 DETERMINISTIC = frozenset({"pop", "itemknn", "bm25-text"})
 
 
+def seed_independent(variant) -> bool:
+    """Whether a row's scores ignore the seed: a DETERMINISTIC model, or CALRec left untrained (no
+    stage I, no stage II steps) on pretrained weights and ranking the whole catalog by likelihood
+    (no sampling anywhere; the random `tiny` backbone's weights come from the seed)."""
+    if variant.model in DETERMINISTIC:
+        return True
+    if variant.model != "calrec":
+        return False
+    from calrec.config import CALRecConfig
+
+    c = CALRecConfig.from_params(variant.params)
+    untrained = not c.training.stage1 and c.training.stage2_steps == 0 and c.training.backbone != "tiny"
+    return untrained and c.inference.inference == "likelihood" and c.inference.candidates == "all"
+
+
 @dataclass
 class VariantRuns:
     variant: str

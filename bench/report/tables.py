@@ -26,7 +26,7 @@ from bench.execute.fingerprint import staleness
 from bench.report.memorisation import memorisation_markdown, memorisation_note
 from bench.report.notes import ALPHA, CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
 from bench.report.published import load_published, published_markdown
-from bench.report.results import DETERMINISTIC, Missing, VariantRuns, capped, load_runs
+from bench.report.results import Missing, VariantRuns, capped, load_runs, seed_independent
 from bench.report.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement, seed_means_pvalue
 from bench.suites import Suite
 
@@ -66,7 +66,7 @@ def comparison(suite: Suite, runs: dict[str, VariantRuns], r: str, reference: st
     means paired by seed (training-run variance counted); 'users': per user on the shared seeds."""
     row, ref = runs[r], runs[reference]
     shared = [s for s in row.seeds if s in ref.seeds]
-    if suite.variant(r).model in DETERMINISTIC:
+    if seed_independent(suite.variant(r)):
         return "deterministic", lambda m: (row.user_metric(m, suite.ks), ref.user_metric(m, suite.ks))
     if not shared:
         return None, None
