@@ -312,16 +312,15 @@ def test_which_rows_ignore_the_seed():
     """Seed-independent rows are tested per user against the reference's seed mean: the classic
     deterministic models, and CALRec only when untrained on pretrained weights and ranked exactly."""
     from bench.report.results import seed_independent
-    from bench.suites import Variant
 
     def v(model, **params):
-        return Variant(key="x", model=model, params=params, per_dataset={}, group="baseline", label="x")
+        return model, params
 
     zero = {"stage2_steps": 0, "inference": "likelihood", "candidates": "all"}
-    assert seed_independent(v("pop")) and seed_independent(v("itemknn")) and not seed_independent(v("sasrec"))
-    assert seed_independent(v("calrec", **zero))
-    assert not seed_independent(v("calrec", **{**zero, "stage2_steps": 10}))  # trained: the seed draws its batches
-    assert not seed_independent(v("calrec", **{**zero, "stage1": {"steps": 5}}))
-    assert not seed_independent(v("calrec", **{**zero, "inference": "qrr"}))  # sampled
-    assert not seed_independent(v("calrec", **{**zero, "candidates": {"qrr": 30}}))  # a sampled pool
-    assert not seed_independent(v("calrec", **{**zero, "backbone": "tiny"}))  # random weights from the seed
+    assert seed_independent(*v("pop")) and seed_independent(*v("itemknn")) and not seed_independent(*v("sasrec"))
+    assert seed_independent(*v("calrec", **zero))
+    assert not seed_independent(*v("calrec", **{**zero, "stage2_steps": 10}))  # trained: the seed draws its batches
+    assert not seed_independent(*v("calrec", **{**zero, "stage1": {"steps": 5}}))
+    assert not seed_independent(*v("calrec", **{**zero, "inference": "qrr"}))  # sampled
+    assert not seed_independent(*v("calrec", **{**zero, "candidates": {"qrr": 30}}))  # a sampled pool
+    assert not seed_independent(*v("calrec", **{**zero, "backbone": "tiny"}))  # random weights from the seed

@@ -8,8 +8,9 @@ by the planned training budget (epochs, or CALRec's stage steps), an upper bound
 ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
 scaled by tokens where it can: the tokens a step of a run with the same training settings took (on
 any device) times this device's seconds a token; without such a run it is scaled by steps and labelled
-a rough guess (a paper-template step costs ~10x a compact, cached one). Prediction scales by the number of test users. Rows
-that reuse another cell's trained weights (CALRec's inference variants) count their training once.
+a rough guess (a paper-template step costs ~10x a compact, cached one). Prediction scales by the
+number of test users. Rows that reuse another cell's trained weights (CALRec's inference variants)
+count their training once.
 A cell with no stored run of its model on its dataset is scaled from the model's runs on other
 datasets: an epoch by what an epoch of other models run on both datasets cost more (those sharing its
 wrapper first: RecBole validates by full ranking, which grows faster than the interactions), else by

@@ -22,17 +22,18 @@ from bench.suites import Suite
 DETERMINISTIC = frozenset({"pop", "itemknn", "bm25-text"})
 
 
-def seed_independent(variant) -> bool:
+def seed_independent(model: str, params: dict) -> bool:
     """Whether a row's scores ignore the seed: a DETERMINISTIC model, or CALRec left untrained (no
     stage I, no stage II steps) on pretrained weights and ranking the whole catalog by likelihood
-    (no sampling anywhere; the random `tiny` backbone's weights come from the seed)."""
-    if variant.model in DETERMINISTIC:
+    (no sampling anywhere; the random `tiny` backbone's weights come from the seed). `params`: the
+    model's parameters on the table's dataset (per-dataset overrides applied)."""
+    if model in DETERMINISTIC:
         return True
-    if variant.model != "calrec":
+    if model != "calrec":
         return False
     from calrec.config import CALRecConfig
 
-    c = CALRecConfig.from_params(variant.params)
+    c = CALRecConfig.from_params(params)
     untrained = not c.training.stage1 and c.training.stage2_steps == 0 and c.training.backbone != "tiny"
     return untrained and c.inference.inference == "likelihood" and c.inference.candidates == "all"
 

@@ -66,7 +66,7 @@ def comparison(suite: Suite, runs: dict[str, VariantRuns], r: str, reference: st
     means paired by seed (training-run variance counted); 'users': per user on the shared seeds."""
     row, ref = runs[r], runs[reference]
     shared = [s for s in row.seeds if s in ref.seeds]
-    if seed_independent(suite.variant(r)):
+    if seed_independent(suite.variant(r).model, row.records[0]["config"]["model"]["params"]):  # as the cells ran
         return "deterministic", lambda m: (row.user_metric(m, suite.ks), ref.user_metric(m, suite.ks))
     if not shared:
         return None, None
