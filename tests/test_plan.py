@@ -93,6 +93,17 @@ def test_same_settings_take_their_own_time_and_calrec_scales_by_tokens(tmp_path)
     assert train == 80.0 and "rough guess" in basis  # no run of this training: scaled by steps, and says so
 
 
+def test_a_calrec_rerun_costs_its_whole_fit_and_the_stages_it_loaded(tmp_path):
+    # An uncached validation can cost more than the training (the paper row: 40 min training, 100 min
+    # fit), and a stage loaded from the shared cache cost nothing in this fit but will in a fresh seed's.
+    cell = {c.name: c for c in plan(_suite(tmp_path))}["syn/cal/seed0"]
+    rec = _rec(cell.variant.params, train_s=300.0, timings={
+        "stage1": {"steps": 4, "train_seconds": 50.0, "cached": "/somewhere/stage1.pt"},
+        "stage2": {"steps": 4, "train_seconds": 100.0}, "frozen_cache_seconds": {"syn": 5.0}})
+    train, _, basis = estimate(cell, "cpu", [rec])
+    assert train == 350.0 and "same settings" in basis
+
+
 def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_path):
     import json
 

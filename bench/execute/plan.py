@@ -3,7 +3,8 @@ would use here, and an estimated time from the stored runs of the same model on 
 
 Estimates come from stored runs of the same model on the same dataset and device, those on this very
 machine where there are any (two 2-core CPU models differ 1.5-3x in speed). Runs with the same
-settings give their own training time (early stopping included); runs with other settings are scaled
+settings give their own fit time (early stopping, validation and caches included, stages loaded
+from the shared cache counted at their training time); runs with other settings are scaled
 by the planned training budget (epochs, or CALRec's stage steps), an upper bound where early stopping
 ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
 scaled by tokens where it can: the tokens a step of a run with the same training settings took (on
@@ -93,6 +94,14 @@ def train_seconds(rec: dict) -> float:
     if rec["config"]["model"]["name"] == "calrec" and stages:
         return float(sum(t.get("train_seconds", 0.0) for t in stages))
     return float(rec["fit_seconds"])
+
+
+def fit_seconds(rec: dict) -> float:
+    """What fitting the same cell again costs: the record's whole fit (for CALRec its validations and
+    frozen-layer cache too, an uncached paper-template validation alone took an hour) plus the
+    training of stages it loaded from the shared cache instead of training them."""
+    reused = sum(t.get("train_seconds", 0.0) for t in _stages(rec) if t.get("cached"))
+    return float(rec["fit_seconds"]) + float(reused)
 
 
 def family(model: str, params: dict) -> str:
@@ -245,9 +254,9 @@ def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (),
         return None, None, f"stored runs only on {record_device(recs[0])}"
     same, where = on_this_machine(same, here, device)
     exact = [r for r in same if r["config"]["model"]["params"] == params]
-    if exact:  # the same settings: their own training times, early stopping included
+    if exact:  # the same settings: their own fit times, early stopping and validation included
         same, how = exact, ""
-        train = float(np.median([train_seconds(r) for r in exact]))
+        train = float(np.median([fit_seconds(r) for r in exact]))
     else:
         train, how = scaled_training(model, params, budget(model, params), same, recs)
     users = n_test_users(cell, same)
@@ -349,7 +358,7 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False) -> str:
     return (f"### plan: {suite.name} ({done} of {len(cells)} cells done){where}\n\n{body}\n\n"
             + "\n".join(f"- {t}" for t in totals or ["nothing to run"]) + "\n"
             "- Estimates: stored runs of the same model on the same dataset and device; with the same settings their own "
-            "times (early stopping included), else scaled by the planned epochs or steps (an upper bound where early "
+            "fit times (early stopping, validation and caches included), else scaled by the planned epochs or steps (an upper bound where early "
             "stopping ends training sooner; CALRec by tokens where a run of the same training settings says how many a "
             "step takes) and by the number of test users; runs on this machine are preferred where there are any. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
