@@ -223,3 +223,34 @@ def test_runs_on_this_machine_are_preferred(tmp_path):
     stats = {"users": 60, "interactions": 1000, "items": 40}
     train, _, basis = estimate(sas, "cpu", [], other, stats, here="AMD EPYC (2 cores)")
     assert train == 30.0 and "(cpu, this machine)" in basis
+
+
+def test_rows_sharing_a_calrec_stage_one_count_its_training_once(tmp_path, monkeypatch):
+    import bench.execute.plan as plan_module
+    from bench.execute.plan import stage1_key
+
+    path = tmp_path / "s1.yaml"
+    path.write_text("""
+seeds: [0, 1]
+ks: [10]
+datasets:
+  syn: {spec: synthetic, n_users: 60, n_items: 40, seed: 1}
+models:
+  both: {model: calrec, params: {backbone: tiny, stage1: {datasets: [syn], steps: 4}, stage2_steps: 8}}
+  first: {model: calrec, params: {backbone: tiny, stage1: {datasets: [syn], steps: 4}, stage2_steps: 0}}
+  second: {model: calrec, params: {backbone: tiny, stage2_steps: 8}}
+""")
+    suite = load_suite(str(path))
+    cells = {c.name: c for c in plan(suite)}
+    assert stage1_key(cells["syn/both/seed0"]) == stage1_key(cells["syn/first/seed0"])
+    assert stage1_key(cells["syn/both/seed0"]) != stage1_key(cells["syn/both/seed1"])
+    assert stage1_key(cells["syn/second/seed0"]) is None
+    stage1 = {"steps": 4, "train_seconds": 40.0}
+    recs = [_rec(cells["syn/both/seed0"].variant.params, train_s=100.0,
+                 timings={"stage1": {**stage1, "cached": "/x.pt"}, "stage2": {"steps": 8, "train_seconds": 50.0}}),
+            _rec(cells["syn/first/seed0"].variant.params, train_s=60.0, timings={"stage1": stage1})]
+    monkeypatch.setattr(plan_module, "stored_records", lambda root: {("calrec", "synthetic"): recs})
+    planned = {p.cell.name: p for p in plan_suite(suite, tmp_path / "empty")}
+    assert planned["syn/both/seed1"].train_s == 140.0  # its fit plus the stage I it loaded
+    assert planned["syn/first/seed1"].train_s == 20.0 and "stage I (0.7 min) shared" in planned["syn/first/seed1"].basis
+    assert planned["syn/second/seed1"].train_s is not None and "stage I" not in planned["syn/second/seed1"].basis

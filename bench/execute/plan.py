@@ -11,7 +11,8 @@ scaled by tokens where it can: the tokens a step of a run with the same training
 any device) times this device's seconds a token; without such a run it is scaled by steps and labelled
 a rough guess (a paper-template step costs ~10x a compact, cached one). Prediction scales by the
 number of test users. Rows that reuse another cell's trained weights (CALRec's inference variants)
-count their training once.
+count their training once, and rows that share a CALRec stage I (the same seed and settings but for
+stage II's) count its training once.
 A cell with no stored run of its model on its dataset is scaled from the model's runs on other
 datasets: an epoch by what an epoch of other models run on both datasets cost more (those sharing its
 wrapper first: RecBole validates by full ranking, which grows faster than the interactions), else by
@@ -277,6 +278,30 @@ def training_settings(model: str, params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
+# CALRec settings that shape stage II only: cells differing in nothing else share one stage I.
+STAGE2_ONLY = ("stage2_steps", "eval_every", "patience", "select", "valid_users")
+
+
+def stage1_key(cell: Cell) -> tuple | None:
+    """Cells with the same key share CALRec's stage-I weights (None: no stage I)."""
+    params = cell.variant.params_for(cell.dataset.key)
+    if cell.variant.model != "calrec" or not params.get("stage1"):
+        return None
+    return (cell.dataset.key, cell.seed, stage1_settings_of(params))
+
+
+def stage1_settings_of(params: dict) -> str:
+    return training_settings("calrec", {k: v for k, v in params.items() if k not in STAGE2_ONLY})
+
+
+def stage1_seconds(params: dict, recs: list[dict]) -> float:
+    """Stage-I training time in stored runs with the same stage I (0.0 where none says)."""
+    setting = stage1_settings_of(params)
+    times = [t["train_seconds"] for r in recs if stage1_settings_of(r["config"]["model"]["params"]) == setting
+             and (t := ((r.get("model_info") or {}).get("timings") or {}).get("stage1")) and "train_seconds" in t]
+    return float(np.median(times)) if times else 0.0
+
+
 def training_key(cell: Cell) -> tuple:
     """Cells with the same key share one trained model (CALRec: everything but inference settings)."""
     if cell.variant.model == "calrec":
@@ -293,7 +318,7 @@ def dataset_stats(history: dict[tuple[str, str], list[dict]], spec: str) -> dict
 def plan_suite(suite: Suite, root: Path, gpu: bool = False) -> list[PlannedCell]:
     """With `gpu`, as if on a machine with a GPU: models that would take one (`device: auto` or
     cuda) are estimated from the stored GPU runs."""
-    store, history, out, trained = RunStore(root), stored_records(root), [], set()
+    store, history, out, trained, stage1_trained = RunStore(root), stored_records(root), [], set(), set()
     here, versions = this_machine(), {}
     for cell in plan(suite):
         folder = store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed)
@@ -329,7 +354,13 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False) -> list[PlannedCell]
             train, basis = 0.0, basis + "; trained weights shared with an earlier row"
         elif trained_s and train is not None:
             train, basis = max(train - trained_s, 0.0), basis + "; less what its checkpoint holds"
+        elif (s1 := stage1_key(cell)) is not None and s1 in stage1_trained and train:  # an earlier row trains it
+            shared = stage1_seconds(params, [r for r in mine if record_device(r) == device])
+            if shared:
+                train, basis = max(train - shared, 0.0), basis + f"; stage I ({_fmt(shared)}) shared with an earlier row"
         trained.add(key)
+        if (s1 := stage1_key(cell)) is not None:
+            stage1_trained.add(s1)
         out.append(PlannedCell(cell, state, device, train, predict, basis))
     return out
 
