@@ -62,8 +62,12 @@ def budget(model: str, params: dict) -> float | None:
     return None if epochs is None else float(epochs)
 
 
+def _timings(rec: dict) -> dict:
+    return (rec.get("model_info") or {}).get("timings") or {}
+
+
 def _stages(rec: dict) -> list[dict]:
-    return [t for t in ((rec.get("model_info") or {}).get("timings") or {}).values() if isinstance(t, dict)]
+    return [t for t in _timings(rec).values() if isinstance(t, dict)]
 
 
 def units_run(rec: dict) -> float | None:
@@ -298,7 +302,7 @@ def stage1_seconds(params: dict, recs: list[dict]) -> float:
     """Stage-I training time in stored runs with the same stage I (0.0 where none says)."""
     setting = stage1_settings_of(params)
     times = [t["train_seconds"] for r in recs if stage1_settings_of(r["config"]["model"]["params"]) == setting
-             and (t := ((r.get("model_info") or {}).get("timings") or {}).get("stage1")) and "train_seconds" in t]
+             and "train_seconds" in (t := _timings(r).get("stage1") or {})]
     return float(np.median(times)) if times else 0.0
 
 
@@ -349,17 +353,17 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False) -> list[PlannedCell]
         mine = history.get((kind, cell.dataset.spec), [])
         ratios = {} if mine else epoch_cost_ratios(history, kind, device, cell.dataset.spec)
         train, predict, basis = estimate(cell, device, mine, others, dataset_stats(history, cell.dataset.spec), ratios, here)
-        key = training_key(cell)
+        key, s1 = training_key(cell), stage1_key(cell)
         if key in trained and train is not None:
             train, basis = 0.0, basis + "; trained weights shared with an earlier row"
         elif trained_s and train is not None:
             train, basis = max(train - trained_s, 0.0), basis + "; less what its checkpoint holds"
-        elif (s1 := stage1_key(cell)) is not None and s1 in stage1_trained and train:  # an earlier row trains it
+        elif s1 is not None and s1 in stage1_trained and train:  # an earlier row trains it
             shared = stage1_seconds(params, [r for r in mine if record_device(r) == device])
             if shared:
                 train, basis = max(train - shared, 0.0), basis + f"; stage I ({_fmt(shared)}) shared with an earlier row"
         trained.add(key)
-        if (s1 := stage1_key(cell)) is not None:
+        if s1 is not None:
             stage1_trained.add(s1)
         out.append(PlannedCell(cell, state, device, train, predict, basis))
     return out
