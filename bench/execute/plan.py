@@ -35,7 +35,8 @@ from bench.execute.executors import wants_gpu
 from bench.report.costs import device as machine
 from bench.models import make_model
 from bench.execute.fingerprint import checkpoint_key, staleness
-from bench.report.results import epoch_budget
+from bench.execute.records import (budget, family, fit_seconds, record_device, stored_records, timings,
+                                   tokens_run, train_seconds, units_run)
 from bench.execute.runner import Cell, data_version, plan
 from bench.execute.store import RunStore, config_hash
 from bench.suites import Suite
@@ -51,82 +52,10 @@ class PlannedCell:
     basis: str
 
 
-def budget(model: str, params: dict) -> float | None:
-    """Training units the config asks for: epochs, or CALRec's stage steps (None: not a trained model)."""
-    if model == "calrec":
-        from calrec.config import CALRecConfig, stage1_settings
-
-        t = CALRecConfig.from_params(params).training
-        return float((stage1_settings(t.stage1)["steps"] if t.stage1 else 0) + t.stage2_steps)
-    epochs = epoch_budget(model, params)
-    return None if epochs is None else float(epochs)
-
-
-def _timings(rec: dict) -> dict:
-    return (rec.get("model_info") or {}).get("timings") or {}
-
-
-def _stages(rec: dict) -> list[dict]:
-    return [t for t in _timings(rec).values() if isinstance(t, dict)]
-
-
-def units_run(rec: dict) -> float | None:
-    """Training units a stored run actually ran: epochs, or CALRec's stage steps."""
-    info = rec.get("model_info") or {}
-    if info.get("epochs_run"):
-        return float(info["epochs_run"])
-    return float(sum(t.get("steps", 0) for t in _stages(rec))) or None
-
-
-def tokens_run(rec: dict) -> float | None:
-    """Tokens a stored CALRec run trained on (None where its record does not say)."""
-    return float(sum(t.get("tokens", 0) for t in _stages(rec))) or None
-
-
 def cell_device(model: str, params: dict) -> str:
     """Where the model would run here: the device it resolves (`device: auto` takes a GPU where there
     is one); models without one run on the CPU."""
     return "gpu" if str(getattr(make_model(model, params), "device", "cpu")).startswith("cuda") else "cpu"
-
-
-def record_device(rec: dict) -> str:
-    return "gpu" if (rec.get("machine") or {}).get("accelerator") else "cpu"
-
-
-def train_seconds(rec: dict) -> float:
-    """Training wall time of a record; for CALRec the stages' own times (a cached stage costs its original)."""
-    stages = _stages(rec)
-    if rec["config"]["model"]["name"] == "calrec" and stages:
-        return float(sum(t.get("train_seconds", 0.0) for t in stages))
-    return float(rec["fit_seconds"])
-
-
-def fit_seconds(rec: dict) -> float:
-    """What fitting the same cell again costs: the record's whole fit (for CALRec its validations and
-    frozen-layer cache too, an uncached paper-template validation alone took an hour) plus the
-    training of stages it loaded from the shared cache instead of training them."""
-    reused = sum(t.get("train_seconds", 0.0) for t in _stages(rec) if t.get("cached"))
-    return float(rec["fit_seconds"]) + float(reused)
-
-
-def family(model: str, params: dict) -> str:
-    """What a stored run must share to inform an estimate: the model, and the architecture for a
-    wrapper of several (RecBole's `model: SASRec`, `model: STAMP`, ...)."""
-    inner = params.get("model")
-    return f"{model}:{inner}" if isinstance(inner, str) else model
-
-
-def stored_records(root: Path) -> dict[tuple[str, str], list[dict]]:
-    """(model family, dataset spec) -> every stored run.json under root/runs, any suite."""
-    out = defaultdict(list)
-    for cell in RunStore(root).cells():
-        rec = RunStore.record(cell)
-        try:
-            model = rec["config"]["model"]
-            out[(family(model["name"], model["params"]), rec["config"]["dataset"]["spec"])].append(rec)
-        except (TypeError, KeyError):  # unreadable (None) or incomplete
-            continue
-    return out
 
 
 def n_test_users(cell: Cell, recs: list[dict]) -> int | None:
@@ -302,7 +231,7 @@ def stage1_seconds(params: dict, recs: list[dict]) -> float:
     """Stage-I training time in stored runs with the same stage I (0.0 where none says)."""
     setting = stage1_settings_of(params)
     times = [t["train_seconds"] for r in recs if stage1_settings_of(r["config"]["model"]["params"]) == setting
-             and "train_seconds" in (t := _timings(r).get("stage1") or {})]
+             and "train_seconds" in (t := timings(r).get("stage1") or {})]
     return float(np.median(times)) if times else 0.0
 
 
