@@ -82,7 +82,8 @@ def make_tracker(track: str | None, results: Path, experiment: str | None = None
 
 def cmd_tune(args) -> int:
     from bench.suites import load_suite
-    from bench.execute.tune import Search, run_search, write_overlay, write_report
+    from bench.execute.tune import Search, run_search
+    from bench.execute.tune_report import write_overlay, write_report
 
     if args.trials < 1:
         raise BenchError(f"--trials {args.trials}: must be at least 1")
