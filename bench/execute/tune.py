@@ -46,7 +46,8 @@ PRUNE_STARTUP_TRIALS = 5  # no pruning until this many trials have finished: the
 PRUNE_WARMUP_EPOCHS = 3  # early epochs rank runs poorly (slow starters catch up)
 
 
-def _optuna():
+def load_optuna():
+    """Optuna (an extra: `bench tune` refuses in one line naming it where it is not installed)."""
     return optional("optuna", "bench tune", "tune")
 
 
@@ -130,7 +131,7 @@ class PruningCurve(list):
         step = int(row.get("epoch", len(self)))
         self.trial.report(float(value), step)
         if self.trial.should_prune():
-            raise _optuna().TrialPruned(f"validation {value:.4f} at epoch {step} trails the median")
+            raise load_optuna().TrialPruned(f"validation {value:.4f} at epoch {step} trails the median")
 
 
 @dataclasses.dataclass
@@ -201,7 +202,7 @@ def objective_fn(search: Search, split: Split, valid_users: np.ndarray, failures
     variant = suite.variant(search.variant)
     base = variant.params_for(search.dataset)
     seed = search.seed
-    optuna = _optuna()
+    optuna = load_optuna()
 
     def objective(trial) -> float:
         try:
@@ -241,7 +242,7 @@ def objective_fn(search: Search, split: Split, valid_users: np.ndarray, failures
 def run_search(search: Search, results: Path, trials: int, timeout: float | None = None, callbacks=()):
     """Run trials until the study holds `trials` finished (complete or pruned) ones or `timeout`
     seconds pass; a resumed search continues the same study. Returns the study."""
-    optuna = _optuna()
+    optuna = load_optuna()
     variant, entry = _entry(search)
     check_space(variant.model, variant.params_for(entry.key), variant.tune, f"suite {search.suite.name}: models.{variant.key}")
     study = open_study(search, results)
@@ -270,7 +271,7 @@ def run_search(search: Search, results: Path, trials: int, timeout: float | None
 def open_study(search: Search, results: Path):
     """The study in its database, created where missing; a database that cannot be opened (a bad
     URL, a missing folder or driver, a damaged file) is one line saying how to start afresh."""
-    optuna = _optuna()
+    optuna = load_optuna()
     url = search.storage_url(results)
     shown = url if search.storage else str(search.db_path(results))
     try:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from bench.execute.runner import git_commit
 from bench.execute.store import atomic_write_text
-from bench.execute.tune import Search, _optuna, with_values
+from bench.execute.tune import Search, load_optuna, with_values
 from bench.suites import overlay_path, update_overlay
 
 
 def tuned_entry(search: Search, study, results: Path) -> dict:
     """The overlay's record of where the tuned parameters came from (copied into each run.json)."""
-    optuna = _optuna()
+    optuna = load_optuna()
     best = study.best_trial
     states = [t.state for t in study.get_trials(deepcopy=False)]
     db = search.db_path(results)
@@ -61,7 +61,7 @@ def write_report(search: Search, study, results: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    optuna = _optuna()
+    optuna = load_optuna()
     folder = search.folder(results)
     folder.mkdir(parents=True, exist_ok=True)
     out = [folder / "trials.csv"]
