@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from bench.execute.fingerprint import ROOT
 from bench.execute.runner import git_commit
 from bench.execute.store import atomic_write_text
 from bench.execute.tune import Search, load_optuna, with_values
@@ -17,8 +18,7 @@ def tuned_entry(search: Search, study, results: Path) -> dict:
     best = study.best_trial
     states = [t.state for t in study.get_trials(deepcopy=False)]
     db = search.db_path(results)
-    root = Path(__file__).resolve().parents[2]
-    storage = str(db.relative_to(root) if db.is_relative_to(root) else db)
+    storage = str(db.relative_to(ROOT) if db.is_relative_to(ROOT) else db)
     if search.storage:
         from sqlalchemy.engine import make_url
 
