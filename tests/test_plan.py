@@ -1,6 +1,7 @@
 """`bench plan` (issue 16, section 3): states, devices and estimates from stored runs, on a small suite."""
 from bench.cli import main
-from bench.execute.plan import estimate, plan_suite, training_key
+from bench.execute.estimates import estimate, training_key
+from bench.execute.plan import plan_suite
 from bench.execute.runner import plan
 from bench.suites import load_suite
 
@@ -61,7 +62,7 @@ def test_inference_variants_count_their_training_once(tmp_path):
 
 
 def test_calrec_budget_uses_its_own_step_defaults():
-    from bench.execute.plan import budget
+    from bench.execute.records import budget
     from calrec.config import STAGE1, TrainConfig
 
     assert budget("calrec", {}) == TrainConfig().stage2_steps  # was 1000 where CALRec's default is 200
@@ -135,7 +136,8 @@ def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_
 
 
 def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_path):
-    from bench.execute.plan import family, from_other_datasets
+    from bench.execute.estimates import from_other_datasets
+    from bench.execute.records import family
 
     cells = {c.name: c for c in plan(_suite(tmp_path))}
 
@@ -160,7 +162,7 @@ def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_p
 
 
 def test_a_guess_calibrates_an_epoch_on_models_run_on_both_datasets(tmp_path):
-    from bench.execute.plan import epoch_cost_ratios, from_other_datasets
+    from bench.execute.estimates import epoch_cost_ratios, from_other_datasets
 
     cells = {c.name: c for c in plan(_suite(tmp_path))}
 
@@ -227,7 +229,7 @@ def test_runs_on_this_machine_are_preferred(tmp_path):
 
 def test_rows_sharing_a_calrec_stage_one_count_its_training_once(tmp_path, monkeypatch):
     import bench.execute.plan as plan_module
-    from bench.execute.plan import stage1_key
+    from bench.execute.estimates import stage1_key
 
     path = tmp_path / "s1.yaml"
     path.write_text("""
