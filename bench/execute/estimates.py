@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.execute import provenance
 from bench.report.costs import device as machine
-from bench.execute.records import (budget, fit_seconds, record_device, timings,
+from bench.execute.records import (budget, fit_seconds, record_device, stages, timings,
                                    tokens_run, train_seconds, units_run)
 from bench.execute.runner import Cell
 
@@ -162,18 +162,58 @@ def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (),
     same = [r for r in recs if record_device(r) == device]
     if not same:
         return None, None, f"stored runs only on {record_device(recs[0])}"
-    same, where = on_this_machine(same, here, device)
-    exact = [r for r in same if r["config"]["model"]["params"] == params]
+    local, where = on_this_machine(same, here, device)
+    exact = [r for r in local if r["config"]["model"]["params"] == params]
+    speed, how = 1.0, ""
+    if not exact and local is not same and (moved := same_settings_elsewhere(model, params, same, here)):
+        exact, speed, where, how = moved  # the same settings on another machine beat other settings on this one
     if exact:  # the same settings: their own fit times, early stopping and validation included
-        same, how = exact, ""
-        train = float(np.median([fit_seconds(r) for r in exact]))
+        local = exact
+        train = float(np.median([fit_seconds(r) for r in exact])) * speed
     else:
-        train, how = scaled_training(model, params, budget(model, params), same, recs)
-    users = n_test_users(cell, same)
-    per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) for r in same])
-    predict = float(per_user * users) if users else None
+        train, how = scaled_training(model, params, budget(model, params), local, recs)
+    users = n_test_users(cell, local)
+    per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) for r in local])
+    predict = float(per_user * users * speed) if users else None
     what = "same settings" if exact else "other settings"
-    return train, predict, f"{_runs(len(same))} ({where}, {what}){how}"
+    return train, predict, f"{_runs(len(local))} ({where}, {what}){how}"
+
+
+def same_settings_elsewhere(model: str, params: dict, recs: list[dict], here: str
+                            ) -> tuple[list[dict], float, str, str] | None:
+    """Runs of exactly these settings on another machine, and how many times slower this machine is
+    (`speed_ratio`), where some training ran on both; None where none did."""
+    found = []
+    for there in sorted({machine(r) for r in recs} - {here}):
+        runs = [r for r in recs if machine(r) == there and r["config"]["model"]["params"] == params]
+        if runs and (ratio := speed_ratio(model, recs, there, here)):
+            found.append((runs, ratio[0], f"{record_device(runs[0])}, {there}",
+                          f"; x{ratio[0]:.2f} for this machine (the seconds a training unit took on both, "
+                          f"{_runs(ratio[1])} here)"))
+    return max(found, key=lambda f: len(f[0])) if found else None
+
+
+def speed_ratio(model: str, recs: list[dict], there: str, here: str) -> tuple[float, int] | None:
+    """How many times longer a training unit (epoch or step) takes on `here` than on `there`: the median,
+    over training settings both machines ran, of the ratio of their median seconds a unit; and how many
+    runs here it rests on. Stages loaded from a cache are left out (their time is another run's)."""
+    per = defaultdict(lambda: defaultdict(list))  # training settings -> machine -> seconds a unit
+    for r in recs:
+        if (m := machine(r)) in (there, here) and (unit := _seconds_a_unit(r)):
+            per[training_settings(model, r["config"]["model"]["params"])][m].append(unit)
+    both = [by for by in per.values() if by.get(there) and by.get(here)]
+    if not both:
+        return None
+    return (float(np.median([np.median(by[here]) / np.median(by[there]) for by in both])),
+            sum(len(by[here]) for by in both))
+
+
+def _seconds_a_unit(rec: dict) -> float | None:
+    own = [t for t in stages(rec) if not t.get("cached") and t.get("steps")]
+    if own:  # CALRec: the stages this run trained itself
+        return sum(t.get("train_seconds", 0.0) for t in own) / sum(t["steps"] for t in own)
+    units = units_run(rec) if not stages(rec) else None
+    return train_seconds(rec) / units if units else None
 
 
 def training_settings(model: str, params: dict) -> str:

@@ -12,7 +12,8 @@ from bench.execute.estimates import (dataset_stats, epoch_cost_ratios, estimate,
 from bench.execute.executors import wants_gpu
 from bench.models import make_model
 from bench.execute.fingerprint import checkpoint_key, staleness
-from bench.execute.records import family, record_device, stored_records
+from bench.execute.records import family, frozen_cache_seconds, record_device, stored_records
+from bench.report.costs import device as machine
 from bench.execute.runner import Cell, data_version, plan
 from bench.execute.store import RunStore, config_hash
 from bench.suites import Suite
@@ -110,6 +111,24 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False) -> str:
             "- Estimates: stored runs of the same model on the same dataset and device; with the same settings their own "
             "fit times (early stopping, validation and caches included), else scaled by the planned epochs or steps (an upper bound where early "
             "stopping ends training sooner; CALRec by tokens where a run of the same training settings says how many a "
-            "step takes) and by the number of test users; runs on this machine are preferred where there are any. A model never run on "
+            "step takes) and by the number of test users; runs on this machine are preferred where there are any, and "
+            "the same settings on another machine, scaled by what a training both ran took on each, over other settings "
+            "on this one. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
-            "interactions; scoring by items), a rough guess.\n")
+            "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root))
+
+
+def cache_note(cells: list[PlannedCell], root: Path) -> str:
+    """CALRec's frozen-layer cache is counted as built: say what a build costs, for a machine without it."""
+    if not any(p.state.startswith("to run") and p.cell.variant.model == "calrec"
+               and p.cell.variant.params_for(p.cell.dataset.key).get("frozen_cache") for p in cells):
+        return ""
+    here = this_machine()
+    builds = [(s, machine(r) == here) for recs in stored_records(root).values() for r in recs
+              if (s := frozen_cache_seconds(r)) > 60]  # a load takes ~1 s
+    local = [s for s, mine in builds if mine]
+    if not (builds := local or [s for s, _ in builds]):
+        return ""
+    return (f"- CALRec's frozen-layer cache ({root}/cache/shared) is counted as built; where it is gone, the first cell of "
+            f"each dataset and setting builds it again: up to {_fmt(max(builds))} "
+            f"({'on this machine' if local else 'on other machines'}, as stored runs record).\n")
