@@ -1,6 +1,7 @@
 """`bench plan` (issue 16, section 3): states, devices and estimates from stored runs, on a small suite."""
 from bench.cli import main
-from bench.execute.plan import estimate, plan_suite, training_key
+from bench.execute.estimates import estimate, training_key
+from bench.execute.plan import plan_suite
 from bench.execute.runner import plan
 from bench.suites import load_suite
 
@@ -61,7 +62,7 @@ def test_inference_variants_count_their_training_once(tmp_path):
 
 
 def test_calrec_budget_uses_its_own_step_defaults():
-    from bench.execute.plan import budget
+    from bench.execute.records import budget
     from calrec.config import STAGE1, TrainConfig
 
     assert budget("calrec", {}) == TrainConfig().stage2_steps  # was 1000 where CALRec's default is 200
@@ -101,7 +102,7 @@ def test_a_calrec_rerun_costs_its_whole_fit_and_the_stages_it_loaded(tmp_path):
         "stage1": {"steps": 4, "train_seconds": 50.0, "cached": "/somewhere/stage1.pt"},
         "stage2": {"steps": 4, "train_seconds": 100.0}, "frozen_cache_seconds": {"syn": 5.0}})
     train, _, basis = estimate(cell, "cpu", [rec])
-    assert train == 350.0 and "same settings" in basis
+    assert train == 345.0 and "same settings" in basis  # the frozen-layer cache it built is reused, not rebuilt
 
 
 def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_path):
@@ -135,7 +136,8 @@ def test_a_cell_that_resumes_is_estimated_without_what_its_checkpoint_holds(tmp_
 
 
 def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_path):
-    from bench.execute.plan import family, from_other_datasets
+    from bench.execute.estimates import from_other_datasets
+    from bench.execute.records import family
 
     cells = {c.name: c for c in plan(_suite(tmp_path))}
 
@@ -160,7 +162,7 @@ def test_a_model_never_run_on_a_dataset_is_guessed_from_its_runs_on_others(tmp_p
 
 
 def test_a_guess_calibrates_an_epoch_on_models_run_on_both_datasets(tmp_path):
-    from bench.execute.plan import epoch_cost_ratios, from_other_datasets
+    from bench.execute.estimates import epoch_cost_ratios, from_other_datasets
 
     cells = {c.name: c for c in plan(_suite(tmp_path))}
 
@@ -227,7 +229,7 @@ def test_runs_on_this_machine_are_preferred(tmp_path):
 
 def test_rows_sharing_a_calrec_stage_one_count_its_training_once(tmp_path, monkeypatch):
     import bench.execute.plan as plan_module
-    from bench.execute.plan import stage1_key
+    from bench.execute.estimates import stage1_key
 
     path = tmp_path / "s1.yaml"
     path.write_text("""
@@ -254,3 +256,37 @@ models:
     assert planned["syn/both/seed1"].train_s == 140.0  # its fit plus the stage I it loaded
     assert planned["syn/first/seed1"].train_s == 20.0 and "stage I (0.7 min) shared" in planned["syn/first/seed1"].basis
     assert planned["syn/second/seed1"].train_s is not None and "stage I" not in planned["syn/second/seed1"].basis
+
+
+def test_the_same_settings_on_another_machine_are_scaled_by_how_much_slower_this_one_is(tmp_path):
+    # The paper row ran only on the fast EPYC; on the slow one only other settings ran, of which one
+    # (`cal`) ran on both: 2 s a step here against 1 s there, so the paper row's 100 s fit costs 200 s.
+    cells = {c.name: c for c in plan(_suite(tmp_path))}
+    more, cal = cells["syn/cal-more/seed0"], cells["syn/cal/seed0"]
+    fast, slow = ({"cpu_model": "AMD EPYC", "cpus": 2, "cpu_flags": f} for f in (["avx512_bf16"], ["avx2"]))
+    run = lambda params, where, train_s, s_a_step, steps=8: {**_rec(params, train_s=train_s, timings={"stage2": {
+        "steps": steps, "tokens": 50 * steps, "train_seconds": s_a_step * steps}}), "machine": where}
+    recs = [run(more.variant.params, fast, 100.0, 1.0, 16), run(cal.variant.params, fast, 10.0, 1.0),
+            run(cal.variant.params, slow, 20.0, 2.0)]
+    train, predict, basis = estimate(more, "cpu", recs, here="AMD EPYC (2 cores, avx2)")
+    assert train == 200.0 and predict == 2 * 3.0 and "same settings" in basis and "x2.00 for this machine" in basis
+    # with no training run on both machines it falls back to this machine's other settings, by tokens
+    train, _, basis = estimate(more, "cpu", recs[:1] + recs[2:], here="AMD EPYC (2 cores, avx2)")
+    assert "other settings" in basis and train == 16 * 50 * (16.0 / 400)
+
+
+def test_the_plan_counts_the_frozen_layer_cache_as_built_and_says_what_a_build_costs(tmp_path, monkeypatch):
+    import bench.execute.plan as plan_module
+    from bench.execute.plan import plan_markdown
+
+    path = tmp_path / "fc.yaml"
+    path.write_text(SUITE.replace("cal: {model: calrec, params: {backbone: tiny,",
+                                  "cal: {model: calrec, params: {backbone: tiny, frozen_cache: true, train_layers: 1, examples: epochs,"))
+    suite = load_suite(str(path))
+    params = {c.name: c for c in plan(suite)}["syn/cal/seed0"].variant.params
+    built = _rec(params, train_s=700.0, timings={"frozen_cache_seconds": {"syn": 600.0},
+                                                 "stage2": {"steps": 8, "tokens": 400, "train_seconds": 80.0}})
+    monkeypatch.setattr(plan_module, "stored_records", lambda root: {("calrec", "synthetic"): [built]})
+    md = plan_markdown(suite, tmp_path / "r")
+    assert "frozen-layer cache" in md and "up to 10.0 min (on other machines" in md
+    assert "| 1.7 min " in md  # syn/cal/seed0: its 100 s of fit without the build, and 3 s of scoring

@@ -324,3 +324,16 @@ def test_which_rows_ignore_the_seed():
     assert not seed_independent(*v("calrec", **{**zero, "inference": "qrr"}))  # sampled
     assert not seed_independent(*v("calrec", **{**zero, "candidates": {"qrr": 30}}))  # a sampled pool
     assert not seed_independent(*v("calrec", **{**zero, "backbone": "tiny"}))  # random weights from the seed
+
+
+def test_tables_name_rows_whose_seeds_trained_at_different_precisions():
+    from types import SimpleNamespace as NS
+    from bench.report.notes import mixed_precision
+
+    rec = lambda bf16: {"model_info": {"bf16": bf16}}
+    runs = {"calrec": NS(seeds=[0, 1, 2], records=[rec(True), rec(False), rec(True)]),
+            "same": NS(seeds=[0, 1], records=[rec(False), rec(False)]),
+            "pop": NS(seeds=[0], records=[{"model_info": {}}])}
+    suite = NS(variant=lambda r: NS(label=f"row {r}"))
+    assert mixed_precision(suite, runs, ["calrec", "same", "pop"]) == [
+        "row calrec seeds 0, 2 in bf16 autocast, seed 1 in fp32"]

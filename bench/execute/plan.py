@@ -1,42 +1,19 @@
 """`python -m bench plan --suite NAME`: every cell's state (done / to run / stale code), the device it
-would use here, and an estimated time from the stored runs of the same model on the same dataset.
-
-Estimates come from stored runs of the same model on the same dataset and device, those on this very
-machine where there are any (two 2-core CPU models differ 1.5-3x in speed). Runs with the same
-settings give their own fit time (early stopping, validation and caches included, stages loaded
-from the shared cache counted at their training time); runs with other settings are scaled
-by the planned training budget (epochs, or CALRec's stage steps), an upper bound where early stopping
-ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
-scaled by tokens where it can: the tokens a step of a run with the same training settings took (on
-any device) times this device's seconds a token; without such a run it is scaled by steps and labelled
-a rough guess (a paper-template step costs ~10x a compact, cached one). Prediction scales by the
-number of test users. Rows that reuse another cell's trained weights (CALRec's inference variants)
-count their training once, and rows that share a CALRec stage I (the same seed and settings but for
-stage II's) count its training once.
-A cell with no stored run of its model on its dataset is scaled from the model's runs on other
-datasets: an epoch by what an epoch of other models run on both datasets cost more (those sharing its
-wrapper first: RecBole validates by full ranking, which grows faster than the interactions), else by
-the ratio of interactions, and scoring by the ratio of items: a rough guess, since history lengths
-and settings differ, and labelled so. With no run of its model on its device, it has no
-estimate, and says so.
-"""
+would use here, and an estimated time (bench/execute/estimates.py says how) from the stored runs."""
 from __future__ import annotations
 
-import json
-from collections import defaultdict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tabulate import tabulate
 
-from bench.execute import provenance
+from bench.execute.estimates import (dataset_stats, epoch_cost_ratios, estimate, stage1_key,
+                                     stage1_seconds, this_machine, training_key)
 from bench.execute.executors import wants_gpu
-from bench.report.costs import device as machine
 from bench.models import make_model
 from bench.execute.fingerprint import checkpoint_key, staleness
-from bench.execute.records import (budget, family, fit_seconds, record_device, stored_records, timings,
-                                   tokens_run, train_seconds, units_run)
+from bench.execute.records import family, frozen_cache_seconds, record_device, stored_records
+from bench.report.costs import device as machine
 from bench.execute.runner import Cell, data_version, plan
 from bench.execute.store import RunStore, config_hash
 from bench.suites import Suite
@@ -56,196 +33,6 @@ def cell_device(model: str, params: dict) -> str:
     """Where the model would run here: the device it resolves (`device: auto` takes a GPU where there
     is one); models without one run on the CPU."""
     return "gpu" if str(getattr(make_model(model, params), "device", "cpu")).startswith("cuda") else "cpu"
-
-
-def n_test_users(cell: Cell, recs: list[dict]) -> int | None:
-    users = recs[0]["dataset_stats"]["users"] if recs else None
-    sample = cell.suite.user_sample
-    if sample is not None and users is not None:
-        return min(sample["size"], users)
-    return users
-
-
-def _runs(n: int) -> str:
-    return f"{n} stored run{'s' if n > 1 else ''}"
-
-
-def scaled_training(model: str, params: dict, want: float | None, same: list[dict], recs: list[dict]) -> tuple[float, str]:
-    """Training seconds of a cell whose settings no stored run on its device shares, and how it was found."""
-    if want == 0:
-        return 0.0, ""
-    if model == "calrec" and want:  # by tokens: CALRec's steps differ widely in size
-        setting = training_settings(model, params)
-        twins = [tokens_run(r) / units_run(r) for r in recs  # any device: a step's size does not depend on it
-                 if training_settings(model, r["config"]["model"]["params"]) == setting and tokens_run(r) and units_run(r)]
-        cost = [train_seconds(r) / t for r in same if (t := tokens_run(r))]
-        if twins and cost:
-            tokens = float(np.median(twins)) * want
-            return tokens * float(np.median(cost)), (f"; {tokens:,.0f} tokens (step size: {_runs(len(twins))} of this "
-                                                     "training, any device) at this device's s/token")
-    per_unit = [train_seconds(r) / units_run(r) for r in same if units_run(r)]
-    if want is not None and per_unit:
-        # CALRec's step cost moves ~10x with its template, history, vocabulary and frozen cache
-        guess = "; rough guess: no run of this training says what a step costs" if model == "calrec" else ""
-        return float(np.median(per_unit)) * want, guess
-    return float(np.median([train_seconds(r) for r in same])), ""
-
-
-def epoch_cost_ratios(history: dict[tuple[str, str], list[dict]], kind: str, device: str, target: str
-                      ) -> dict[str, tuple[float, str]]:
-    """source dataset -> (an epoch on `target` over one on source, the models that measured it): the
-    median ratio over other epoch-trained models run on both on one machine, those sharing this
-    model's wrapper first (RecBole's architectures share its trainer and its full-ranking validation,
-    which grows with users x items, not with interactions)."""
-    def per_epoch(recs: list[dict]) -> dict[str, float]:  # machine -> median seconds an epoch
-        by = defaultdict(list)
-        for r in recs:
-            if record_device(r) == device and r["config"]["model"]["name"] != "calrec" and units_run(r):
-                by[machine(r)].append(train_seconds(r) / units_run(r))
-        return {m: float(np.median(x)) for m, x in by.items()}
-
-    by_source = defaultdict(dict)
-    for (k, spec), recs in history.items():
-        if spec == target or k == kind:
-            continue
-        there, here = per_epoch(history.get((k, target), [])), per_epoch(recs)
-        if shared := there.keys() & here.keys():  # the same machine on both: CPU models differ ~1.5x in speed
-            by_source[spec][k] = float(np.median([there[m] / here[m] for m in shared]))
-    out = {}
-    for spec, ratios in by_source.items():
-        near = {k: v for k, v in ratios.items() if k.split(":")[0] == kind.split(":")[0]} or ratios
-        out[spec] = float(np.median(list(near.values()))), ", ".join(sorted(near))
-    return out
-
-
-def on_this_machine(recs: list[dict], here: str | None, device: str) -> tuple[list[dict], str]:
-    """The runs on `here` if there are any (two 2-core CPU models differ 1.5-3x in speed), else all;
-    and how a basis names where they ran."""
-    local = [r for r in recs if here and machine(r) == here]
-    return (local, f"{device}, this machine") if local else (recs, device)
-
-
-def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict | None,
-                        cost_ratios: dict[str, tuple[float, str]] | None = None, here: str | None = None
-                        ) -> tuple[float | None, float | None, str]:
-    """A guess for a model never run on this dataset, from its runs on other datasets (this device):
-    an epoch costs more by what other models' epochs cost more there (`cost_ratios`, see
-    epoch_cost_ratios), else by the ratio of interactions, for as many epochs as its early-stopped runs
-    took (none: this cell's whole budget); a model not trained by epochs scales its whole fit by
-    interactions; CALRec by tokens as on its own dataset; a test user costs the items ratio more. Runs
-    on `here` are preferred, as in `estimate`."""
-    model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
-    same = [r for r in others if record_device(r) == device and r.get("dataset_stats")]
-    if stats is None or not same:
-        return None, None, "no stored run of this model on this dataset"
-    same, where = on_this_machine(same, here, device)
-    want, cost_ratios = budget(model, params), cost_ratios or {}
-    trained = [r for r in same if units_run(r)]
-
-    def by_interactions(r: dict) -> float:
-        return stats["interactions"] / r["dataset_stats"]["interactions"]
-
-    if model == "calrec" and trained:  # by tokens, as on its own dataset (prompts are capped at max_history items)
-        train, how = scaled_training(model, params, want, trained, others)
-        scaled = ""
-    elif not trained:  # not trained by epochs (popularity, ItemKNN, BM25): its whole fit scales
-        ratio = [by_interactions(r) for r in same]
-        train, how = float(np.median([train_seconds(r) * q for r, q in zip(same, ratio)])), ""
-        scaled = f", scaled by interactions (x{np.median(ratio):.1f}) and items"
-    else:
-        specs = [r["config"]["dataset"]["spec"] for r in trained]
-        ratio = [cost_ratios[s][0] if s in cost_ratios else by_interactions(r) for r, s in zip(trained, specs)]
-        stopped = [units_run(r) for r in trained if units_run(r) < (budget(model, r["config"]["model"]["params"]) or np.inf)]
-        units = min(float(np.median(stopped)), want or np.inf) if stopped else want or float(np.median([units_run(r) for r in trained]))
-        train = float(np.median([train_seconds(r) / units_run(r) * q for r, q in zip(trained, ratio)])) * units
-        how = f" for {units:.0f} epochs ({'as its early-stopped runs there' if stopped else 'its budget' if want else 'as its runs there'})"
-        measured = sorted({cost_ratios[s][1] for s in specs if s in cost_ratios})
-        scaled = (f", an epoch x{np.median(ratio):.1f} (as for {'; '.join(measured)} there)" if measured
-                  else f", scaled by interactions (x{np.median(ratio):.1f})") + " and items"
-    users = n_test_users(cell, [{"dataset_stats": stats}])
-    per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) * stats["items"] / r["dataset_stats"]["items"]
-                          for r in same])
-    datasets = ", ".join(sorted({r["config"]["dataset"]["spec"] for r in same}))
-    return train, float(per_user * users), f"a guess: {_runs(len(same))} on {datasets} ({where}){how}{scaled}"
-
-
-def this_machine() -> str:
-    """This machine as run records name theirs ("AMD EPYC (2 cores)", or the accelerator)."""
-    return machine({"machine": provenance.machine()})
-
-
-def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (), stats: dict | None = None,
-             cost_ratios: dict[str, tuple[float, str]] | None = None, here: str | None = None
-             ) -> tuple[float | None, float | None, str]:
-    """Training and scoring seconds of a cell from `recs` (its model's runs on its dataset), else from
-    `others` (its model's runs elsewhere) scaled to `stats` (its dataset's, from any stored run). Runs on
-    `here` (this machine, as `this_machine` names it) are preferred where there are any."""
-    model, params = cell.variant.model, cell.variant.params_for(cell.dataset.key)
-    if not recs:
-        return from_other_datasets(cell, device, list(others), stats, cost_ratios, here)
-    same = [r for r in recs if record_device(r) == device]
-    if not same:
-        return None, None, f"stored runs only on {record_device(recs[0])}"
-    same, where = on_this_machine(same, here, device)
-    exact = [r for r in same if r["config"]["model"]["params"] == params]
-    if exact:  # the same settings: their own fit times, early stopping and validation included
-        same, how = exact, ""
-        train = float(np.median([fit_seconds(r) for r in exact]))
-    else:
-        train, how = scaled_training(model, params, budget(model, params), same, recs)
-    users = n_test_users(cell, same)
-    per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) for r in same])
-    predict = float(per_user * users) if users else None
-    what = "same settings" if exact else "other settings"
-    return train, predict, f"{_runs(len(same))} ({where}, {what}){how}"
-
-
-def training_settings(model: str, params: dict) -> str:
-    """The settings that shape a model's training: for CALRec, all but its inference settings."""
-    params = dict(params)
-    if model == "calrec":
-        from calrec.config import InferenceConfig
-
-        for f in fields(InferenceConfig):
-            params.pop(f.name, None)
-    return json.dumps(params, sort_keys=True, default=str)
-
-
-# CALRec settings that shape stage II only: cells differing in nothing else share one stage I.
-STAGE2_ONLY = ("stage2_steps", "eval_every", "patience", "select", "valid_users")
-
-
-def stage1_key(cell: Cell) -> tuple | None:
-    """Cells with the same key share CALRec's stage-I weights (None: no stage I)."""
-    params = cell.variant.params_for(cell.dataset.key)
-    if cell.variant.model != "calrec" or not params.get("stage1"):
-        return None
-    return (cell.dataset.key, cell.seed, stage1_settings_of(params))
-
-
-def stage1_settings_of(params: dict) -> str:
-    return training_settings("calrec", {k: v for k, v in params.items() if k not in STAGE2_ONLY})
-
-
-def stage1_seconds(params: dict, recs: list[dict]) -> float:
-    """Stage-I training time in stored runs with the same stage I (0.0 where none says)."""
-    setting = stage1_settings_of(params)
-    times = [t["train_seconds"] for r in recs if stage1_settings_of(r["config"]["model"]["params"]) == setting
-             and "train_seconds" in (t := timings(r).get("stage1") or {})]
-    return float(np.median(times)) if times else 0.0
-
-
-def training_key(cell: Cell) -> tuple:
-    """Cells with the same key share one trained model (CALRec: everything but inference settings)."""
-    if cell.variant.model == "calrec":
-        return (cell.dataset.key, cell.seed, "calrec", training_settings("calrec", cell.variant.params_for(cell.dataset.key)))
-    return (cell.dataset.key, cell.seed, cell.variant.key)
-
-
-def dataset_stats(history: dict[tuple[str, str], list[dict]], spec: str) -> dict | None:
-    """A dataset's size as any stored run of it recorded."""
-    return next((r["dataset_stats"] for (_, s), recs in history.items() if s == spec for r in recs
-                 if r.get("dataset_stats")), None)
 
 
 def plan_suite(suite: Suite, root: Path, gpu: bool = False) -> list[PlannedCell]:
@@ -324,6 +111,24 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False) -> str:
             "- Estimates: stored runs of the same model on the same dataset and device; with the same settings their own "
             "fit times (early stopping, validation and caches included), else scaled by the planned epochs or steps (an upper bound where early "
             "stopping ends training sooner; CALRec by tokens where a run of the same training settings says how many a "
-            "step takes) and by the number of test users; runs on this machine are preferred where there are any. A model never run on "
+            "step takes) and by the number of test users; runs on this machine are preferred where there are any, and "
+            "the same settings on another machine, scaled by what a training both ran took on each, over other settings "
+            "on this one. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
-            "interactions; scoring by items), a rough guess.\n")
+            "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root))
+
+
+def cache_note(cells: list[PlannedCell], root: Path) -> str:
+    """CALRec's frozen-layer cache is counted as built: say what a build costs, for a machine without it."""
+    if not any(p.state.startswith("to run") and p.cell.variant.model == "calrec"
+               and p.cell.variant.params_for(p.cell.dataset.key).get("frozen_cache") for p in cells):
+        return ""
+    here = this_machine()
+    builds = [(s, machine(r) == here) for recs in stored_records(root).values() for r in recs
+              if (s := frozen_cache_seconds(r)) > 60]  # a load takes ~1 s
+    local = [s for s, mine in builds if mine]
+    if not (builds := local or [s for s, _ in builds]):
+        return ""
+    return (f"- CALRec's frozen-layer cache ({root}/cache/shared) is counted as built; where it is gone, the first cell of "
+            f"each dataset and setting builds it again: up to {_fmt(max(builds))} "
+            f"({'on this machine' if local else 'on other machines'}, as stored runs record).\n")

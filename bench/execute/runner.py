@@ -19,7 +19,7 @@ from bench.execute.distributed import agree, check_models, is_main, world
 from bench.errors import BenchError
 from bench.evaluate import Ranks, metric_names, metrics_from_ranks, ranks_from_lists, ranks_from_scores
 from bench.models import FitContext, is_scores, make_model
-from bench.execute.fingerprint import checkpoint_key, code_record, staleness
+from bench.execute.fingerprint import ROOT, checkpoint_key, code_record, staleness
 from bench.execute.provenance import machine, versions
 from bench.split import Split, leave_one_out
 from bench.execute.store import RunStore, config_hash, dumps, per_user_csv
@@ -115,7 +115,7 @@ def git_commit(root: Path | None = None) -> str:
     copied elsewhere (e.g. onto a GPU machine), whose .git may be missing or stale."""
     if os.environ.get("BENCH_COMMIT"):
         return os.environ["BENCH_COMMIT"]
-    root = root or Path(__file__).resolve().parents[2]
+    root = root or ROOT
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
         # results/ is data, not code: committed cells and tables do not make the code dirty.

@@ -76,6 +76,9 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
         " Rows whose seeds ran on different machines (floating-point results differ between CPU models, so a seed's "
         "numbers repeat exactly only on the same kind): " + "; ".join(mixed) + "." if mixed else ""))
+    if precisions := mixed_precision(suite, runs, rows):
+        notes.append("Rows whose seeds trained at different precisions (CALRec's `bf16: auto` takes bf16 autocast only "
+                     "on a CPU with avx512_bf16 or AMX, or a GPU that supports it): " + "; ".join(precisions) + ".")
     stale, cells = defaultdict(lambda: defaultdict(list)), 0  # changed files -> row label -> seeds
     unknown = defaultdict(list)  # row label -> seeds
     for r in rows:
@@ -108,6 +111,21 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     if missing.cells:
         notes.append(f"Not run yet ({_count(missing.cells)}): {compact_cells(missing.cells)}.")
     return notes
+
+
+def mixed_precision(suite, runs, rows) -> list[str]:
+    """Rows whose seeds ran at different precisions, as `label seeds 0, 2 in bf16 autocast, seed 1 in fp32`
+    (models that record no `bf16` choice are left out)."""
+    out = []
+    for r in rows:
+        per = defaultdict(list)  # precision -> seeds
+        for seed, rec in zip(runs[r].seeds, runs[r].records):
+            bf16 = (rec.get("model_info") or {}).get("bf16")
+            if bf16 is not None:
+                per["bf16 autocast" if bf16 else "fp32"].append(str(seed))
+        if len(per) > 1:
+            out.append(f"{suite.variant(r).label} " + ", ".join(f"{_seeds(s)} in {p}" for p, s in per.items()))
+    return out
 
 
 def _ties(dataset: dict) -> str:
