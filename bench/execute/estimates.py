@@ -2,8 +2,10 @@
 
 Estimates come from stored runs of the same model on the same dataset and device, those on this very
 machine where there are any (two 2-core CPU models differ 1.5-3x in speed). Runs with the same
-settings give their own fit time (early stopping, validation and caches included, stages loaded
-from the shared cache counted at their training time); runs with other settings are scaled
+settings give their own fit time (early stopping and validation included, stages loaded from the
+shared cache counted at their training time, CALRec's frozen-layer cache counted as built: `bench plan`
+names what a build costs once); where only another machine ran them, that time scaled by how much
+slower this machine was on a training both ran. Runs with other settings are scaled
 by the planned training budget (epochs, or CALRec's stage steps), an upper bound where early stopping
 ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
 scaled by tokens where it can: the tokens a step of a run with the same training settings took (on
@@ -165,7 +167,7 @@ def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (),
     local, where = on_this_machine(same, here, device)
     exact = [r for r in local if r["config"]["model"]["params"] == params]
     speed, how = 1.0, ""
-    if not exact and local is not same and (moved := same_settings_elsewhere(model, params, same, here)):
+    if not exact and (moved := same_settings_elsewhere(model, params, same, here)):
         exact, speed, where, how = moved  # the same settings on another machine beat other settings on this one
     if exact:  # the same settings: their own fit times, early stopping and validation included
         local = exact
@@ -182,7 +184,7 @@ def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (),
 def same_settings_elsewhere(model: str, params: dict, recs: list[dict], here: str
                             ) -> tuple[list[dict], float, str, str] | None:
     """Runs of exactly these settings on another machine, and how many times slower this machine is
-    (`speed_ratio`), where some training ran on both; None where none did."""
+    (`speed_ratio`), where some training ran on both; None where none did (or `here` ran nothing)."""
     found = []
     for there in sorted({machine(r) for r in recs} - {here}):
         runs = [r for r in recs if machine(r) == there and r["config"]["model"]["params"] == params]

@@ -35,10 +35,11 @@ def cell_device(model: str, params: dict) -> str:
     return "gpu" if str(getattr(make_model(model, params), "device", "cpu")).startswith("cuda") else "cpu"
 
 
-def plan_suite(suite: Suite, root: Path, gpu: bool = False) -> list[PlannedCell]:
+def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None = None) -> list[PlannedCell]:
     """With `gpu`, as if on a machine with a GPU: models that would take one (`device: auto` or
-    cuda) are estimated from the stored GPU runs."""
-    store, history, out, trained, stage1_trained = RunStore(root), stored_records(root), [], set(), set()
+    cuda) are estimated from the stored GPU runs. `history`: `stored_records(root)`, if read already."""
+    history = stored_records(root) if history is None else history
+    store, out, trained, stage1_trained = RunStore(root), [], set(), set()
     here, versions = this_machine(), {}
     for cell in plan(suite):
         folder = store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed)
@@ -92,7 +93,8 @@ def _fmt(seconds: float | None) -> str:
 
 
 def plan_markdown(suite: Suite, root: Path, gpu: bool = False) -> str:
-    cells = plan_suite(suite, root, gpu)
+    history = stored_records(root)
+    cells = plan_suite(suite, root, gpu, history)
     rows = [[p.cell.name, p.state, p.device, _fmt(None if p.train_s is None or p.predict_s is None else p.train_s + p.predict_s),
              p.basis] for p in cells]
     body = tabulate(rows, headers=["Cell", "State", "Device", "Estimate", "Basis"], tablefmt="pipe", disable_numparse=True)
@@ -109,26 +111,27 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False) -> str:
     return (f"### plan: {suite.name} ({done} of {len(cells)} cells done){where}\n\n{body}\n\n"
             + "\n".join(f"- {t}" for t in totals or ["nothing to run"]) + "\n"
             "- Estimates: stored runs of the same model on the same dataset and device; with the same settings their own "
-            "fit times (early stopping, validation and caches included), else scaled by the planned epochs or steps (an upper bound where early "
+            "fit times (early stopping, validation and stages loaded from a cache included), else scaled by the planned epochs or steps (an upper bound where early "
             "stopping ends training sooner; CALRec by tokens where a run of the same training settings says how many a "
             "step takes) and by the number of test users; runs on this machine are preferred where there are any, and "
             "the same settings on another machine, scaled by what a training both ran took on each, over other settings "
             "on this one. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
-            "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root))
+            "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root, history))
 
 
-def cache_note(cells: list[PlannedCell], root: Path) -> str:
+def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:
     """CALRec's frozen-layer cache is counted as built: say what a build costs, for a machine without it."""
     if not any(p.state.startswith("to run") and p.cell.variant.model == "calrec"
                and p.cell.variant.params_for(p.cell.dataset.key).get("frozen_cache") for p in cells):
         return ""
     here = this_machine()
-    builds = [(s, machine(r) == here) for recs in stored_records(root).values() for r in recs
+    builds = [(s, machine(r) == here) for recs in history.values() for r in recs
               if (s := frozen_cache_seconds(r)) > 60]  # a load takes ~1 s
     local = [s for s, mine in builds if mine]
-    if not (builds := local or [s for s, _ in builds]):
+    shown = local or [s for s, _ in builds]
+    if not shown:
         return ""
     return (f"- CALRec's frozen-layer cache ({root}/cache/shared) is counted as built; where it is gone, the first cell of "
-            f"each dataset and setting builds it again: up to {_fmt(max(builds))} "
+            f"each dataset and setting builds it again: up to {_fmt(max(shown))} "
             f"({'on this machine' if local else 'on other machines'}, as stored runs record).\n")

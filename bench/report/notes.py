@@ -68,10 +68,7 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
                        + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
     if off:
         notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
-    where = defaultdict(lambda: defaultdict(list))  # row label -> machine -> seeds
-    for r in rows:
-        for seed, rec in zip(runs[r].seeds, runs[r].records):
-            where[suite.variant(r).label][device(rec)].append(str(seed))
+    where = seeds_by(suite, runs, rows, device)
     mixed = [f"{label} " + ", ".join(f"{_seeds(s)} on {m}" for m, s in per.items()) for label, per in where.items() if len(per) > 1]
     notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
         " Rows whose seeds ran on different machines (floating-point results differ between CPU models, so a seed's "
@@ -113,19 +110,26 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     return notes
 
 
-def mixed_precision(suite, runs, rows) -> list[str]:
-    """Rows whose seeds ran at different precisions, as `label seeds 0, 2 in bf16 autocast, seed 1 in fp32`
-    (models that record no `bf16` choice are left out)."""
-    out = []
+def seeds_by(suite, runs, rows, key) -> dict[str, dict[str, list[str]]]:
+    """Row label -> key(record) -> the row's seeds with that value (records whose key is None left out)."""
+    out = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        per = defaultdict(list)  # precision -> seeds
         for seed, rec in zip(runs[r].seeds, runs[r].records):
-            bf16 = (rec.get("model_info") or {}).get("bf16")
-            if bf16 is not None:
-                per["bf16 autocast" if bf16 else "fp32"].append(str(seed))
-        if len(per) > 1:
-            out.append(f"{suite.variant(r).label} " + ", ".join(f"{_seeds(s)} in {p}" for p, s in per.items()))
+            if (value := key(rec)) is not None:
+                out[suite.variant(r).label][value].append(str(seed))
     return out
+
+
+def precision(rec: dict) -> str | None:
+    """How a run trained: bf16 autocast or fp32 (None: its model records no `bf16` choice)."""
+    bf16 = (rec.get("model_info") or {}).get("bf16")
+    return None if bf16 is None else "bf16 autocast" if bf16 else "fp32"
+
+
+def mixed_precision(suite, runs, rows) -> list[str]:
+    """Rows whose seeds ran at different precisions, as `label seeds 0, 2 in bf16 autocast, seed 1 in fp32`."""
+    return [f"{label} " + ", ".join(f"{_seeds(s)} in {p}" for p, s in per.items())
+            for label, per in seeds_by(suite, runs, rows, precision).items() if len(per) > 1]
 
 
 def _ties(dataset: dict) -> str:
