@@ -337,3 +337,24 @@ def test_tables_name_rows_whose_seeds_trained_at_different_precisions():
     suite = NS(variant=lambda r: NS(label=f"row {r}"))
     assert mixed_precision(suite, runs, ["calrec", "same", "pop"]) == [
         "row calrec seeds 0, 2 in bf16 autocast, seed 1 in fp32"]
+
+
+def test_the_seeds_table_shows_every_cell_and_tells_unrun_seeds_from_unplanned_ones(tmp_path):
+    import json
+
+    suite = tmp_path / "seeds.yaml"
+    suite.write_text(SUITE)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--models", "pop,knn", "--seeds", "0,1"]) == 0
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in (res / "tables/seeds/syn-seeds.md").read_text().splitlines() if line.startswith("| ")}
+    metrics = lambda model, seed: json.loads((res / f"runs/seeds/syn/{model}/seed{seed}/metrics.json").read_text())
+    shown = lambda m: f"{m['NDCG@10']:.4f} / {m['Recall@10']:.4f} (a)"  # one machine here: footnote (a)
+    assert rows["pop"][:3] == [shown(metrics("pop", 0)), "", ""]  # pop runs seed 0 only: blank, not missing
+    assert rows["knn"][:3] == [shown(metrics("knn", 0)), shown(metrics("knn", 1)), "–"]  # seed 2 not run yet
+    ndcg = [metrics("knn", s)["NDCG@10"] for s in (0, 1)]
+    assert rows["knn"][3:] == [f"{np.mean(ndcg):.4f}", f"{np.std(ndcg, ddof=1):.4f}"]
+    one = tmp_path / "one.yaml"
+    one.write_text(SUITE.replace("seeds: [0, 1, 2]", "seeds: [0]"))
+    assert main(["run", "--suite", str(one), "--results", str(res), "--models", "pop"]) == 0
+    assert not (res / "tables/one/syn-seeds.md").exists()  # one seed: the main table says it all

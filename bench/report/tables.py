@@ -27,6 +27,7 @@ from bench.report.memorisation import memorisation_markdown, memorisation_note
 from bench.report.notes import ALPHA, CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
 from bench.report.published import load_published, published_markdown
 from bench.report.results import Missing, VariantRuns, capped, load_runs, seed_independent
+from bench.report.seeds import seeds_markdown
 from bench.report.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement, seed_means_pvalue
 from bench.suites import Suite
 
@@ -228,8 +229,8 @@ def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], mis
 def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = False, plain: bool = True,
                   family: str = "column") -> dict[str, str]:
     """File name -> content, for results/tables/<suite>/, from one read of the stored runs: per
-    dataset, with `plain`, its metric tables (markdown and LaTeX), cost table and published-numbers
-    table; with `ci`, the metric tables with bootstrap intervals, named *-ci (each table is built
+    dataset, with `plain`, its metric tables (markdown and LaTeX), cost table, per-seed table (suites
+    with several seeds) and published-numbers table; with `ci`, the metric tables with bootstrap intervals, named *-ci (each table is built
     once and rendered both ways)."""
     out = {}
     pub = load_published(suite.published) if suite.published else None
@@ -247,6 +248,8 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
                 out[f"{key}-ci.md"], out[f"{key}-ci.tex"] = to_markdown(t), to_latex(t)
         if runs and plain:
             out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
+            if (by_seed := seeds_markdown(suite, d.key, runs)) is not None:
+                out[f"{d.key}-seeds.md"] = by_seed
             split = _split_or_none(d)
             if split is not None:  # the paper suite without its Amazon files has no split here
                 out.update(breakdown_files(suite, d.key, runs, split))
