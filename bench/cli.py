@@ -133,7 +133,10 @@ def cmd_plan(args) -> int:
     from bench.execute.plan import plan_markdown
     from bench.suites import load_suite
 
-    print(plan_markdown(load_suite(args.suite, args.results), args.results, args.gpu))
+    if args.hours is not None and not args.hours > 0:
+        raise BenchError(f"--hours {args.hours:g}: give the hours a sitting has, a positive number")
+    run = f"python -m bench run --suite {args.suite}" + (f" --results {args.results}" if args.results != RESULTS else "")
+    print(plan_markdown(load_suite(args.suite, args.results), args.results, args.gpu, args.hours, run))
     return 0
 
 
@@ -263,6 +266,8 @@ def parser() -> argparse.ArgumentParser:
     pn.add_argument("--suite", required=True)
     pn.add_argument("--gpu", action="store_true",
                     help="estimate as if on a machine with a GPU (from the stored GPU runs): the time to ask for")
+    pn.add_argument("--hours", type=float,
+                    help="also say which cells left fit in this many hours here, as `bench run` commands (lower seeds first)")
     pn.set_defaults(func=cmd_plan)
     pl = sub.add_parser("plot", parents=[common], help="metric@K curves, ablation bars with CIs, training curves")
     pl.add_argument("--suite", required=True)

@@ -290,3 +290,36 @@ def test_the_plan_counts_the_frozen_layer_cache_as_built_and_says_what_a_build_c
     md = plan_markdown(suite, tmp_path / "r")
     assert "frozen-layer cache" in md and "up to 10.0 min (on other machines" in md
     assert "| 1.7 min " in md  # syn/cal/seed0: its 100 s of fit without the build, and 3 s of scoring
+
+
+def test_what_fits_in_a_sitting_keeps_shared_training_together_and_lower_seeds_first(tmp_path, capsys):
+    from dataclasses import replace
+
+    from bench.execute.sitting import command, fit
+
+    suite = _suite(tmp_path)
+    planned = plan_suite(suite, tmp_path / "empty")
+    after = {p.cell.name: p.after for p in planned}
+    assert after["syn/cal-dense/seed0"] == "syn/cal/seed0" and after["syn/cal/seed0"] is None  # same weights
+    assert after["syn/cal-more/seed0"] is None  # other training settings
+    minutes = {"pop": 1, "knn": 1, "sas": 10, "sas-long": 30, "cal": 50, "cal-dense": 5, "cal-more": 100}
+    cells = [replace(p, train_s=60.0 * minutes[p.cell.variant.key], predict_s=0.0) for p in planned]
+    taken, left = fit(cells, hours=2)
+    # seed 0 first, in the suite's order, cal with its dense row; cal-more (100 min) does not fit after them
+    # (97 min), so later groups that do are taken
+    assert [[p.cell.name for p in g.cells] for g in taken] == [
+        ["syn/pop/seed0"], ["syn/knn/seed0"], ["syn/sas/seed0"], ["syn/sas-long/seed0"],
+        ["syn/cal/seed0", "syn/cal-dense/seed0"], ["syn/knn/seed1"], ["syn/sas/seed1"]]
+    assert [[p.cell.name for p in g.cells] for g in left] == [
+        ["syn/cal-more/seed0"], ["syn/sas-long/seed1"], ["syn/cal/seed1", "syn/cal-dense/seed1"], ["syn/cal-more/seed1"]]
+    assert sum(g.seconds for g in taken) == 108 * 60
+    cal = next(g for g in taken + left if g.cells[0].cell.name == "syn/cal/seed0")
+    assert command("python -m bench run --suite s", cal, False) == "python -m bench run --suite s --models cal,cal-dense --seeds 0"
+    done = [replace(p, state="done") if p.cell.seed == 0 else p for p in cells]
+    assert all(g.seed == 1 for g in fit(done, hours=100)[0])
+    capsys.readouterr()
+    assert main(["plan", "--suite", str(suite.path), "--results", str(tmp_path / "r"), "--hours", "0"]) == 2
+    assert "--hours 0" in capsys.readouterr().err
+    assert main(["plan", "--suite", str(suite.path), "--results", str(tmp_path / "r"), "--hours", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "### What fits in 3 h here" in out and "Nothing left fits." in out  # nothing has run: no estimates

@@ -27,6 +27,7 @@ class PlannedCell:
     train_s: float | None
     predict_s: float | None
     basis: str
+    after: str | None = None  # the earlier to-run cell whose training this one reuses: run them together
 
 
 def cell_device(model: str, params: dict) -> str:
@@ -40,6 +41,7 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
     cuda) are estimated from the stored GPU runs. `history`: `stored_records(root)`, if read already."""
     history = stored_records(root) if history is None else history
     store, out, trained, stage1_trained = RunStore(root), [], set(), set()
+    trains, trains_stage1 = {}, {}  # training / stage-I key -> the first to-run cell that trains it
     here, versions = this_machine(), {}
     for cell in plan(suite):
         folder = store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed)
@@ -71,6 +73,7 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
         ratios = {} if mine else epoch_cost_ratios(history, kind, device, cell.dataset.spec)
         train, predict, basis = estimate(cell, device, mine, others, dataset_stats(history, cell.dataset.spec), ratios, here)
         key, s1 = training_key(cell), stage1_key(cell)
+        after = trains.get(key) if key in trained else trains_stage1.get(s1) if s1 in stage1_trained else None
         if key in trained and train is not None:
             train, basis = 0.0, basis + "; trained weights shared with an earlier row"
         elif trained_s and train is not None:
@@ -79,10 +82,15 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
             shared = stage1_seconds(params, [r for r in mine if record_device(r) == device])
             if shared:
                 train, basis = max(train - shared, 0.0), basis + f"; stage I ({_fmt(shared)}) shared with an earlier row"
+        if not state.startswith("done"):  # this cell will train what no earlier cell does
+            if key not in trained:
+                trains[key] = cell.name
+            if s1 is not None and s1 not in stage1_trained:
+                trains_stage1[s1] = cell.name
         trained.add(key)
         if s1 is not None:
             stage1_trained.add(s1)
-        out.append(PlannedCell(cell, state, device, train, predict, basis))
+        out.append(PlannedCell(cell, state, device, train, predict, basis, after))
     return out
 
 
@@ -92,7 +100,8 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def plan_markdown(suite: Suite, root: Path, gpu: bool = False) -> str:
+def plan_markdown(suite: Suite, root: Path, gpu: bool = False, hours: float | None = None, run: str = "") -> str:
+    """The plan; with `hours`, also what fits in them as commands starting with `run` (bench/execute/sitting.py)."""
     history = stored_records(root)
     cells = plan_suite(suite, root, gpu, history)
     rows = [[p.cell.name, p.state, p.device, _fmt(None if p.train_s is None or p.predict_s is None else p.train_s + p.predict_s),
@@ -117,7 +126,14 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False) -> str:
             "the same settings on another machine, scaled by what a training both ran took on each, over other settings "
             "on this one. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
-            "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root, history))
+            "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root, history)
+            + ("" if hours is None else "\n" + _sitting(run, cells, hours)))
+
+
+def _sitting(run: str, cells: list[PlannedCell], hours: float) -> str:
+    from bench.execute.sitting import sitting_markdown  # it builds on PlannedCell
+
+    return sitting_markdown(run, cells, hours, _fmt)
 
 
 def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:
