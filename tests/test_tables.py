@@ -265,7 +265,7 @@ def test_arrows_of_three_seed_rows_follow_a_seed_level_test_and_partial_rows_are
     the reference's mean over all its seeds. `--family table` corrects over every test at once."""
     from bench.report.stats import seed_means_pvalue
     from bench.suites import load_suite
-    from bench.report.tables import comparison
+    from bench.report.comparisons import comparison
     from bench.report.results import load_runs
 
     suite = tmp_path / "seeded.yaml"
@@ -358,3 +358,47 @@ def test_the_seeds_table_shows_every_cell_and_tells_unrun_seeds_from_unplanned_o
     one.write_text(SUITE.replace("seeds: [0, 1, 2]", "seeds: [0]"))
     assert main(["run", "--suite", str(one), "--results", str(res), "--models", "pop"]) == 0
     assert not (res / "tables/one/syn-seeds.md").exists()  # one seed: the main table says it all
+
+
+def test_the_tests_file_prints_the_numbers_behind_every_arrow(tmp_path):
+    from bench.report.comparisons import compare_rows
+    from bench.report.results import load_runs
+    from bench.report.stats import paired_pvalue, seed_means_pvalue
+    from bench.report.tables import table_metrics
+    from bench.suites import load_suite
+
+    path = tmp_path / "seeded.yaml"
+    path.write_text(SEEDED)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(path), "--results", str(res)]) == 0
+    suite = load_suite(str(path))
+    runs, _ = load_runs(suite, res, "syn")
+    tests = {(c.row, c.metric): c for c in compare_rows(suite, runs, list(runs), "ref", table_metrics(suite.ks))}
+    other, one, knn = (tests[(r, "NDCG@10")] for r in ("other", "one", "knn"))
+    assert (other.kind, other.seeds, one.kind, one.seeds, knn.kind) == ("seeds", [0, 1, 2], "users", [1], "deterministic")
+    per_seed = lambda r: np.array([m["NDCG@10"] for m in runs[r].metrics])
+    assert other.p == seed_means_pvalue(per_seed("other"), per_seed("ref"))
+    mine, ref = runs["one"].user_metric("NDCG@10", suite.ks, [1]), runs["ref"].user_metric("NDCG@10", suite.ks, [1])
+    assert one.p == paired_pvalue(mine, ref) and np.isclose(one.difference, mine.mean() - ref.mean())
+    for c in tests.values():
+        low, high = c.interval()
+        assert c.p <= c.p_holm <= 1 and low <= c.difference <= high
+    md = (res / "tables/seeded/syn-tests.md").read_text()
+    assert "### seeded: syn, all models: each row against ref" in md
+    line = next(row for row in md.splitlines() if row.startswith("| one "))
+    low, high = one.interval()
+    assert f"{one.difference:+.4f} [{low:+.4f}, {high:+.4f}]" in line and "| 1 " in line
+    # the table's arrows are the tests file's (NDCG@10 column of each)
+    main_md = (res / "tables/seeded/syn-main.md").read_text().splitlines()
+    col = [h.strip() for h in main_md[2].split("|")].index("NDCG@10")
+    for r in ("other", "one", "knn"):
+        label = suite.variant(r).label
+        cell = next(x for x in main_md if x.startswith(f"| {label} ")).split("|")[col]
+        shown = next(x for x in md.splitlines() if x.startswith(f"| {label} ")).split("|")[7]  # NDCG@10 p (Holm)
+        assert [a for a in "↑↓" if a in cell] == [a for a in "↑↓" if a in shown] == (
+            [] if not tests[(r, "NDCG@10")].significant else ["↑" if tests[(r, "NDCG@10")].significant > 0 else "↓"])
+    from bench.report.comparisons import Comparison
+
+    seeds = Comparison("r", "NDCG@10", "seeds", [0, 1, 2], 0.6, 0.4, 0.1, a=np.array([0.5, 0.6, 0.7]), b=np.array([0.4] * 3))
+    low, high = seeds.interval()  # t-interval over three seed differences 0.1, 0.2, 0.3: 0.2 -+ 4.303 * 0.1 / sqrt(3)
+    assert np.allclose([low, high], [0.2 - 0.248414, 0.2 + 0.248414], atol=1e-6)

@@ -14,21 +14,22 @@ averaged over the row's seeds; files named *-ci). Output is a pure function of t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tabulate import tabulate
 
 from bench.report.breakdowns import breakdown_files
+from bench.report.comparisons import Comparison, compare_rows, tests_file
 from bench.report.costs import cost_markdown
 from bench.execute.fingerprint import staleness
 from bench.report.memorisation import memorisation_markdown, memorisation_note
-from bench.report.notes import ALPHA, CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
+from bench.report.notes import CAPPED, CI_NOTE, DOWN, PARTIAL, UP, protocol_notes
 from bench.report.published import load_published, published_markdown
-from bench.report.results import Missing, VariantRuns, capped, load_runs, seed_independent
+from bench.report.results import Missing, VariantRuns, capped, load_runs
 from bench.report.seeds import seeds_markdown
-from bench.report.stats import bootstrap_ci, holm, paired_pvalue, relative_improvement, seed_means_pvalue
+from bench.report.stats import bootstrap_ci, relative_improvement
 from bench.suites import Suite
 
 DECIMALS = 4
@@ -55,26 +56,8 @@ class Table:
     ci: np.ndarray | None = None  # rows x columns x (low, high): 95% bootstrap interval over users
     partial: list[bool] | None = None  # tested on fewer seeds than the reference ran (marked PARTIAL)
     headline_flagged: bool = False  # the improvement row rests on flagged cells (marked FLAGGED)
-
-
-SEED_TEST_MIN = 3  # seeds both rows need for the seed-level test
-
-
-def comparison(suite: Suite, runs: dict[str, VariantRuns], r: str, reference: str):
-    """How row `r` is tested against the reference: (kind, metric -> (a, b)), kind None where it
-    cannot be. 'deterministic': a model whose scores ignore the seed, per user against the
-    reference's mean over all its seeds; 'seeds': both rows have >= 3 shared seeds, their per-seed
-    means paired by seed (training-run variance counted); 'users': per user on the shared seeds."""
-    row, ref = runs[r], runs[reference]
-    shared = [s for s in row.seeds if s in ref.seeds]
-    if seed_independent(suite.variant(r).model, row.records[0]["config"]["model"]["params"]):  # as the cells ran
-        return "deterministic", lambda m: (row.user_metric(m, suite.ks), ref.user_metric(m, suite.ks))
-    if not shared:
-        return None, None
-    if len(shared) >= SEED_TEST_MIN:
-        pick = lambda vr, m: np.array([vr.metrics[vr.seeds.index(s)][m] for s in shared])
-        return "seeds", lambda m: (pick(row, m), pick(ref, m))
-    return "users", lambda m: (row.user_metric(m, suite.ks, shared), ref.user_metric(m, suite.ks, shared))
+    reference: str | None = None  # the row the arrows compare with (variant key)
+    tests: list[Comparison] = field(default_factory=list)  # what the arrows come from
 
 
 def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], reference: str | None,
@@ -96,28 +79,13 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
             for j, m in enumerate(metrics):
                 intervals[i, j] = bootstrap_ci(runs[r].user_metric(m, suite.ks))
     significant = np.zeros(values.shape, dtype=int)
-    kinds: dict[str, str] = {}  # row -> which test its arrows come from
-    comparisons = []  # (row index, column, difference, p)
-    if reference in rows:
-        for i, r in enumerate(rows):
-            if r == reference:
-                continue
-            kind, pair = comparison(suite, runs, r, reference)
-            if kind is None:
-                continue
-            kinds[r] = kind
-            for j, m in enumerate(metrics):
-                a, b = pair(m)
-                p = seed_means_pvalue(a, b) if kind == "seeds" else paired_pvalue(a, b, test)
-                comparisons.append((i, j, float(np.mean(a) - np.mean(b)), p))
-    families = sorted({c[1] for c in comparisons}) if family == "column" else [None]
-    for f in families:  # Holm within each metric column (default) or over the whole table
-        members = [c for c in comparisons if f is None or c[1] == f]
-        _, reject = holm([c[3] for c in members], ALPHA)
-        for (i, j, diff, _), rej in zip(members, reject):
-            significant[i, j] = int(np.sign(diff)) if rej else 0
-    tested = {"family": family, "size": max((sum(c[1] == f for c in comparisons) for f in families), default=0)
-              if family == "column" else len(comparisons), "total": len(comparisons), "kinds": kinds}
+    tests = compare_rows(suite, runs, rows, reference, metrics, test, family) if reference in rows else []
+    for c in tests:
+        significant[rows.index(c.row), metrics.index(c.metric)] = c.significant
+    kinds = {c.row: c.kind for c in tests}  # row -> which test its arrows come from
+    per_metric = [sum(c.metric == m for c in tests) for m in metrics]
+    tested = {"family": family, "size": max(per_metric, default=0) if family == "column" else len(tests),
+              "total": len(tests), "kinds": kinds}
     head = None
     groups = {r: suite.variant(r).group for r in rows}
     ours = [i for i, r in enumerate(rows) if groups[r] == "ours"]
@@ -138,7 +106,7 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
     ref_seeds = set(runs[reference].seeds) if reference in rows else set()
     partial = [kinds.get(r) == "users" and len(set(runs[r].seeds) & ref_seeds) < len(ref_seeds) for r in rows]
     return Table(title, metrics, labels, values, spread, significant, head, notes, [len(runs[r].seeds) for r in rows],
-                 cut, intervals, partial, bool(head_flagged))
+                 cut, intervals, partial, bool(head_flagged), reference if tests else None, tests)
 
 
 def _printed(v: float) -> str:
@@ -238,7 +206,8 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
         runs, missing = load_runs(suite, root, d.key)
         llm_note = memorisation_note(suite, root, d.key)  # tables with LLM rows say how much the LLM knew
         model_of = {v.label: v.model for v in suite.variants}
-        for key, t in dataset_tables(suite, d.key, runs, missing, test, ci, family).items():
+        tables = dataset_tables(suite, d.key, runs, missing, test, ci, family)
+        for key, t in tables.items():
             if llm_note and any(model_of.get(label) == "calrec" for label in t.rows):
                 t.notes.append(llm_note)
             if plain:
@@ -250,6 +219,8 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
             out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
             if (by_seed := seeds_markdown(suite, d.key, runs)) is not None:
                 out[f"{d.key}-seeds.md"] = by_seed
+            if (tested := tests_file(suite, d.key, list(tables.values()), test, family)) is not None:
+                out[f"{d.key}-tests.md"] = tested
             split = _split_or_none(d)
             if split is not None:  # the paper suite without its Amazon files has no split here
                 out.update(breakdown_files(suite, d.key, runs, split))
