@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -135,7 +136,8 @@ def cmd_plan(args) -> int:
 
     if args.hours is not None and not args.hours > 0:
         raise BenchError(f"--hours {args.hours:g}: give the hours a sitting has, a positive number")
-    run = f"python -m bench run --suite {args.suite}" + (f" --results {args.results}" if args.results != RESULTS else "")
+    run = f"python -m bench run --suite {shlex.quote(args.suite)}" + (
+        f" --results {shlex.quote(str(args.results))}" if args.results != RESULTS else "")
     print(plan_markdown(load_suite(args.suite, args.results), args.results, args.gpu, args.hours, run))
     return 0
 
