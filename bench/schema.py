@@ -169,6 +169,8 @@ def parse_suite(raw: Any, path) -> SuiteSpec:
     for k in spec.ks:
         if k < 1:
             raise BenchError(f"{path}: ks: {k} is not a positive cutoff")
+    if 10 not in spec.ks:  # the per-seed, tests, breakdown and plot reports read NDCG@10 and Recall@10
+        raise BenchError(f"{path}: ks: {spec.ks} lacks 10 (the reports beside the tables show NDCG@10 and Recall@10)")
     if len(set(spec.ks)) != len(spec.ks):
         twice = sorted({k for k in spec.ks if spec.ks.count(k) > 1})
         raise BenchError(f"{path}: ks: {', '.join(map(str, twice))} given twice (each cutoff is one column)")

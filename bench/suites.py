@@ -3,7 +3,7 @@ fields and their types are `bench.schema.SuiteSpec`.
 
     description: ...
     seeds: [0, 1, 2]
-    ks: [1, 5, 10, 20]
+    ks: [1, 5, 10, 20]                     # cutoffs; must include 10 (the reports read NDCG@10, Recall@10)
     history_masking: true
     user_sample: {size: 500, seed: 0}      # optional: every model is scored on the same users
     valid_sample: {size: 200, seed: 1}     # optional: users for model selection (validation)

@@ -402,3 +402,11 @@ def test_the_tests_file_prints_the_numbers_behind_every_arrow(tmp_path):
     seeds = Comparison("r", "NDCG@10", "seeds", [0, 1, 2], 0.6, 0.4, 0.1, a=np.array([0.5, 0.6, 0.7]), b=np.array([0.4] * 3))
     low, high = seeds.interval()  # t-interval over three seed differences 0.1, 0.2, 0.3: 0.2 -+ 4.303 * 0.1 / sqrt(3)
     assert np.allclose([low, high], [0.2 - 0.248414, 0.2 + 0.248414], atol=1e-6)
+
+
+def test_a_suite_without_k_10_is_refused_before_anything_runs(tmp_path, capsys):
+    path = tmp_path / "k5.yaml"
+    path.write_text(SEEDED.replace("ks: [1, 10]", "ks: [1, 5]"))
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(path), "--results", str(res)]) == 2
+    assert f"{path}: ks: [1, 5] lacks 10" in capsys.readouterr().err and not res.exists()
