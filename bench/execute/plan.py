@@ -29,6 +29,11 @@ class PlannedCell:
     basis: str
     after: str | None = None  # the earlier to-run cell whose training this one reuses: run them together
 
+    @property
+    def seconds(self) -> float | None:
+        """Training and scoring together; None where either has no estimate."""
+        return None if self.train_s is None or self.predict_s is None else self.train_s + self.predict_s
+
 
 def cell_device(model: str, params: dict) -> str:
     """Where the model would run here: the device it resolves (`device: auto` takes a GPU where there
@@ -64,7 +69,7 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
             progress = store.progress(store.cache_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
             if progress and progress.get("key") == checkpoint_key(chash, cell.variant.model, cell.dataset.spec):
                 trained_s = float(progress.get("seconds") or 0.0)
-                state += f"; resumes from its checkpoint ({progress['done']}, {_fmt(trained_s)} trained)"
+                state += f"; resumes from its checkpoint ({progress['done']}, {duration(trained_s)} trained)"
         params = cell.variant.params_for(cell.dataset.key)
         device = "gpu" if gpu and wants_gpu(cell) else cell_device(cell.variant.model, params)
         kind = family(cell.variant.model, params)
@@ -81,7 +86,7 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
         elif s1 is not None and s1 in stage1_trained and train:  # an earlier row trains it
             shared = stage1_seconds(params, [r for r in mine if record_device(r) == device])
             if shared:
-                train, basis = max(train - shared, 0.0), basis + f"; stage I ({_fmt(shared)}) shared with an earlier row"
+                train, basis = max(train - shared, 0.0), basis + f"; stage I ({duration(shared)}) shared with an earlier row"
         if not state.startswith("done"):  # this cell will train what no earlier cell does
             if key not in trained:
                 trains[key] = cell.name
@@ -94,7 +99,7 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
     return out
 
 
-def _fmt(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return "no estimate"
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
@@ -104,16 +109,15 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False, hours: float | No
     """The plan; with `hours`, also what fits in them as commands starting with `run` (bench/execute/sitting.py)."""
     history = stored_records(root)
     cells = plan_suite(suite, root, gpu, history)
-    rows = [[p.cell.name, p.state, p.device, _fmt(None if p.train_s is None or p.predict_s is None else p.train_s + p.predict_s),
-             p.basis] for p in cells]
+    rows = [[p.cell.name, p.state, p.device, duration(p.seconds), p.basis] for p in cells]
     body = tabulate(rows, headers=["Cell", "State", "Device", "Estimate", "Basis"], tablefmt="pipe", disable_numparse=True)
     totals = []
     for what, prefix in (("to run", "to run"), ("stale, rerun with --stale", "stale")):
         todo = [p for p in cells if p.state.startswith(prefix)]
         for device in sorted({p.device for p in todo}):
             mine = [p for p in todo if p.device == device]
-            known = [p.train_s + p.predict_s for p in mine if p.train_s is not None and p.predict_s is not None]
-            totals.append(f"{what} on {device}: {len(mine)} cells, {_fmt(sum(known))} estimated for {len(known)} of them"
+            known = [p.seconds for p in mine if p.seconds is not None]
+            totals.append(f"{what} on {device}: {len(mine)} cells, {duration(sum(known))} estimated for {len(known)} of them"
                           + (f", {len(mine) - len(known)} without an estimate" if len(known) < len(mine) else ""))
     done = sum(p.state.startswith("done") for p in cells)
     where = " as if on a GPU machine like the stored GPU runs'" if gpu else ""
@@ -133,7 +137,7 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False, hours: float | No
 def _sitting(run: str, cells: list[PlannedCell], hours: float) -> str:
     from bench.execute.sitting import sitting_markdown  # it builds on PlannedCell
 
-    return sitting_markdown(run, cells, hours, _fmt)
+    return sitting_markdown(run, cells, hours)
 
 
 def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:
@@ -149,5 +153,5 @@ def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:
     if not shown:
         return ""
     return (f"- CALRec's frozen-layer cache ({root}/cache/shared) is counted as built; where it is gone, the first cell of "
-            f"each dataset and setting builds it again: up to {_fmt(max(shown))} "
+            f"each dataset and setting builds it again: up to {duration(max(shown))} "
             f"({'on this machine' if local else 'on other machines'}, as stored runs record).\n")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.execute.plan import PlannedCell
+from bench.execute.plan import PlannedCell, duration
 
 
 @dataclass
@@ -16,7 +16,7 @@ class Group:
 
     @property
     def seconds(self) -> float | None:
-        times = [None if p.train_s is None or p.predict_s is None else p.train_s + p.predict_s for p in self.cells]
+        times = [p.seconds for p in self.cells]
         return None if None in times else sum(times)
 
     @property
@@ -63,17 +63,17 @@ def command(run: str, g: Group, several_datasets: bool) -> str:
     return " && ".join(lines)
 
 
-def sitting_markdown(run: str, cells: list[PlannedCell], hours: float, fmt) -> str:
+def sitting_markdown(run: str, cells: list[PlannedCell], hours: float) -> str:
     taken, left = fit(cells, hours)
     running = [p.cell.name for p in cells if "running now" in p.state]
     several = len({p.cell.dataset.key for p in cells}) > 1
     used = sum(g.seconds for g in taken)
-    lines = [f"### What fits in {hours:g} h here ({fmt(used)} of it estimated)", ""]
-    lines += [f"{i}. `{command(run, g, several)}` ({fmt(g.seconds)})" for i, g in enumerate(taken, 1)]
+    lines = [f"### What fits in {hours:g} h here ({duration(used)} of it estimated)", ""]
+    lines += [f"{i}. `{command(run, g, several)}` ({duration(g.seconds)})" for i, g in enumerate(taken, 1)]
     if not taken:
         lines.append("Nothing left fits." if left else "Nothing left to run.")
     if left:
-        names = "; ".join(", ".join(p.cell.name for p in g.cells) + f" ({fmt(g.seconds)})" for g in left)
+        names = "; ".join(", ".join(p.cell.name for p in g.cells) + f" ({duration(g.seconds)})" for g in left)
         lines += ["", f"- Left for later ({len(left)} groups): {names}."]
     lines.append("- Lower seeds first; cells that reuse another's training go with it; estimates as in the plan "
                  "above, for this machine. Run the commands one after another, not side by side: cells share the cores"

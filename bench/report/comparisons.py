@@ -11,7 +11,7 @@ from scipy import stats
 from tabulate import tabulate
 
 from bench.report.notes import ALPHA
-from bench.report.results import VariantRuns, seed_independent
+from bench.report.results import REPORTED, VariantRuns, seed_independent
 from bench.report.stats import bootstrap_ci, holm, paired_pvalue, seed_means_pvalue
 from bench.suites import Suite
 
@@ -87,7 +87,6 @@ def compare_rows(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], re
     return out
 
 
-SHOWN = ("NDCG@10", "Recall@10")
 KIND = {"users": "per user, shared seeds", "seeds": "per-seed means", "deterministic": "per user, vs reference's seed mean"}
 
 
@@ -96,9 +95,8 @@ def _p(p: float) -> str:
 
 
 def tests_markdown(title: str, reference: str, tests: list[Comparison], label) -> str:
-    """One table's comparisons (NDCG@10 and Recall@10 where it has them): a row per compared row.
-    `label`: variant key -> row label."""
-    metrics = [m for m in SHOWN if any(c.metric == m for c in tests)]
+    """One table's comparisons on the REPORTED metrics: a row per compared row. `label`: variant key -> row label."""
+    metrics = REPORTED
     rows = []
     for r in dict.fromkeys(c.row for c in tests):
         mine = {c.metric: c for c in tests if c.row == r}
@@ -117,7 +115,7 @@ def tests_markdown(title: str, reference: str, tests: list[Comparison], label) -
             + tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True) + "\n")
 
 
-def tests_file(suite: Suite, dataset: str, tables, test: str, family: str) -> str | None:
+def tests_file(suite: Suite, tables, test: str, family: str) -> str | None:
     """`<dataset>-tests.md`: the comparisons of every table of a dataset that has a reference row."""
     tested = [t for t in tables if t.tests]
     if not tested:

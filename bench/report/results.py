@@ -21,6 +21,9 @@ from bench.suites import Suite
 # the reference's per-user values averaged over all its seeds (by registry name).
 DETERMINISTIC = frozenset({"pop", "itemknn", "bm25-text"})
 
+# What the reports beside the tables show of every cell (suites must have k = 10: bench/schema.py).
+REPORTED = ("NDCG@10", "Recall@10")
+
 
 def seed_independent(model: str, params: dict) -> bool:
     """Whether a row's scores ignore the seed: a DETERMINISTIC model, or CALRec left untrained (no

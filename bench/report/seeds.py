@@ -10,10 +10,8 @@ from tabulate import tabulate
 
 from bench.report.costs import device
 from bench.report.notes import precision
-from bench.report.results import VariantRuns
+from bench.report.results import REPORTED as METRICS, VariantRuns
 from bench.suites import Suite
-
-METRICS = ("NDCG@10", "Recall@10")
 
 
 def _where(record: dict) -> str:

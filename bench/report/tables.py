@@ -219,7 +219,7 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
             out[f"{d.key}-cost.md"] = cost_markdown(suite, d.key, runs)
             if (by_seed := seeds_markdown(suite, d.key, runs)) is not None:
                 out[f"{d.key}-seeds.md"] = by_seed
-            if (tested := tests_file(suite, d.key, list(tables.values()), test, family)) is not None:
+            if (tested := tests_file(suite, list(tables.values()), test, family)) is not None:
                 out[f"{d.key}-tests.md"] = tested
             split = _split_or_none(d)
             if split is not None:  # the paper suite without its Amazon files has no split here
