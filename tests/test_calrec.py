@@ -7,7 +7,7 @@ import torch
 
 from bench.datasets import load_dataset
 from bench.models import FitContext, make_model
-from bench.execute.runner import score_users
+from bench.execute.scoring import score_users
 from bench.split import leave_one_out
 from bench.text import BM25Catalog
 from calrec.backbone import tiny_llama, tiny_tokenizer

@@ -10,7 +10,7 @@ import torch
 
 from bench.datasets import load_dataset
 from bench.models import FitContext, make_model
-from bench.execute.runner import score_users
+from bench.execute.scoring import score_users
 from bench.split import leave_one_out
 from bench.text import render_compact
 from calrec.backbone import freeze_below, tiny_llama, tiny_tokenizer

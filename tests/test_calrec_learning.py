@@ -10,7 +10,7 @@ from bench.datasets.base import Interactions
 from bench.errors import BenchError
 from bench.evaluate import metrics_from_ranks
 from bench.models import FitContext, make_model
-from bench.execute.runner import score_users
+from bench.execute.scoring import score_users
 from bench.split import leave_one_out
 from bench.text import BM25Catalog, render_compact
 from calrec.backbone import tiny_llama, tiny_tokenizer

@@ -136,7 +136,7 @@ def test_a_ranked_list_with_an_item_outside_the_catalog_is_refused(bad, shown):
     """Without the check, item 40 of a 30-item catalog would take rank 1 and push the target down."""
     from bench.datasets import load_dataset
     from bench.errors import BenchError
-    from bench.execute.runner import score_users
+    from bench.execute.scoring import score_users
     from bench.split import leave_one_out
 
     split = leave_one_out(load_dataset("synthetic", n_users=20, n_items=30, seed=1))

@@ -7,7 +7,7 @@ import pytest
 from bench.datasets import load_dataset
 from bench.evaluate import metrics_from_ranks
 from bench.models import FitContext, make_model
-from bench.execute.runner import score_users
+from bench.execute.scoring import score_users
 from bench.split import leave_one_out
 
 

@@ -6,7 +6,7 @@ import pytest
 from bench.cli import main
 from bench.datasets import load_dataset
 from bench.models import FitContext, make_model
-from bench.execute.runner import score_users
+from bench.execute.scoring import score_users
 from bench.split import leave_one_out
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.datasets import load_dataset
-from bench.execute.runner import score_users
+from bench.execute.scoring import score_users
 from bench.models import FitContext, make_model
 from bench.split import leave_one_out
 from bench.suites import load_suite

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from bench.errors import BenchError, optional
 from bench.execute.distributed import world
-from bench.execute.runner import Cell, CellError, plan, run_cell, validate_plan
+from bench.execute.runner import Cell, plan, run_cell, validate_plan
+from bench.execute.scoring import CellError
 from bench.execute.store import RunStore, check_results_folder
 from bench.models import make_model, model_class
 from bench.suites import Suite

@@ -36,7 +36,8 @@ import numpy as np
 from bench.errors import BenchError, optional
 from bench.evaluate import metric_names, metrics_from_ranks
 from bench.models import FitContext, make_model, model_class
-from bench.execute.runner import get_split, sample_users, score_users, seed_everything
+from bench.execute.runner import get_split, sample_users, seed_everything
+from bench.execute.scoring import score_users
 from bench.split import Split
 from bench.suites import Suite
 

@@ -25,7 +25,8 @@ from scipy import stats
 
 from baselines.neural import EarlyStopping
 from bench.models import FitContext, make_model
-from bench.execute.runner import get_split, git_commit, validation_ndcg10
+from bench.execute.runner import get_split, git_commit
+from bench.execute.scoring import validation_ndcg10
 from bench.execute.store import atomic_write_text
 from bench.suites import DatasetEntry
 

@@ -101,8 +101,8 @@ def render(suite: Suite, b: dict, title: str, how: str, reference: str | None, l
                 row.append(f"{c['mean']:.4f}{arrow} [{c['ci'][0]:.4f}, {c['ci'][1]:.4f}]")
         body.append(row)
     ref = label.get(reference, "none")
-    notes = [how, f"[low, high]: 95% percentile-bootstrap interval over the group's users (2000 resamples, seed 0; "
-             f"per-user values averaged over the row's seeds).",
+    notes = [how, "[low, high]: 95% percentile-bootstrap interval over the group's users (2000 resamples, seed 0; "
+             "per-user values averaged over the row's seeds).",
              f"↑/↓: higher/lower than {ref} by a paired t-test within the group, on the seeds the two rows share, "
              f"Holm-corrected over the rows of each column (a family of {b['tests']} comparisons), alpha={ALPHA}."]
     if latex:
