@@ -249,3 +249,25 @@ def test_ablation_bars_grey_out_cells_of_older_code(suite_file, tmp_path, monkey
     plots.ablation_bars(suite, runs, "syn", "knn-vs-random", ["random", "knn"], res)
     assert shown["labels"] == ["random", "knn †"] and shown["note"].startswith("† grey: computed by older code")
     plt.close("all")
+
+
+def test_ablation_bars_show_each_seed_as_a_dot(suite_file, tmp_path, monkeypatch):
+    """The bar's interval is over users; where seeds differ as much as rows do, each seed's mean is a dot."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PathCollection  # scatter's, not the error bars' lines
+
+    from bench.report import plots
+    from bench.report.results import load_runs
+
+    res = tmp_path / "res"
+    assert run("run", "--suite", str(suite_file), "--results", str(res)) == 0
+    suite = load_suite(str(suite_file))
+    runs, _ = load_runs(suite, res, "syn")
+    runs["knn"].metrics[1] = {**runs["knn"].metrics[1], "NDCG@10": 0.5}  # seeds that differ, as trained models' do
+    shown = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: shown.update(
+        dots=[c.get_offsets() for c in fig.axes[0].collections if isinstance(c, PathCollection)]) or [])
+    plots.ablation_bars(suite, runs, "syn", "knn-vs-random", ["random", "knn"], res)
+    by_bar = sorted((round(float(x)), float(y)) for dots in shown["dots"] for x, y in dots)
+    assert by_bar == sorted([(0, m["NDCG@10"]) for m in runs["random"].metrics] + [(1, runs["knn"].metrics[0]["NDCG@10"]), (1, 0.5)])
+    plt.close("all")

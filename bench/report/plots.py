@@ -72,13 +72,27 @@ def ablation_bars(suite: Suite, runs: dict[str, VariantRuns], dataset: str, name
     ax.bar(range(len(rows)), means, yerr=[lo, hi], capsize=4, color=["#a0a0a0" if o else "#4c72b0" for o in old])
     ax.set_xticks(range(len(rows)), [suite.variant(r).label + (" †" if o else "") for r, o in zip(rows, old)],
                   rotation=30, ha="right", fontsize=8)
+    _seed_dots(ax, [runs[r] for r in rows], metric)
     if any(old):  # the table notes say which code; the plot must not pass such a bar off as current
         ax.set_xlabel("† grey: computed by older code or before fingerprints (see the table notes)", fontsize=7)
     _baseline_lines(ax, suite, runs, rows, metric)
-    ax.set_ylabel(f"{metric} (95% bootstrap CI)")
+    ax.set_ylabel(f"{metric}\n(bar: mean over seeds; 95% CI over users)", fontsize=8)
     ax.set_title(f"{dataset}: ablation {name}")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out / f"{dataset}-ablation-{name}")
+
+
+def _seed_dots(ax, rows: list[VariantRuns], metric: str) -> None:
+    """Each seed's mean over users as a dot on its bar: the bar's interval is over users only, and
+    where seeds differ as much as rows do, the reader should see it."""
+    shown = False
+    for i, vr in enumerate(rows):
+        values = vr.seed_means(metric)
+        if len(values) < 2:
+            continue
+        ax.scatter(i + np.linspace(0.1, 0.3, len(values)), values, s=18, color="black", zorder=3,  # right of the whisker
+                   label=None if shown else "one seed's mean")
+        shown = True
 
 
 def _baseline_lines(ax, suite: Suite, runs: dict[str, VariantRuns], rows: list[str], metric: str) -> None:
