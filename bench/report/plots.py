@@ -83,7 +83,7 @@ def ablation_bars(suite: Suite, runs: dict[str, VariantRuns], dataset: str, name
 
 
 def _seed_dots(ax, rows: list[VariantRuns], metric: str) -> None:
-    """Each seed's mean over users as a dot on its bar: the bar's interval is over users only, and
+    """Each seed's mean over users as a dot beside its bar: the bar's interval is over users only, and
     where seeds differ as much as rows do, the reader should see it."""
     shown = False
     for i, vr in enumerate(rows):
