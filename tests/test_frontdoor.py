@@ -1,6 +1,8 @@
 """The README front page: its headline table is rebuilt from the stored runs (bench check), its
 links to the docs resolve, and it stays a front page."""
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from bench.cli import main
@@ -37,6 +39,15 @@ def test_the_readme_is_a_front_page_whose_links_resolve():
     links = re.findall(r"\]\(([^)#]+)\)", text)
     assert links and all((ROOT / link).is_file() for link in links)
     assert "pip install -e . &&" in text and "python -m pytest -m 'slow or not slow'" in text  # the two commands
+
+
+def test_a_reader_that_leaves_before_the_output_gets_no_traceback():
+    """`python -m bench list | head -0`: the pipe is closed before the command writes (it is still
+    importing), so its first print meets a broken pipe; it must stop quietly, not with a traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "bench", "list"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 1 and err == ""
 
 
 class Outside:
