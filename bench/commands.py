@@ -173,7 +173,7 @@ def cmd_headline(args) -> int:
     from bench.report.headline import write_readme
 
     write_readme(args.readme, args.results)
-    print(f"{args.readme}: headline table rewritten from {args.results / 'runs'}")
+    print(f"{args.readme}: headline and findings tables rewritten from {args.results / 'runs'}")
     return 0
 
 

@@ -1,28 +1,56 @@
 """The README front page: its headline table is rebuilt from the stored runs (bench check), its
 links to the docs resolve, and it stays a front page."""
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.cli import main
+from bench.report import findings
 from bench.report.headline import END, START, check_readme, replace_block
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_headline_table_is_checked_against_the_stored_runs(tmp_path, capsys):
+def test_the_generated_blocks_are_checked_against_the_stored_runs(tmp_path, capsys):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{START}\n{END}\n\ntext after\n")
+    readme.write_text(f"# x\n\n{START}\n{END}\n\nbetween\n\n{findings.START}\n{findings.END}\n\ntext after\n")
     results = ROOT / "results"
-    assert check_readme(readme, results)  # an empty block differs from what the runs give
+    assert len(check_readme(readme, results)) == 2  # empty blocks differ from what the runs give
     assert main(["headline", "--readme", str(readme), "--results", str(results)]) == 0
-    assert check_readme(readme, results) == [] and readme.read_text().endswith("text after\n")
     text = readme.read_text()
-    readme.write_text(re.sub(r"0\.2\d\d", "0.999", text, count=1))  # a hand-edited number
+    assert check_readme(readme, results) == [] and "\nbetween\n" in text and text.endswith("text after\n")
+    readme.write_text(re.sub(r"0\.2\d\d", "0.999", text, count=1))  # a hand-edited number in the headline
     assert check_readme(readme, results)
     assert main(["check", "--suite", "smoke", "--results", str(results), "--readme", str(readme)]) == 1
     assert "headline table differs" in capsys.readouterr().out
+    head, block = text.split(findings.START)
+    quoted = re.search(r"\| (\d\.\d{3}) \(per-seed means\)", block).group(1)  # a p-value the findings quote
+    readme.write_text(head + findings.START + block.replace(quoted, "0.001", 1))
+    assert check_readme(readme, results) == [f"{readme}: the findings table differs from the stored runs "
+                                             "(python -m bench headline rewrites it)"]
+
+
+def test_the_findings_read_every_question_from_the_ablation_tests():
+    """Each question's rows come from the ablation tables' tests (the numbers of -tests.md), and a
+    row with no run says so instead of vanishing."""
+    block = findings.findings_markdown(ROOT / "results")
+    for question, _, rows in findings.QUESTIONS:
+        assert question in block
+    lines = [line for line in block.splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + sum(len(rows) for _, _, rows in findings.QUESTIONS)  # the header, then a line per row
+    tests = (ROOT / "results" / "tables" / "ablation" / "ml-100k-tests.md").read_text()
+    stage2 = next(line for line in block.splitlines() if "stage II only vs CALRec I+II" in line)
+    difference = stage2.split("|")[5].strip()
+    assert difference in tests  # the same interval the committed tests file prints
+
+
+def test_a_findings_row_without_runs_says_not_run(tmp_path):
+    shutil.copytree(ROOT / "results" / "runs" / "ablation", tmp_path / "runs" / "ablation",
+                    ignore=shutil.ignore_patterns("calrec-shuffled"))
+    line = next(line for line in findings.findings_markdown(tmp_path).splitlines() if "shuffled" in line)
+    assert "| not run |" in line
 
 
 def test_a_readme_without_markers_is_one_line(tmp_path, capsys):
@@ -30,6 +58,9 @@ def test_a_readme_without_markers_is_one_line(tmp_path, capsys):
     readme.write_text("# no markers\n")
     assert main(["headline", "--readme", str(readme)]) == 2
     assert "no headline markers" in capsys.readouterr().err
+    readme.write_text(f"{START}\n{END}\n")  # the findings block's markers missing
+    assert main(["headline", "--readme", str(readme)]) == 2
+    assert "no findings markers" in capsys.readouterr().err
     assert replace_block(f"a{START}old{END}b", "new\n", readme) == f"a{START}\nnew\n{END}b"
 
 

@@ -1,7 +1,8 @@
-"""The README's headline table: the main models on ML-100k and ML-1M (Recall@10, NDCG@10, seeds),
-built from the stored runs of the committed suites, so it cannot drift from the tables:
-`python -m bench headline` rewrites the block between the README's markers and `bench check
---readme README.md` fails where the block differs from what the runs give.
+"""The README's generated blocks: the headline table (the main models on ML-100k and ML-1M:
+Recall@10, NDCG@10, seeds) and the ablation's findings (bench/report/findings.py), built from the
+stored runs of the committed suites, so they cannot drift from the tables: `python -m bench
+headline` rewrites each block between its markers and `bench check --readme README.md` fails where
+one differs from what the runs give.
 """
 from __future__ import annotations
 
@@ -61,23 +62,40 @@ def headline_markdown(root: Path) -> str:
     return f"{table}\n\n{note}\n"
 
 
-def replace_block(text: str, block: str, path: Path) -> str:
-    if START not in text or END not in text:
-        raise BenchError(f"{path}: no headline markers ({START} ... {END})")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{block}{END}{tail}"
+def replace_block(text: str, block: str, path: Path, name: str = "headline", start: str = START, end: str = END) -> str:
+    if start not in text or end not in text:
+        raise BenchError(f"{path}: no {name} markers ({start} ... {end})")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{block}{end}{tail}"
+
+
+def _blocks(root: Path):
+    """(name, markers, content) of each generated block of the README."""
+    from bench.report import findings
+
+    yield "headline table", (START, END), headline_markdown(root)
+    yield "findings table", (findings.START, findings.END), findings.findings_markdown(root)
+
+
+def _rewritten(readme: Path, root: Path) -> tuple[str, list[str]]:
+    new = readme.read_text(encoding="utf-8")
+    differs = []
+    for name, (start, end), block in _blocks(root):
+        replaced = replace_block(new, block, readme, name.split()[0], start, end)
+        if replaced != new:
+            differs.append(name)
+        new = replaced
+    return new, differs
 
 
 def check_readme(readme: Path, root: Path) -> list[str]:
-    text = readme.read_text(encoding="utf-8")
-    if replace_block(text, headline_markdown(root), readme) != text:
-        return [f"{readme}: the headline table differs from the stored runs (python -m bench headline rewrites it)"]
-    return []
+    _, differs = _rewritten(readme, root)
+    return [f"{readme}: the {name} differs from the stored runs (python -m bench headline rewrites it)" for name in differs]
 
 
 def write_readme(readme: Path, root: Path) -> None:
     from bench.execute.store import atomic_write_text
 
-    atomic_write_text(readme, replace_block(readme.read_text(encoding="utf-8"), headline_markdown(root), readme))
+    atomic_write_text(readme, _rewritten(readme, root)[0])
 
