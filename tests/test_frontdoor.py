@@ -51,6 +51,9 @@ def test_a_findings_row_without_runs_says_not_run(tmp_path):
                     ignore=shutil.ignore_patterns("calrec-shuffled"))
     line = next(line for line in findings.findings_markdown(tmp_path).splitlines() if "shuffled" in line)
     assert "| not run |" in line
+    written = findings.findings_plot(tmp_path, tmp_path / "plots")  # the plot leaves the row out
+    assert [p.name for p in written] == ["ml-100k-findings.png", "ml-100k-findings.pdf"] and all(p.stat().st_size for p in written)
+    assert findings.findings_plot(tmp_path / "empty", tmp_path / "none") == [] and not (tmp_path / "none").exists()
 
 
 def test_a_readme_without_markers_is_one_line(tmp_path, capsys):

@@ -11,7 +11,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.report.comparisons import KIND, _p
+from bench.report.comparisons import KIND, Comparison, _p
 from bench.report.notes import ALPHA
 from bench.report.results import load_runs
 from bench.report.tables import dataset_tables
@@ -33,29 +33,34 @@ QUESTIONS = [
 READS = {1: "higher", -1: "lower", 0: "not separated"}
 
 
-def findings_markdown(root: Path) -> str:
+def findings(root: Path) -> list[tuple[str, str, str, Comparison | None]]:
+    """(question or "" after a question's first row, row label, reference label, its test on METRIC
+    or None where the row has not run), in QUESTIONS' order."""
     suite = load_suite(SUITE)
     runs, missing = load_runs(suite, root, DATASET)
     tables = dataset_tables(suite, DATASET, runs, missing)  # as `bench table` builds them: same tests and families
     label = lambda key: suite.variant(key).label  # noqa: E731
-    body = []
+    out = []
     for question, table, rows in QUESTIONS:
-        t = tables[f"{DATASET}-ablation-{table}"]
         ref = suite.ablations[table][0]
         if unknown := sorted(set(rows) - set(suite.ablations[table][1:])):  # rows no test of that table can give
             raise BenchError(f"{suite.path}: ablations.{table} does not test {unknown}, which the README's findings "
                              "read (bench/report/findings.py QUESTIONS)")
-        tested = {c.row: c for c in t.tests if c.metric == METRIC}
-        for i, r in enumerate(rows):
-            first = question if i == 0 else ""
-            c = tested.get(r)
-            if c is None:
-                body.append([first, f"{label(r)} vs {label(ref)}", "not run", "", "", "", "", ""])
-                continue
-            low, high = c.interval()
-            body.append([first, f"{label(r)} vs {label(ref)}", ", ".join(map(str, c.seeds)),
-                         f"{c.row_mean:.4f} vs {c.reference_mean:.4f}", f"{c.difference:+.4f} [{low:+.4f}, {high:+.4f}]",
-                         f"{_p(c.p)} ({KIND[c.kind]})", _p(c.p_holm), READS[c.significant]])
+        tested = {c.row: c for c in tables[f"{DATASET}-ablation-{table}"].tests if c.metric == METRIC}
+        out += [(question if i == 0 else "", label(r), label(ref), tested.get(r)) for i, r in enumerate(rows)]
+    return out
+
+
+def findings_markdown(root: Path) -> str:
+    body = []
+    for question, row, ref, c in findings(root):
+        if c is None:
+            body.append([question, f"{row} vs {ref}", "not run", "", "", "", "", ""])
+            continue
+        low, high = c.interval()
+        body.append([question, f"{row} vs {ref}", ", ".join(map(str, c.seeds)),
+                     f"{c.row_mean:.4f} vs {c.reference_mean:.4f}", f"{c.difference:+.4f} [{low:+.4f}, {high:+.4f}]",
+                     f"{_p(c.p)} ({KIND[c.kind]})", _p(c.p_holm), READS[c.significant]])
     head = ["question", "row vs reference", "seeds", f"{METRIC}", "difference [95% CI]", "p (test)", "p (Holm)", "reads"]
     table = tabulate(body, headers=head, tablefmt="pipe", disable_numparse=True)
     note = ("Stage II only trains all three losses; contrastive only ranks by the dense towers; the paper's inference is "
@@ -66,3 +71,31 @@ def findings_markdown(root: Path) -> str:
             f"seeds); Holm within the {METRIC} column of the row's ablation table; reads: the Holm-adjusted test at "
             f"alpha = {ALPHA}. Every test: `results/tables/{SUITE}/{DATASET}-tests.md`.")
     return f"{table}\n\n{note}\n"
+
+
+def findings_plot(root: Path, out: Path) -> list[Path]:
+    """The findings as a forest plot: each row's NDCG@10 difference from its reference with its 95%
+    interval, coloured by what the Holm-adjusted test reads, grouped by question."""
+    from bench.report.plots import _save, plt
+
+    found = [f for f in findings(root) if f[3] is not None]
+    if not found:
+        return []
+    colour = {1: "tab:green", -1: "tab:red", 0: "tab:gray"}
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(found) + 1.2))
+    for y, (question, row, ref, c) in enumerate(found):
+        low, high = c.interval()
+        ax.errorbar(c.difference, y, xerr=[[c.difference - low], [high - c.difference]], fmt="o", capsize=3,
+                    color=colour[c.significant])
+        if question:
+            if y:
+                ax.axhline(y - 0.5, color="0.85", linewidth=0.8)
+            ax.text(1.02, y, question, transform=ax.get_yaxis_transform(), fontsize=7, style="italic", va="center")
+    ax.set_yticks(range(len(found)), [f"{row} vs {ref}" for _, row, ref, _ in found], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"{METRIC}: row minus reference (95% interval)")
+    ax.set_title(f"{DATASET}: what the ablation shows (red: lower, green: higher, grey: not separated; Holm)",
+                 fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out / f"{DATASET}-findings")

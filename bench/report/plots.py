@@ -1,5 +1,5 @@
 """Plots from stored runs (PNG and PDF): metric@K curves, ablation bars with bootstrap CIs,
-training curves. `python -m bench plot --suite NAME` writes them to results/plots/<suite>/."""
+training curves, the ablation findings as a forest plot (bench/report/findings.py). `python -m bench plot --suite NAME` writes them to results/plots/<suite>/."""
 from __future__ import annotations
 
 import io
@@ -195,4 +195,8 @@ def plot_suite(suite: Suite, root: Path) -> list[Path]:
         split = _split_or_none(d)
         if split is not None:
             written += breakdown_plots(suite, runs, d.key, split, out)
+    from bench.report import findings
+
+    if suite.name == findings.SUITE:  # the README's findings, as a forest plot beside the suite's other plots
+        written += findings.findings_plot(root, out)
     return written
