@@ -1,5 +1,6 @@
 """Plots from stored runs (PNG and PDF): metric@K curves, ablation bars with bootstrap CIs,
-training curves, the ablation findings as a forest plot (bench/report/findings.py). `python -m bench plot --suite NAME` writes them to results/plots/<suite>/."""
+training curves, the ablation findings as a forest plot (bench/report/findings.py).
+`python -m bench plot --suite NAME` writes them to results/plots/<suite>/."""
 from __future__ import annotations
 
 import io
