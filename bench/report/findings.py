@@ -6,6 +6,7 @@ like the headline table, so the front page's claims cannot drift from the stored
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from tabulate import tabulate
@@ -70,7 +71,7 @@ def findings_markdown(root: Path) -> str:
             f"tested (per-seed means paired seed by seed where both have three seeds, else per user over the shared "
             f"seeds); Holm within the {METRIC} column of the row's ablation table; reads: the Holm-adjusted test at "
             f"alpha = {ALPHA}. Every test: `results/tables/{SUITE}/{DATASET}-tests.md`.")
-    return f"{table}\n\n{note}\n"
+    return f"{table}\n\n{textwrap.fill(note, 118)}\n"
 
 
 def findings_plot(root: Path, out: Path) -> list[Path]:
