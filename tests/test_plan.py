@@ -292,6 +292,25 @@ def test_the_plan_counts_the_frozen_layer_cache_as_built_and_says_what_a_build_c
     assert "| 1.7 min " in md  # syn/cal/seed0: its 100 s of fit without the build, and 3 s of scoring
 
 
+def test_a_shuffled_history_cell_counts_the_cache_build_its_seed_needs(tmp_path):
+    """The frozen-layer cache of shuffled histories is keyed by the seed that shuffled them, so no
+    other cell's build serves a new seed: its estimate keeps the build its stored runs record. In
+    order, histories share one cache, counted as built."""
+    def estimated(shuffle: bool):
+        path = tmp_path / f"sh{shuffle}.yaml"
+        path.write_text(SUITE.replace("cal: {model: calrec, params: {backbone: tiny,",
+                                      f"cal: {{model: calrec, params: {{backbone: tiny, frozen_cache: true, "
+                                      f"shuffle_history: {str(shuffle).lower()},"))
+        cell = {c.name: c for c in plan(load_suite(str(path)))}["syn/cal/seed1"]
+        built = _rec(cell.variant.params, train_s=700.0, timings={"frozen_cache_seconds": {"syn": 600.0}})
+        return estimate(cell, "cpu", [built])
+
+    train, _, basis = estimated(shuffle=True)
+    assert train == 700.0 and "its own frozen-layer cache" in basis  # 100 s of training + the 600 s build
+    train, _, basis = estimated(shuffle=False)
+    assert train == 100.0 and "own" not in basis
+
+
 def test_what_fits_in_a_sitting_keeps_shared_training_together_and_lower_seeds_first(tmp_path, capsys):
     from dataclasses import replace
 

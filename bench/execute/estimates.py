@@ -4,7 +4,7 @@ Estimates come from stored runs of the same model on the same dataset and device
 machine where there are any (two 2-core CPU models differ 1.5-3x in speed). Runs with the same
 settings give their own fit time (early stopping and validation included, stages loaded from the
 shared cache counted at their training time, CALRec's frozen-layer cache counted as built: `bench plan`
-names what a build costs once); where only another machine ran them, that time scaled by how much
+names what a build costs once; a shuffled-history row, whose cache its seed keys, counts its own build); where only another machine ran them, that time scaled by how much
 slower this machine was on a training both ran. Runs with other settings are scaled
 by the planned training budget (epochs, or CALRec's stage steps), an upper bound where early stopping
 ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
@@ -31,7 +31,7 @@ import numpy as np
 
 from bench.execute import provenance
 from bench.report.costs import device as machine
-from bench.execute.records import (budget, fit_seconds, record_device, stages, timings,
+from bench.execute.records import (budget, fit_seconds, frozen_cache_seconds, record_device, stages, timings,
                                    tokens_run, train_seconds, units_run)
 from bench.execute.runner import Cell
 
@@ -174,11 +174,27 @@ def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (),
         train = float(np.median([fit_seconds(r) for r in exact])) * speed
     else:
         train, how = scaled_training(model, params, budget(model, params), local, recs)
+    build, built = own_cache_build(model, params, local)
+    train, how = train + build * speed, how + built
     users = n_test_users(cell, local)
     per_user = np.median([r["predict_seconds"] / max(r["evaluated_users"], 1) for r in local])
     predict = float(per_user * users * speed) if users else None
     what = "same settings" if exact else "other settings"
     return train, predict, f"{_runs(len(local))} ({where}, {what}){how}"
+
+
+def own_cache_build(model: str, params: dict, recs: list[dict]) -> tuple[float, str]:
+    """Seconds a cell spends building a frozen-layer cache no other cell builds for it, and what it says.
+    Estimates count CALRec's cache as built (one serves every row and seed sharing its windows), but a
+    shuffled-history row keys its cache by the seed that shuffled it (calrec/frozen.py `cache_key`):
+    each of its seeds builds its own, as long as the builds of its stored runs with these settings."""
+    if model != "calrec" or not (params.get("shuffle_history") and params.get("frozen_cache")):
+        return 0.0, ""
+    builds = [s for r in recs if r["config"]["model"]["params"] == params and (s := frozen_cache_seconds(r)) > 60]
+    if not builds:  # a load takes ~1 s; no stored build says what one costs
+        return 0.0, ""
+    seconds = float(np.median(builds))
+    return seconds, f"; with its own frozen-layer cache, keyed by its seed ({seconds / 60:.0f} min to build)"
 
 
 def same_settings_elsewhere(model: str, params: dict, recs: list[dict], here: str
