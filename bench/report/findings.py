@@ -34,9 +34,9 @@ QUESTIONS = [
 READS = {1: "higher", -1: "lower", 0: "not separated"}
 
 
-def findings(root: Path) -> list[tuple[str, str, str, Comparison | None]]:
+def findings(root: Path) -> list[tuple[str, str, str, Comparison | str]]:
     """(question or "" after a question's first row, row label, reference label, its test on METRIC
-    or None where the row has not run), in QUESTIONS' order."""
+    or why there is none: "not run" (the row or its reference), "no seed shared"), in QUESTIONS' order."""
     suite = load_suite(SUITE)
     runs, missing = load_runs(suite, root, DATASET)
     tables = dataset_tables(suite, DATASET, runs, missing)  # as `bench table` builds them: same tests and families
@@ -48,15 +48,17 @@ def findings(root: Path) -> list[tuple[str, str, str, Comparison | None]]:
             raise BenchError(f"{suite.path}: ablations.{table} does not test {unknown}, which the README's findings "
                              "read (bench/report/findings.py QUESTIONS)")
         tested = {c.row: c for c in tables[f"{DATASET}-ablation-{table}"].tests if c.metric == METRIC}
-        out += [(question if i == 0 else "", label(r), label(ref), tested.get(r)) for i, r in enumerate(rows)]
+        for i, r in enumerate(rows):
+            why = "no seed shared" if r in runs and ref in runs else "not run"
+            out.append((question if i == 0 else "", label(r), label(ref), tested.get(r, why)))
     return out
 
 
 def findings_markdown(root: Path) -> str:
     body = []
     for question, row, ref, c in findings(root):
-        if c is None:
-            body.append([question, f"{row} vs {ref}", "not run", "", "", "", "", ""])
+        if isinstance(c, str):
+            body.append([question, f"{row} vs {ref}", c, "", "", "", "", ""])
             continue
         low, high = c.interval()
         body.append([question, f"{row} vs {ref}", ", ".join(map(str, c.seeds)),
@@ -79,7 +81,7 @@ def findings_plot(root: Path, out: Path) -> list[Path]:
     interval, coloured by what the Holm-adjusted test reads, grouped by question."""
     from bench.report.plots import _save, plt
 
-    found = [f for f in findings(root) if f[3] is not None]
+    found = [f for f in findings(root) if not isinstance(f[3], str)]
     if not found:
         return []
     colour = {1: "tab:green", -1: "tab:red", 0: "tab:gray"}
