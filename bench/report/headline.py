@@ -70,19 +70,19 @@ def replace_block(text: str, block: str, path: Path, name: str = "headline", sta
     return f"{head}{start}\n{block}{end}{tail}"
 
 
-def _blocks(root: Path):
-    """(name, markers, content) of each generated block of the README."""
+def _blocks():
+    """(name, start marker, end marker, what writes it from the results folder) of each generated block."""
     from bench.report import findings
 
-    yield "headline table", (START, END), headline_markdown(root)
-    yield "findings table", (findings.START, findings.END), findings.findings_markdown(root)
+    return [("headline", START, END, headline_markdown),
+            ("findings", findings.START, findings.END, findings.findings_markdown)]
 
 
 def _rewritten(readme: Path, root: Path) -> tuple[str, list[str]]:
     new = readme.read_text(encoding="utf-8")
     differs = []
-    for name, (start, end), block in _blocks(root):
-        replaced = replace_block(new, block, readme, name.split()[0], start, end)
+    for name, start, end, render in _blocks():
+        replaced = replace_block(new, render(root), readme, name, start, end)
         if replaced != new:
             differs.append(name)
         new = replaced
@@ -91,7 +91,8 @@ def _rewritten(readme: Path, root: Path) -> tuple[str, list[str]]:
 
 def check_readme(readme: Path, root: Path) -> list[str]:
     _, differs = _rewritten(readme, root)
-    return [f"{readme}: the {name} differs from the stored runs (python -m bench headline rewrites it)" for name in differs]
+    return [f"{readme}: the {name} table differs from the stored runs (python -m bench headline rewrites it)"
+            for name in differs]
 
 
 def write_readme(readme: Path, root: Path) -> None:
