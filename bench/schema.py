@@ -89,6 +89,19 @@ class CheckSpec(_Strict):
     tolerance: dict[str, float] = {}
 
 
+class QuestionSpec(_Strict):
+    question: str = Field(min_length=1)
+    table: str  # one of the suite's ablation tables
+    rows: list[str] = Field(min_length=1)  # rows of that table, each read against its reference (its first row)
+
+
+class FindingsSpec(_Strict):
+    """What the suite's ablation shows, question by question (bench/report/findings.py: the README's
+    findings table and the forest plot `bench plot` draws)."""
+    note: str = ""  # what the rows are, in words, under the table
+    questions: list[QuestionSpec] = Field(min_length=1)
+
+
 class SuiteSpec(_Strict):
     description: str = ""
     seeds: list[int] = Field(default=[0], min_length=1)
@@ -103,6 +116,7 @@ class SuiteSpec(_Strict):
     check: CheckSpec = CheckSpec()
     eval_batch: int = Field(default=256, ge=1)
     published: Optional[str] = None  # bench/report/published/<name>.yaml: published numbers beside ours
+    findings: Optional[FindingsSpec] = None
 
 
 def check_tune(space: dict[str, TuneRange], where: str) -> None:

@@ -84,6 +84,7 @@ class Suite:
     check: dict = field(default_factory=dict)
     eval_batch: int = 256
     published: str | None = None  # bench/report/published/<name>.yaml
+    findings: dict | None = None  # {note, questions: [{question, table, rows}]}: bench/report/findings.py
 
     def variant(self, key: str) -> Variant:
         for v in self.variants:
@@ -204,6 +205,13 @@ def load_suite(name: str, results: Path | None = None) -> Suite:
         for r in rows:
             if r not in keys:
                 raise BenchError(f"{path}: ablations.{table} names unknown model variant {r!r}")
+    for i, q in enumerate(spec.findings.questions if spec.findings else []):
+        where = f"{path}: findings.questions.{i}"
+        if q.table not in spec.ablations:
+            raise BenchError(f"{where}.table: {q.table!r} is not an ablation table of this suite "
+                             f"({', '.join(spec.ablations) or 'it has none'})")
+        if unknown := [r for r in q.rows if r not in spec.ablations[q.table][1:]]:  # the reference is no test of itself
+            raise BenchError(f"{where}.rows: ablations.{q.table} tests no row {unknown[0]!r} against its reference")
     if spec.reference is not None and spec.reference not in keys:
         raise BenchError(f"{path}: reference {spec.reference!r} is not a model variant of this suite")
     if spec.published is not None:
@@ -219,4 +227,5 @@ def load_suite(name: str, results: Path | None = None) -> Suite:
         seeds=spec.seeds, ks=sorted(spec.ks), history_masking=spec.history_masking,
         user_sample=sample(spec.user_sample), valid_sample=sample(spec.valid_sample), reference=spec.reference,
         ablations=ablations, check=spec.check.model_dump(), eval_batch=spec.eval_batch, published=spec.published,
+        findings=spec.findings.model_dump() if spec.findings else None,
     )

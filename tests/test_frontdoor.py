@@ -9,6 +9,8 @@ from pathlib import Path
 from bench.cli import main
 from bench.report import findings
 from bench.report.headline import END, START, check_readme, replace_block
+from bench.report.results import load_runs
+from bench.suites import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,10 +38,11 @@ def test_the_findings_read_every_question_from_the_ablation_tests():
     """Each question's rows come from the ablation tables' tests (the numbers of -tests.md), and a
     row with no run says so instead of vanishing."""
     block = findings.findings_markdown(ROOT / "results")
-    for question, _, rows in findings.QUESTIONS:
-        assert question in block
+    questions = load_suite(findings.SUITE).findings["questions"]
+    for q in questions:
+        assert q["question"] in block
     lines = [line for line in block.splitlines() if line.startswith("| ")]
-    assert len(lines) == 1 + sum(len(rows) for _, _, rows in findings.QUESTIONS)  # the header, then a line per row
+    assert len(lines) == 1 + sum(len(q["rows"]) for q in questions)  # the header, then a line per row
     tests = (ROOT / "results" / "tables" / "ablation" / "ml-100k-tests.md").read_text()
     stage2 = next(line for line in block.splitlines() if "stage II only vs CALRec I+II" in line)
     difference = stage2.split("|")[5].strip()
@@ -57,10 +60,31 @@ def test_a_findings_row_without_runs_says_not_run(tmp_path):
                     ignore=lambda folder, names: [n for n in names if n in dropped.get(Path(folder).name, ())])
     line = next(line for line in findings.findings_markdown(no_shared).splitlines() if "NIG+UT vs" in line)
     assert "| no seed shared |" in line
-    written = findings.findings_plot(tmp_path, tmp_path / "plots")  # the plot leaves the row out
-    assert [p.name for p in written] == ["ml-100k-findings.png", "ml-100k-findings.pdf"]
+    suite = load_suite(findings.SUITE)
+    written = findings.findings_plot(suite, "ml-100k", *load_runs(suite, tmp_path, "ml-100k"), tmp_path / "plots")
+    assert [p.name for p in written] == ["ml-100k-findings.png", "ml-100k-findings.pdf"]  # the row left out
     assert all(p.stat().st_size for p in written)
-    assert findings.findings_plot(tmp_path / "empty", tmp_path / "none") == [] and not (tmp_path / "none").exists()
+    nothing = load_runs(suite, tmp_path / "empty", "ml-100k")
+    assert findings.findings_plot(suite, "ml-100k", *nothing, tmp_path / "none") == [] and not (tmp_path / "none").exists()
+
+
+def test_any_suite_with_findings_gets_its_table_and_forest_plot(tmp_path):
+    """The questions are the suite file's (`findings:`), not a list in the code: a suite of one's own
+    gets the same table and plot."""
+    suite = tmp_path / "mine.yaml"
+    suite.write_text(
+        "seeds: [0]\nks: [1, 10]\ndatasets:\n  syn: {spec: synthetic, n_users: 60, n_items: 30, seed: 1}\n"
+        "models:\n  pop: {model: pop}\n  random: {model: random}\n  itemknn: {model: itemknn}\n"
+        "ablations: {t: [pop, random, itemknn]}\n"
+        "findings: {note: Two rows., questions: [{question: does it matter, table: t, rows: [random, itemknn]}]}\n")
+    results = tmp_path / "results"
+    assert main(["run", "--suite", str(suite), "--results", str(results), "--models", "pop,random"]) == 0
+    block = findings.findings_markdown(results, str(suite), "syn")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in block.splitlines() if line.startswith("| ")]
+    assert [r[:3] for r in rows[1:]] == [["does it matter", "random vs pop", "0"], ["", "itemknn vs pop", "not run"]]
+    assert block.split("\n\n")[1].startswith("Two rows. syn, all test users, the `mine` suite;")
+    assert main(["plot", "--suite", str(suite), "--results", str(results)]) == 0
+    assert (results / "plots" / "mine" / "syn-findings.png").stat().st_size
 
 
 def test_a_readme_without_markers_is_one_line(tmp_path, capsys):

@@ -184,7 +184,7 @@ def plot_suite(suite: Suite, root: Path) -> list[Path]:
     out = root / "plots" / suite.name
     written: list[Path] = []
     for d in suite.datasets:
-        runs, _ = load_runs(suite, root, d.key)
+        runs, missing = load_runs(suite, root, d.key)
         if not runs:
             continue
         written += metric_at_k(suite, runs, d.key, out)
@@ -196,8 +196,8 @@ def plot_suite(suite: Suite, root: Path) -> list[Path]:
         split = _split_or_none(d)
         if split is not None:
             written += breakdown_plots(suite, runs, d.key, split, out)
-    from bench.report import findings
+        if suite.findings:  # what the ablation shows, question by question (the README's findings table)
+            from bench.report.findings import findings_plot
 
-    if suite.name == findings.SUITE:  # the README's findings, as a forest plot beside the suite's other plots
-        written += findings.findings_plot(root, out)
+            written += findings_plot(suite, d.key, runs, missing, out)
     return written
