@@ -289,6 +289,7 @@ def test_the_plan_counts_the_frozen_layer_cache_as_built_and_says_what_a_build_c
     monkeypatch.setattr(plan_module, "stored_records", lambda root: {("calrec", "synthetic"): [built]})
     md = plan_markdown(suite, tmp_path / "r")
     assert "frozen-layer cache" in md and "up to 10.0 min (on other machines" in md
+    assert "or was built at another precision (bf16 is in its key; here `bf16: auto` is" in md
     assert "| 1.7 min " in md  # syn/cal/seed0: its 100 s of fit without the build, and 3 s of scoring
 
 

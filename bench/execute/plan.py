@@ -145,6 +145,8 @@ def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:
     if not any(p.state.startswith("to run") and p.cell.variant.model == "calrec"
                and p.cell.variant.params_for(p.cell.dataset.key).get("frozen_cache") for p in cells):
         return ""
+    from bench.precision import native_bf16  # imports torch: only where CALRec cells are planned
+
     here = this_machine()
     builds = [(s, machine(r) == here) for recs in history.values() for r in recs
               if (s := frozen_cache_seconds(r)) > 60]  # a load takes ~1 s
@@ -152,6 +154,7 @@ def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:
     shown = local or [s for s, _ in builds]
     if not shown:
         return ""
-    return (f"- CALRec's frozen-layer cache ({root}/cache/shared) is counted as built; where it is gone, the first cell of "
-            f"each dataset and setting builds it again: up to {duration(max(shown))} "
+    return (f"- CALRec's frozen-layer cache ({root}/cache/shared) is counted as built; where it is gone, or was built at "
+            f"another precision (bf16 is in its key; here `bf16: auto` is {'bf16' if native_bf16() else 'fp32'}), the first "
+            f"cell of each dataset and setting builds it again: up to {duration(max(shown))} "
             f"({'on this machine' if local else 'on other machines'}, as stored runs record).\n")
