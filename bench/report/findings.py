@@ -25,7 +25,8 @@ METRIC = "NDCG@10"
 READS = {1: "higher", -1: "lower", 0: "not separated"}
 
 
-def findings(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: Missing) -> list[tuple[str, str, str, Comparison | str]]:
+def findings(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: Missing
+             ) -> list[tuple[str, str, str, Comparison | str]]:
     """(question or "" after a question's first row, row label, reference label, its test on METRIC
     or why there is none: "not run" (the row or its reference), "no seed shared"), in the order of
     the suite's `findings:` questions (whose tables and rows load_suite checked). `runs` and
