@@ -237,9 +237,13 @@ def test_tables_name_the_machines_and_rows_whose_seeds_ran_on_different_ones(tmp
                              ("knn", 2, "AMD EPYC")):
         run_json = res / f"runs/seeds/syn/{model}/seed{seed}/run.json"
         rec = json.loads(run_json.read_text())
-        run_json.write_text(json.dumps({**rec, "machine": {**rec["machine"], "cpu_model": cpu, "cpus": 2, "cpu_flags": None}}))
+        versions = {**rec["versions"], "torch": "2.11.0"} if seed == 1 else rec["versions"]  # one seed off the pins
+        run_json.write_text(json.dumps({**rec, "versions": versions,
+                                        "machine": {**rec["machine"], "cpu_model": cpu, "cpus": 2, "cpu_flags": None}}))
     assert main(["table", "--suite", str(suite), "--results", str(res)]) == 0
     md = (res / "tables/seeds/syn-main.md").read_text()
+    # only the seed and machine off the pins are named, not the row's others
+    assert "Computed off the pinned versions: knn (seed 1; Intel Xeon (2 cores)): torch 2.11.0 (pin ==2.13.0)." in md
     assert "Machines: AMD EPYC (2 cores), Intel Xeon (2 cores). Rows whose seeds ran on different machines" in md
     assert "knn seeds 0, 2 on AMD EPYC (2 cores), seed 1 on Intel Xeon (2 cores)." in md
     assert "| AMD EPYC (2 cores); Intel Xeon (2 cores) |" in (res / "tables/seeds/syn-cost.md").read_text()

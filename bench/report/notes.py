@@ -59,20 +59,23 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
         notes.append(CI_NOTE)
     off = []
     for r in rows:
-        bad = {}
-        for rec in runs[r].records:
-            bad.update(off_pins(rec.get("versions", {})))
+        bad, seeds, devices = {}, [], set()
+        for seed, rec in zip(runs[r].seeds, runs[r].records):
+            if found := off_pins(rec.get("versions", {})):  # name only the seeds and machines off the pins
+                bad.update(found)
+                seeds.append(str(seed))
+                devices.add(device(rec))
         if bad:
-            devices = sorted({device(rec) for rec in runs[r].records})
-            off.append(f"{suite.variant(r).label} ({'; '.join(devices)}): "
+            which = f"{_seeds(seeds)}; " if len(seeds) < len(runs[r].records) else ""
+            off.append(f"{suite.variant(r).label} ({which}{'; '.join(sorted(devices))}): "
                        + ", ".join(f"{k} {got} (pin {pin})" for k, (got, pin) in sorted(bad.items())))
     if off:
         notes.append("Computed off the pinned versions: " + "; ".join(off) + ".")
     where = seeds_by(suite, runs, rows, device)
     mixed = [f"{label} " + ", ".join(f"{_seeds(s)} on {m}" for m, s in per.items()) for label, per in where.items() if len(per) > 1]
     notes.append("Machines: " + ", ".join(sorted({m for per in where.values() for m in per})) + "." + (
-        " Rows whose seeds ran on different machines (floating-point results differ between CPU models, so a seed's "
-        "numbers repeat exactly only on the same kind): " + "; ".join(mixed) + "." if mixed else ""))
+        " Rows whose seeds ran on different machines (floating-point results differ between CPU models and "
+        "between a CPU and a GPU, so a seed's numbers repeat exactly only on the same kind): " + "; ".join(mixed) + "." if mixed else ""))
     if precisions := mixed_precision(suite, runs, rows):
         notes.append("Rows whose seeds trained at different precisions (CALRec's `bf16: auto` takes bf16 autocast only "
                      "on a CPU with avx512_bf16 or AMX, or a GPU that supports it): " + "; ".join(precisions) + ".")
