@@ -4,7 +4,7 @@ import subprocess
 
 from bench.execute import fingerprint
 from bench.cli import main
-from bench.execute.fingerprint import code_fingerprint, code_sources, package_closure, staleness, upgraded
+from bench.execute.fingerprint import code_content, code_fingerprint, code_sources, package_closure, staleness, upgraded
 
 SUITE = """
 seeds: [0]
@@ -160,3 +160,16 @@ def test_a_stale_cell_names_the_files_that_changed(monkeypatch):
     assert fingerprint.changed_files(rec) == ["baselines/dropout.py (added)", "baselines/neural.py", "baselines/new.py (removed)"]
     assert staleness(rec).startswith(
         "code changed since in baselines/dropout.py (added), baselines/neural.py, baselines/new.py (removed) (")
+
+
+def test_scheme_5_hashes_what_the_code_does_not_how_it_is_spelled():
+    src = b'"""Module doc."""\nimport math\n\n\ndef f(x):\n    """Doc."""\n    return math.sqrt(x) + 1  # why\n'
+    respelled = (b'"""Another module doc,\nlonger."""\nimport math\n# a comment\n\ndef f(x):\n'
+                 b'    """Other doc."""\n\n    return math.sqrt( x ) + 1\n')
+    assert code_content(src) == code_content(respelled)
+    for moved in (src.replace(b"+ 1", b"+ 2"), src.replace(b"def f(x)", b"def g(x)"), src.replace(b"import math", b"import cmath as math")):
+        assert code_content(moved) != code_content(src)
+    only_doc = b'def f():\n    """Doc."""\n'  # a body of a docstring alone is a `pass`
+    assert code_content(only_doc) == code_content(b"def f():\n    pass\n")
+    assert code_content(b"def f(:\n") == b"def f(:\n"  # does not parse: its bytes
+    assert code_content(src, scheme=4) == src  # older schemes hash bytes

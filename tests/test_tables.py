@@ -116,8 +116,8 @@ def test_cells_computed_by_changed_code_are_flagged_and_rerun_with_stale(tmp_pat
     assert "changed since" not in md and "no code fingerprint" not in md
     real = fingerprint._sources_now
 
-    def edited(model, dataset, scheme):  # itemknn's module edited on disk
-        return {rel: b + (b"# edited" if model == "itemknn" and rel == "baselines/itemknn.py" else b"")
+    def edited(model, dataset, scheme):  # itemknn's module edited on disk (code, not a comment)
+        return {rel: b + (b"\nEDITED = 1\n" if model == "itemknn" and rel == "baselines/itemknn.py" else b"")
                 for rel, b in real(model, dataset, scheme).items()}
 
     assert "baselines/itemknn.py" in real("itemknn", "synthetic", fingerprint.SCHEME)

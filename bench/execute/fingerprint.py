@@ -10,6 +10,10 @@ Harness modules outside CORE (runner, tables, store) are taken not to shape numb
 watch is the runner's validation scoring, which picks the epoch a model keeps but only calls CORE's
 evaluator (a change there that moves numbers needs `--force`).
 
+Scheme 5 hashes what each source does, not how it is spelled: the syntax tree without docstrings
+(comments and layout are outside the tree already), so documentation and formatting never stale a
+cell; any change to code (a name, a constant, an import) still does.
+
 A record of an older scheme stays current while today's code gives the fingerprint it recorded,
 computed the old way. `bench refingerprint` rewrites such records in today's scheme where that is
 provable: equal fingerprints mean the files the old scheme hashed are the ones the cell ran on, and
@@ -32,9 +36,10 @@ CORE = ("bench/evaluate.py", "bench/split.py", "bench/text.py", "bench/models.py
         "bench/datasets/base.py")
 # 1: all of bench/datasets/ for every cell; 2: the cell's loader module and its model's whole package;
 # 3: the loader and the model's module with what it imports from its own package; 4: as 3, and the
-# modules of bench.datasets that the loader imports.
-SCHEME = 4
-READABLE = (2, 3, 4)  # schemes whose fingerprints can still be recomputed
+# modules of bench.datasets that the loader imports; 5: 4's files, each hashed as its syntax tree
+# without docstrings.
+SCHEME = 5
+READABLE = (2, 3, 4, 5)  # schemes whose fingerprints can still be recomputed
 
 
 def _module_file(name: str) -> Path | None:
@@ -107,6 +112,28 @@ def package_closure(module: str, within: str | None = None) -> list[str]:
     return sorted(_shown(p) for p in seen.values())
 
 
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return tree
+
+
+def code_content(source: bytes, scheme: int = SCHEME) -> bytes:
+    """What scheme `scheme` hashes of one source file: its bytes (schemes 2-4), or from scheme 5 the
+    dump of its syntax tree without docstrings or positions. A file that does not parse is hashed
+    as bytes: a syntax error is a change too."""
+    if scheme < 5:
+        return source
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    return ast.dump(_without_docstrings(tree), include_attributes=False).encode()
+
+
 def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:
     """Repo-relative sources that shape one cell's numbers under `scheme`."""
     from bench.datasets import resolve
@@ -118,9 +145,9 @@ def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:
     module = MODELS[model].split(":")[0]
     if scheme == 2:
         files += [f.relative_to(ROOT).as_posix() for f in sorted((ROOT / module.split(".")[0]).rglob("*.py"))]
-    elif scheme in (3, 4):
+    elif scheme in (3, 4, 5):
         files += package_closure(module)
-        if scheme == 4:
+        if scheme >= 4:
             files += package_closure(loader_file.removesuffix(".py").replace("/", "."), within="bench.datasets")
     else:
         raise ValueError(f"code fingerprint scheme {scheme} cannot be recomputed")
@@ -143,12 +170,13 @@ def _sources_now(model: str, dataset: str, scheme: int) -> dict[str, bytes]:
 
 
 def code_fingerprint(model: str, dataset: str, scheme: int = SCHEME) -> str:
-    return fingerprint_of(_sources_now(model, dataset, scheme))
+    return fingerprint_of({rel: code_content(b, scheme) for rel, b in _sources_now(model, dataset, scheme).items()})
 
 
 def file_hashes(model: str, dataset: str, scheme: int = SCHEME) -> dict[str, str]:
     """A short hash per source, so a stale cell can say which files changed."""
-    return {rel: hashlib.sha1(b).hexdigest()[:12] for rel, b in _sources_now(model, dataset, scheme).items()}
+    return {rel: hashlib.sha1(code_content(b, scheme)).hexdigest()[:12]
+            for rel, b in _sources_now(model, dataset, scheme).items()}
 
 
 def code_record(model: str, dataset: str) -> dict:
