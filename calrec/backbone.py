@@ -85,6 +85,19 @@ def add_lora(model, r: int, alpha: int, dropout: float = 0.0):
     return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS))
 
 
+def residual_dropout(model, p: float, top_layers: int = 0) -> None:
+    """Dropout on the two residual branches (attention output projection, MLP) of the top
+    `top_layers` decoder layers (0: all), active in training mode only. SmolLM2 is pretrained
+    without dropout, so the trained layers get it the way GPT-2 placed its residual dropout."""
+    import torch.nn.functional as F
+
+    layers = model.model.layers if top_layers == 0 else model.model.layers[-top_layers:]
+    drop = lambda module, args, out: F.dropout(out, p, module.training)  # noqa: E731
+    for layer in layers:
+        layer.self_attn.o_proj.register_forward_hook(drop)
+        layer.mlp.register_forward_hook(drop)
+
+
 def freeze_below(model, top_layers: int) -> None:
     """Train only the top `top_layers` decoder layers and the final norm: the embeddings (tied to
     the LM head in SmolLM2) and lower layers stay as pretrained, and backward stops at the lowest

@@ -28,6 +28,8 @@ class TextConfig:
     max_item_tokens: int = 48
     max_prompt_tokens: int = 768
     shuffle_history: bool = False  # control row: destroys order information
+    natural_titles: bool = False  # titles as written ("The Usual Suspects", not "Usual Suspects, The"), each
+                                  # compact line opened by a space so a title starts with its word token
 
 
 @dataclass
@@ -61,6 +63,8 @@ class TrainConfig:
     fused_adamw: bool | str = "auto"  # fused AdamW kernel; auto: on a GPU
     log_every: int = 1  # steps per training-curve row (each row reads the losses: a host sync)
     lr: float = 5e-5
+    weight_decay: float = 0.0  # AdamW's decoupled decay on the trained weights
+    dropout: float = 0.0  # on the residual branches (attention output, MLP) of the trained decoder layers
     warmup: int = 10
     schedule: str = "constant"  # 'constant' or 'cosine' after warmup
     examples: str = "sampled"  # 'sampled' (random user, random position) or 'epochs'
@@ -134,6 +138,10 @@ class CALRecConfig:
             raise BenchError("calrec: vocab 'trie' with nig_targets 'all' needs template 'compact' (the paper template "
                              "ends history items with a newline and the target with eos)")
         t = self.training
+        if not 0.0 <= t.dropout < 1.0:
+            raise BenchError(f"calrec: dropout must be in [0, 1), not {t.dropout!r}")
+        if not t.weight_decay >= 0.0:
+            raise BenchError(f"calrec: weight_decay must be >= 0, not {t.weight_decay!r}")
         if t.frozen_cache and not (t.train_layers and not t.lora_r and t.examples == "epochs"):
             raise BenchError("calrec: frozen_cache needs train_layers > 0, lora_r 0 and examples 'epochs' "
                              "(the cached layers must be frozen and the windows fixed)")

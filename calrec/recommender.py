@@ -32,7 +32,7 @@ from bench.runner import validation_metrics, validation_ndcg10
 from bench.split import Split, leave_one_out
 from bench.store import atomic_write_bytes, atomic_write_text
 from bench.text import BM25Catalog
-from calrec.backbone import add_lora, freeze_below, load_backbone
+from calrec.backbone import add_lora, freeze_below, load_backbone, residual_dropout
 from calrec.cache import read_cache
 from calrec.frozen import Ragged, cache_key, compute_states, frozen_states
 from calrec.inference import Inference
@@ -79,6 +79,8 @@ class CALRec(Inference):
             self.model = add_lora(self.model, t.lora_r, t.lora_alpha)
         elif t.train_layers:
             freeze_below(self.model, t.train_layers)
+        if t.dropout:
+            residual_dropout(self.model, t.dropout, 0 if t.lora_r else t.train_layers)
         self.model.to(self.device)
         hidden = self.model.config.hidden_size
         self.head = torch.nn.Linear(hidden, hidden).to(self.device) if self.cfg.towers.head else None
@@ -122,7 +124,7 @@ class CALRec(Inference):
     def _builder(self, split: Split) -> PromptBuilder:
         x = self.cfg.text
         return PromptBuilder(self.tok, split.item_text, domain_noun(split.dataset), x.max_history, x.max_item_tokens,
-                             x.max_prompt_tokens, x.template, x.item_fields)
+                             x.max_prompt_tokens, x.template, x.item_fields, x.natural_titles)
 
     def _loss_weights(self) -> LossWeights:
         w = self.cfg.towers
@@ -131,6 +133,7 @@ class CALRec(Inference):
     def _stage_config(self, steps: int, eval_every: int | None = None) -> StageConfig:
         t = self.cfg.training
         return StageConfig(steps=steps, batch_size=t.batch_size, lr=t.lr, warmup=t.warmup, schedule=t.schedule,
+                           weight_decay=t.weight_decay,
                            eval_every=t.eval_every if eval_every is None else eval_every, patience=t.patience,
                            target=t.target, examples=t.examples, nig_targets=self.cfg.towers.nig_targets,
                            nig_per=self.cfg.towers.nig_per,
@@ -147,7 +150,8 @@ class CALRec(Inference):
         if self.fused_adamw:
             key["fused_adamw"] = True
         # Switches absent while off, so weights trained before they existed keep their key.
-        off = {"micro_batch": 0, "contrastive_batch": 0, "nig_per": "token", "frozen_cache": False}
+        off = {"micro_batch": 0, "contrastive_batch": 0, "nig_per": "token", "frozen_cache": False,
+               "natural_titles": False, "weight_decay": 0.0, "dropout": 0.0}
         return {k: v for k, v in key.items() if v is not None and not (k in off and v == off[k])}
 
     def _selection(self) -> dict:

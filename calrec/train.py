@@ -67,7 +67,7 @@ class StageConfig:
     lr: float = _TRAIN.lr
     warmup: int = _TRAIN.warmup
     schedule: str = _TRAIN.schedule  # after warmup: 'constant' or 'cosine' (to 10% of lr at the last step)
-    weight_decay: float = 0.0
+    weight_decay: float = _TRAIN.weight_decay
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: no model selection inside the stage
     patience: int = _TRAIN.patience
@@ -250,7 +250,9 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
     """Runs the stage. With `validate` and eval_every, `validate()` returns a dict of validation
     numbers; the weights with the best `select` entry (lowest for an NLL, else highest) are kept."""
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused or None)
+    groups = params if not cfg.weight_decay else [  # decay the matrices only: norm gains and biases keep their scale
+        {"params": [p for p in params if p.ndim >= 2]}, {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused or None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
     streams = [Examples(d, cfg, rng) for d in domains]
     data = steps(streams, probs, cfg, rng)
