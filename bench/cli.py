@@ -103,6 +103,10 @@ def parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_score)
     f = sub.add_parser("refingerprint", parents=[common],
                        help="rewrite the code records of cells whose code is unchanged in today's fingerprint scheme, with per-file hashes")
+    f.add_argument("--verify", action="store_true",
+                   help="also rewrite stale cells where a check shows today's code computes what their commit computed "
+                        "(each row's model, made tiny, fitted on synthetic data at the recorded commit and now: identical "
+                        "predictions and curves); the others stay stale, each with why")
     f.set_defaults(func=cmd_refingerprint)
     return p
 

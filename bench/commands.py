@@ -208,4 +208,12 @@ def cmd_refingerprint(args) -> int:
     for name in outcome["locked"]:
         print(f"{name}: skipped, a run holds its lock")
     print(f"code records in scheme {SCHEME}: " + ", ".join(f"{len(v)} {k}" for k, v in outcome.items()))
+    if getattr(args, "verify", False):
+        from bench.execute.verify import refingerprint_verified
+
+        report = refingerprint_verified(args.results)
+        for line in report["still stale"]:
+            print(f"still stale: {line}")
+        print(f"verified: {len(report['verified'])} cell(s) rewritten to today's code, "
+              f"{len(report['still stale'])} still stale")
     return 0

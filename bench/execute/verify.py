@@ -1,0 +1,198 @@
+"""A verified re-fingerprint (`bench refingerprint --verify`): for code that moved but should not
+move numbers.
+
+A stale cell (its sources changed since it ran) is rewritten to today's fingerprint only where a
+check shows today's code computes what the cell's commit computed: each affected row's model is
+fitted and ranks on a small synthetic dataset, with its own parameters made tiny (few steps, a tiny
+random LLM for CALRec), once in a git worktree at the commit the cell recorded and once in this
+checkout, and the two digests of its predictions and training-curve numbers must be identical.
+Where they differ, or the check cannot run (a "-dirty" or unknown commit, a changed dataset loader
+or evaluator the synthetic check does not exercise, an error), the cell stays stale and the report
+says why. An honest result: a change that moves a number must stale its cells.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from bench.execute.fingerprint import ROOT, SCHEME, changed_files, code_record, staleness
+
+PROBE = Path(__file__).with_name("verify_probe.py")
+# Sources whose change the synthetic check cannot vouch for: real-data loaders and the evaluator
+# (the check compares predictions, not metrics). synthetic.py is what the check reads.
+UNCHECKED = ("bench/evaluate.py", "bench/datasets/")
+PROBE_TIMEOUT_S = 1800
+
+
+def tiny_params(model: str, params: dict) -> dict:
+    """The row's parameters with its budget made tiny; every switch that picks a code path kept."""
+    p = dict(params)
+    if model == "calrec":
+        p.update(backbone="tiny", bf16=False, device="cpu", threads=1, valid_users=min(p.get("valid_users", 8), 8))
+        p["stage2_steps"] = min(p.get("stage2_steps", 200), 4)
+        p["eval_every"] = min(p.get("eval_every", 50) or 0, 2)
+        if p.get("train_layers"):
+            p["train_layers"] = 1
+        if p.get("stage1"):  # two domains, so the mixture's path runs; the target is the probe's split
+            p["stage1"] = {**p["stage1"], "steps": 3,
+                           "datasets": [{"spec": "synthetic", "n_users": 30, "n_items": 20, "seed": 9}, "synthetic"]}
+        if p.get("item_fields"):
+            p["item_fields"] = ["Title"]
+        for key, cap in (("n_samples", 2), ("max_new_tokens", 8), ("list_length", 20), ("batch_size", 8)):
+            if key in p:
+                p[key] = min(p[key], cap)
+        if p.get("micro_batch"):
+            p["micro_batch"] = min(p["micro_batch"], p.get("batch_size", 8))
+        if p.get("contrastive_batch"):
+            p["contrastive_batch"] = min(p["contrastive_batch"], p.get("micro_batch") or p.get("batch_size", 8))
+        return p
+    for key, cap in (("epochs", 2), ("patience", 1)):
+        if key in p:
+            p[key] = min(p[key], cap)
+    if model in ("sasrec", "bert4rec", "recbole"):
+        p.setdefault("epochs", 2)
+    return p
+
+
+def _job(record: dict) -> dict:
+    model = record["config"]["model"]
+    return {"model": model["name"], "params": tiny_params(model["name"], model.get("params") or {})}
+
+
+def _key(job: dict) -> str:
+    return hashlib.sha1(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def why_unverifiable(record: dict) -> str | None:
+    commit = record.get("commit") or "unknown"
+    if commit == "unknown" or commit.endswith("-dirty"):
+        return f"its commit {commit} does not say what ran"
+    unchecked = [f for f in (changed_files(record) or []) if f.startswith(UNCHECKED)]
+    if unchecked:
+        return f"{', '.join(unchecked)} changed, which the synthetic check does not run"
+    return None
+
+
+def run_probe(tree: Path, jobs: dict[str, dict], scratch: Path) -> dict[str, dict]:
+    """The probe's digests for `jobs`, computed by the code in `tree`."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    probe = scratch / "verify_probe.py"
+    shutil.copyfile(PROBE, probe)  # today's probe, so both trees run the same check
+    (scratch / "jobs.json").write_text(json.dumps(jobs))
+    env = {**os.environ, "PYTHONPATH": str(tree), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, str(probe), str(scratch / "jobs.json"), str(scratch / "out.json")],
+                              cwd=tree, env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {k: {"error": f"the check ran past {PROBE_TIMEOUT_S} s"} for k in jobs}
+    if done.returncode != 0 or not (scratch / "out.json").is_file():
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {k: {"error": f"the check failed in {tree}: {last}"} for k in jobs}
+    return json.loads((scratch / "out.json").read_text())
+
+
+def _worktree(commit: str, where: Path) -> Path | None:
+    done = subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(where), commit], cwd=ROOT,
+                          capture_output=True, text=True)
+    return where if done.returncode == 0 else None
+
+
+def verify(stale: dict[str, dict]) -> dict[str, str | None]:
+    """For each stale cell (name -> record): None where the check shows today's code computes what its
+    commit computed, else why it stays stale. Cells that recorded one fingerprint ran on one code, so
+    the check runs once per recorded fingerprint, at one of their commits."""
+    outcome: dict[str, str | None] = {}
+    by_code: dict[str, tuple[str, dict[str, dict]]] = {}  # recorded fingerprint -> (a commit, jobs)
+    for name, record in stale.items():
+        reason = why_unverifiable(record)
+        if reason:
+            outcome[name] = reason
+            continue
+        job = _job(record)
+        commit, jobs = by_code.setdefault(record["code"]["fingerprint"], (record["commit"], {}))
+        jobs[_key(job)] = job
+    if not by_code:
+        return outcome
+    then: dict[str, dict[str, dict]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
+        tmp = Path(tmp)
+        now = run_probe(ROOT, {k: j for _, jobs in by_code.values() for k, j in jobs.items()}, tmp / "now")
+        for i, (fp, (commit, jobs)) in enumerate(tqdm(by_code.items(), desc="verify: recorded code", unit="commit")):
+            tree = _worktree(commit, tmp / f"tree{i}")
+            if tree is None:
+                then[fp] = {k: {"error": f"commit {commit[:12]} is not in this repository"} for k in jobs}
+                continue
+            try:
+                then[fp] = run_probe(tree, jobs, tmp / f"then{i}")
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+    for name, record in stale.items():
+        if name in outcome:
+            continue
+        key = _key(_job(record))
+        a, b = then[record["code"]["fingerprint"]].get(key, {"error": "not run"}), now.get(key, {"error": "not run"})
+        if "error" in a or "error" in b:
+            outcome[name] = f"the check could not run: {a.get('error') or b.get('error')}"
+        elif a["digest"] != b["digest"]:
+            outcome[name] = (f"today's code computes something else than commit {by_code[record['code']['fingerprint']][0][:12]}"
+                             f" (the code it recorded) on the check")
+        else:
+            outcome[name] = None
+    return outcome
+
+
+def verified_record(record: dict) -> dict:
+    """The record's `code` rewritten to today's fingerprint, saying what vouched for it."""
+    old = record.get("code") or {}
+    return {**code_record(*_cell(record)), "verified_from": {"fingerprint": old.get("fingerprint"),
+            "scheme": old.get("scheme"), "commit": record["commit"],
+            "check": "tiny fit and ranking on synthetic data, identical at the commit and now"}}
+
+
+def _cell(record: dict) -> tuple[str, str]:
+    return record["config"]["model"]["name"], record["config"]["dataset"]["spec"]
+
+
+def refingerprint_verified(results: Path) -> dict[str, list[str]]:
+    """Rewrite every stale cell whose code the check vouches for; report the others with why."""
+    from bench.execute.store import RunStore, atomic_write_text, dumps
+
+    store = RunStore(results)
+    stale: dict[str, dict] = {}
+    for cell in store.cells():
+        record = store.record(cell)
+        if record is not None and (record.get("code") or {}).get("fingerprint") and staleness(record) is not None \
+                and "older scheme" not in staleness(record):
+            stale[cell.relative_to(store.root / "runs").as_posix()] = record
+    outcome = verify(stale)
+    report: dict[str, list[str]] = {"verified": [], "still stale": []}
+    for name, why in sorted(outcome.items()):
+        cell = store.root / "runs" / name
+        if why is not None:
+            report["still stale"].append(f"{name}: {why}")
+            continue
+        lock = store.lock(cell)
+        if lock is None:
+            report["still stale"].append(f"{name}: a run holds its lock")
+            continue
+        try:
+            record = store.record(cell)
+            if record == stale[name]:  # unchanged since it was checked
+                atomic_write_text(cell / "run.json", dumps({**record, "code": verified_record(record)}))
+                report["verified"].append(name)
+            else:
+                report["still stale"].append(f"{name}: its record changed while it was checked")
+        finally:
+            lock.close()
+    return report
+
+
+__all__ = ["SCHEME", "refingerprint_verified", "tiny_params", "verify"]
