@@ -75,7 +75,7 @@ def test_verify_rewrites_a_refactor_and_refuses_a_change_that_moves_numbers(tmp_
     config = clone / "calrec/config.py"
     config.write_text(config.read_text().replace("tau: float = 0.05", "tau: float = 0.07"))
     out = _bench(clone, "refingerprint", "--verify", "--results", str(res))
-    assert "verified: 0 cell(s) rewritten, 1 still stale" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "verified: 0 cell(s) rewritten to today's code, 1 still stale" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "s/syn/llm/seed0: today's code computes something else" in out.stdout
     assert json.loads(cell.read_text()) == after  # left as it was
     assert "| stale" in _bench(clone, "plan", "--suite", str(suite), "--results", str(res)).stdout
