@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from pydantic import Field
 
 from bench.models import FitContext
-from bench.schema import AT_LEAST_1, NON_NEGATIVE
+from bench.suites.schema import AT_LEAST_1, NON_NEGATIVE
 from bench.split import Split
 
 

@@ -21,7 +21,7 @@ from baselines import resume
 from baselines.dropout import FastDropout
 from bench.errors import BenchError
 from bench.models import FitContext
-from bench.runner import validation_ndcg10
+from bench.execute.scoring import validation_ndcg10
 from bench.split import Split
 
 

@@ -1,5 +1,5 @@
 """Makes RecBole 1.2.1 importable and honest on this stack (numpy 2, torch 2.13, no tensorboard).
-Each fix answers one item of RECBOLE_NOTES.md; `import_recbole()` applies them once."""
+Each fix answers one breakage listed in docs/recbole.md; `import_recbole()` applies them once."""
 from __future__ import annotations
 
 import contextlib

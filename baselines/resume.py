@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from baselines.dropout import FastDropout
-from bench.store import PROGRESS, atomic_write_text
+from bench.execute.store import PROGRESS, atomic_write_text
 
 FILE = "train_state.pt"
 

@@ -42,6 +42,9 @@ class SASRec:
         if stride is not None and not (all_windows and 1 <= stride <= max_len):
             raise BenchError(f"{name}: stride {stride!r} needs all_windows: true and 1 <= stride <= max_len ({max_len})")
 
+    def _adapt_items(self, split: Split, ctx: FitContext) -> None:
+        """Where a subclass changes the item table before training (LLM-initialised SASRec)."""
+
     def _train_width(self) -> int:
         return self.max_len + 1  # max_len inputs and the targets shifted by one
 
@@ -54,7 +57,9 @@ class SASRec:
         rng = np.random.default_rng(ctx.seed)
         self.n_items = split.n_items
         self.net = SequenceEncoder(self._tokens(split), self.max_len + 1, self.hidden, self.layers, self.heads,
-                                   self.dropout, self.causal, self.attn_dropout, self.layout).to(self.device)
+                                   self.dropout, self.causal, self.attn_dropout, self.layout)
+        self._adapt_items(split, ctx)
+        self.net.to(self.device)
         seqs = [s for s in split.train if len(s) >= 2]
         lengths = np.array([min(len(s), self._train_width()) for s in seqs])
         targets = lengths - 1  # without windows: every transition of the last window

@@ -1,6 +1,6 @@
 """The one evaluator: full ranking, history masking, exact expected metrics under score ties.
 
-Every model's output is reduced to two integers per user (see PROTOCOL.md):
+Every model's output is reduced to two integers per user (see docs/protocol.md):
   above = items strictly ranked above the target, ties = other items tied with it.
 The target's position is then uniform on above+1 .. above+ties+1, and Recall@K, NDCG@K and MRR
 are their exact expectations over random tie orders (McSherry & Najork, ECIR 2008).

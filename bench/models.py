@@ -18,7 +18,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from bench.errors import BenchError
-from bench.schema import check_params, init_hints
+from bench.suites.schema import check_params, init_hints
 from bench.split import Split
 
 
@@ -46,6 +46,7 @@ MODELS: dict[str, str] = {
     "itemknn": "baselines.itemknn:ItemKNN",
     "bm25-text": "baselines.text_bm25:BM25Text",
     "sasrec": "baselines.sasrec:SASRec",
+    "llm-sasrec": "baselines.llm_sasrec:LLMSASRec",
     "bert4rec": "baselines.bert4rec:BERT4Rec",
     "recbole": "baselines.recbole_adapter:RecBoleModel",
     "calrec": "calrec.recommender:CALRec",

@@ -1,4 +1,4 @@
-"""Leave-one-out by time (PROTOCOL.md): test = last item, validation = second-to-last, train = rest."""
+"""Leave-one-out by time (docs/protocol.md): test = last item, validation = second-to-last, train = rest."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,7 +7,7 @@ import numpy as np
 
 
 def render_item(attrs: dict[str, str]) -> str:
-    """`Name: value` pairs in the dataset's fixed attribute order (CALREC_SPEC: Text)."""
+    """`Name: value` pairs in the dataset's fixed attribute order (docs/calrec-spec.md: Text)."""
     return ", ".join(f"{k}: {_value(v)}" for k, v in attrs.items())
 
 

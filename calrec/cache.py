@@ -1,7 +1,8 @@
-"""Reading CALRec's shared caches (stage weights, the chosen weights' validation numbers): an entry
-that cannot be trusted is rebuilt, with a line, instead of failing the cell or being used.
-Entries are written by `bench.store.atomic_write_bytes` (a temp name of their own, then a rename),
-so two runners of the same stage cannot mix their bytes."""
+"""CALRec's shared caches (stage weights, frozen-layer states, the chosen weights' validation
+numbers): an entry that cannot be trusted is rebuilt, with a line, instead of failing the cell or
+being used. Each entry is written atomically with its sha256 beside it
+(`bench.execute.store.atomic_write_checked`), so two runners of the same stage cannot mix their
+bytes, and bytes changed inside a still-valid container (a damaged weight) are caught on reading."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,24 +10,34 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
-from bench.distributed import agree, gather_objects, is_main
+from bench.execute.distributed import agree, gather_objects, is_main
+from bench.execute.store import atomic_write_checked, read_checked
 
 
-def read_cache(path: Path, load: Callable[[Path], Any], key: dict | None = None) -> Any | None:
-    """What `load(path)` returns, or None where there is no entry, it cannot be read (a write cut
-    short by a full disk, a file another torch cannot unpickle) or, with `key`, it was saved under
-    another key; the caller then rebuilds it. Under a multi-process launch every rank reads the
-    entry, and all use it only if all could, so the ranks stay in step."""
+def write_cache(path: Path, data: bytes) -> None:
+    atomic_write_checked(path, data)
+
+
+def read_cache(path: Path, load: Callable[[bytes], Any], key: dict | None = None,
+               valid: Callable[[Any], bool] | None = None) -> Any | None:
+    """What `load(bytes)` returns, or None where there is no entry, its bytes do not match the
+    checksum kept beside it, it cannot be read (a write cut short by a full disk, a file another
+    torch cannot unpickle), with `key` it was saved under another key, or `valid` refuses what it
+    holds; the caller then rebuilds it. Under a multi-process launch every rank reads the entry, and
+    all use it only if all could, so the ranks stay in step."""
     if not agree(path.exists()):  # rank 0 decides: every rank reads, or every rank rebuilds
         return None
     got, why = None, None
     try:
-        got = load(path)
+        data, why = read_checked(path)
+        got = load(data) if data is not None else None
     except Exception as e:  # noqa: BLE001 -- whatever makes an entry unreadable, it is rebuilt, never trusted
         why = f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})"
     else:
-        if key is not None and (not isinstance(got, dict) or got.get("key") != key):
+        if got is not None and key is not None and (not isinstance(got, dict) or got.get("key") != key):
             got, why = None, "saved under another configuration"
+        elif got is not None and valid is not None and not valid(got):
+            got, why = None, "it holds something other than what it should"
     if all(gather_objects(got is not None)):
         return got
     if is_main():

@@ -1,7 +1,7 @@
 """CALRec's switches, grouped by the stage they act on. A suite file lists them flat under
 `params:`; `CALRecConfig.from_params` sorts each into its group and refuses unknown names.
 
-Defaults are the paper-faithful configuration (CALREC_SPEC), except model selection, which defaults
+Defaults are the paper-faithful configuration (docs/calrec-spec.md), except model selection, which defaults
 to the validation targets' NLL (NDCG@10 of QRR on a few dozen users is noise). These dataclasses
 are the one source of defaults: `calrec.train.StageConfig` reads its own from them. The CPU recipe
 (suites `quick`, `ablation`) switches to the compact template, all-item supervision under the item
@@ -13,7 +13,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 
 from bench.errors import BenchError
-from bench.schema import check_params
+from bench.suites.schema import check_params
 
 INFERENCE = ("qrr", "top1", "greedy", "dense", "fused", "likelihood")
 FILLS = ("bm25", "popularity", "dense", "none")

@@ -25,8 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.precision import autocast
-from bench.store import atomic_write_bytes
-from calrec.cache import read_cache
+from calrec.cache import read_cache, write_cache
 from calrec.text import PromptBuilder, PromptTokens
 from calrec.towers import bottom_states, pad_batch
 
@@ -111,7 +110,7 @@ def frozen_states(model, builder: PromptBuilder, train: list[np.ndarray], positi
     path = None
     if folder is not None:
         path = folder / f"{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.pt"
-        saved = read_cache(path, lambda f: torch.load(f, weights_only=False), key)
+        saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), weights_only=False), key)
         if saved is not None and saved["windows"].consistent(lengths) and saved["items"].consistent(item_lengths):
             return FrozenStates(prompts, saved["windows"], saved["items"], top)
         if saved is not None:
@@ -122,5 +121,5 @@ def frozen_states(model, builder: PromptBuilder, train: list[np.ndarray], positi
     if path is not None:
         buf = io.BytesIO()
         torch.save({"key": key, "windows": windows, "items": items}, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        write_cache(path, buf.getvalue())
     return FrozenStates(prompts, windows, items, top)

@@ -1,4 +1,4 @@
-"""Sampling item texts from the user prompt (CALREC_SPEC: Inference, step 1).
+"""Sampling item texts from the user prompt (docs/calrec-spec.md: Inference, step 1).
 
 HF `generate` repeats each prompt's prefill for every sample, and even with the prefill shared, a
 KV cache repeated N times makes every decode step read N copies of the prompt's keys and values

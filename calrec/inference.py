@@ -1,4 +1,4 @@
-"""CALRec's inference: the ranked lists or scores behind `predict` (CALREC_SPEC: Inference), as a
+"""CALRec's inference: the ranked lists or scores behind `predict` (docs/calrec-spec.md: Inference), as a
 mixin of `calrec.recommender.CALRec`, whose fitted state (model, builder, trie, catalog,
 popularity, split) it reads.
 

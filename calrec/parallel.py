@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
-from bench.distributed import world
+from bench.execute.distributed import world
 
 
 def gather_rows(x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """CALRec behind the harness's fit/predict contract. Every spec choice is a parameter
-(`calrec/config.py`, grouped by stage), so the ablation rows of CALREC_SPEC are suite variants of
+(`calrec/config.py`, grouped by stage), so the ablation rows of docs/calrec-spec.md are suite variants of
 this one class:
 
   stages     zero-shot: stage1=None, stage2_steps=0;  I only: stage2_steps=0;  II only: stage1=None
@@ -25,15 +25,14 @@ import numpy as np
 import torch
 
 from bench.datasets import entry_spec, load_dataset
-from bench.distributed import agree, barrier, gather_objects, is_main, world
+from bench.execute.distributed import agree, barrier, gather_objects, is_main, world
 from bench.models import FitContext
 from bench.precision import autocast, resolve_bf16, resolve_device
-from bench.runner import validation_metrics, validation_ndcg10
+from bench.execute.scoring import validation_metrics, validation_ndcg10
 from bench.split import Split, leave_one_out
-from bench.store import atomic_write_bytes, atomic_write_text
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone, residual_dropout
-from calrec.cache import read_cache
+from calrec.cache import read_cache, write_cache
 from calrec.frozen import Ragged, cache_key, compute_states, frozen_states
 from calrec.inference import Inference
 from calrec.config import CALRecConfig, stage1_settings
@@ -111,7 +110,8 @@ class CALRec(Inference):
                              "patience": t.patience, "select": self._selection(), "valid": self._valid_digest()}
             target = Domain(split.dataset, split, self.builder, 0)
             rng = np.random.default_rng([ctx.seed, 2])
-            select = "valid_nll" if t.select == "nll" else "valid_NDCG@10"
+            # What _selection() chose: without L_NIG there is no NLL, and dense NDCG@10 selects.
+            select = "valid_nll" if "select" in self._selection() else "valid_NDCG@10"
             cfg2 = self._stage_config(t.stage2_steps)
             self._cached_stage("stage2", key, ctx, lambda: train_stage(
                 self.model, self.head, [self._with_frozen(target, cfg2, ctx)], np.ones(1), cfg2, self._loss_weights(),
@@ -172,7 +172,7 @@ class CALRec(Inference):
         else train and save them atomically."""
         digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         path = ctx.extra.get("shared_cache", ctx.workdir) / f"calrec-{stage}" / f"{digest}.pt"
-        saved = read_cache(path, lambda f: torch.load(f, map_location=self.device, weights_only=False), key)
+        saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), map_location=self.device, weights_only=False), key)
         if saved is not None:
             load_trainable_state(self.model, self.head, saved["state"])
             ctx.curves.extend(saved.get("curves", []))
@@ -184,7 +184,7 @@ class CALRec(Inference):
             buf = io.BytesIO()
             torch.save({"state": trainable_state(self.model, self.head), "timing": timing, "key": key,
                         "curves": ctx.curves[first:]}, buf)
-            atomic_write_bytes(path, buf.getvalue())
+            write_cache(path, buf.getvalue())
         barrier()
         self.timings[stage] = timing
 
@@ -193,12 +193,12 @@ class CALRec(Inference):
         the inference variants that share the weights share them."""
         digest = hashlib.sha1(json.dumps({**key, "valid": self._valid_digest()}, sort_keys=True).encode()).hexdigest()[:16]
         path = ctx.extra.get("shared_cache", ctx.workdir) / "calrec-validation" / f"{digest}.json"
-        saved = read_cache(path, lambda f: json.loads(f.read_text()))
+        saved = read_cache(path, json.loads, valid=_validation_numbers)
         if saved is not None:
             return saved
         out = agree(self._validate(final=True))
         if is_main():
-            atomic_write_text(path, json.dumps(out))
+            write_cache(path, json.dumps(out).encode())
         barrier()
         return out
 
@@ -313,3 +313,9 @@ class CALRec(Inference):
         return {"timings": self.timings, "bf16": self.bf16, "device": self.device, "user_batch": self.user_batch,
                 "validation": self.measured, "config": self.cfg.as_dict(),
                 "trainable_parameters": sum(p.numel() for p in self.model.parameters() if p.requires_grad)}
+
+
+def _validation_numbers(saved) -> bool:
+    """A validation cache entry is a flat mapping of names to finite numbers."""
+    return isinstance(saved, dict) and all(isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v)
+                                           for k, v in saved.items())

@@ -1,4 +1,4 @@
-"""From generated item texts to a ranked list of catalog items (CALREC_SPEC: Inference, steps 2-4)."""
+"""From generated item texts to a ranked list of catalog items (docs/calrec-spec.md: Inference, steps 2-4)."""
 from __future__ import annotations
 
 from collections import defaultdict

@@ -1,5 +1,5 @@
 """CALRec's prompts as token ids, with the spans the towers pool over and the losses label
-(CALREC_SPEC: Text).
+(docs/calrec-spec.md: Text).
 
 A user prompt is built from pre-tokenised pieces, so item texts are tokenised once per catalog and
 every span is known exactly. Two templates:

@@ -1,4 +1,4 @@
-"""CALRec's two towers on one LLM and its three losses (CALREC_SPEC: Towers and pooling, Losses).
+"""CALRec's two towers on one LLM and its three losses (docs/calrec-spec.md: Towers, Losses).
 
 User tower: prompt + target item text (teacher forcing) -> v_U and v_T|U (pooled over the target
 span). Item tower: the target item text alone -> v_T.

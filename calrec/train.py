@@ -3,7 +3,7 @@ AdamW with warmup (then constant or cosine decay), and model selection on valida
 callback.
 
 Stage I samples a domain per batch with probability proportional to n_users ** exponent
-(CALREC_SPEC: Two stages); stage II is the same loop with the target domain alone. Only
+(docs/calrec-spec.md: Two stages); stage II is the same loop with the target domain alone. Only
 `split.train` is ever read here, so no validation or test item of any domain reaches training.
 
 One optimiser step takes `batch_size` examples (across every rank of a data-parallel launch,
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from bench.precision import autocast
 from bench.split import Split
-from bench.distributed import agree, world
+from bench.execute.distributed import agree, world
 from calrec.config import TextConfig, TowerConfig, TrainConfig
 from calrec.frozen import FrozenStates
 from calrec.parallel import sum_across_ranks, sum_gradients

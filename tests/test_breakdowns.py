@@ -1,4 +1,4 @@
-"""Breakdowns by target popularity and history length (issue 36, section 3)."""
+"""Breakdowns by target popularity and history length."""
 import numpy as np
 
 from bench.report.breakdowns import history_groups, popularity_groups
@@ -45,7 +45,7 @@ def test_every_suite_table_has_its_breakdowns_and_check_rebuilds_them(tmp_path):
 
 
 def test_test_targets_tied_in_time_are_counted_in_the_notes(tmp_path):
-    from bench.suites import DatasetEntry
+    from bench.suites.load import DatasetEntry
     from bench.report.ties import tied_test_targets
 
     lines = ["user_id:token\titem_id:token\ttimestamp:float"]

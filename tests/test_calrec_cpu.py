@@ -1,4 +1,4 @@
-"""CALRec's CPU recipe (issue 33): whole-catalog ranking through the trie, training on cached frozen
+"""CALRec's CPU recipe: whole-catalog ranking through the trie, training on cached frozen
 layers, the per-item generation loss, and the review's fixes (LoRA likelihood, history masking,
 one source of defaults)."""
 import copy
@@ -241,8 +241,11 @@ def test_contrastive_only_selects_on_the_dense_towers_validation_ndcg(syn, tmp_p
     assert scores.shape == (4, syn.n_items) and np.isfinite(scores).all()
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason="known bug, kept so stored CALRec cells stay current: with "
-                   "lambda_nig 0 stage II selects on 'valid_nll', which validation does not compute (recommender.py "
-                   "reads t.select, not _selection()); suites set select: ndcg for such rows")
-def test_contrastive_only_with_nll_selection(syn, tmp_path):
-    fit(syn, tmp_path, lambda_nig=0.0, inference="dense", select="nll")
+def test_contrastive_only_with_nll_selection_selects_on_dense_ndcg(syn, tmp_path):
+    """It stopped with KeyError 'valid_nll': without L_NIG validation computes no NLL to select on."""
+    curves = []
+    m = make_model("calrec", calrec_params(lambda_nig=0.0, inference="dense", select="nll", lambda_ut=1.0))
+    m.fit(syn, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(syn.n_users), curves=curves,
+                          extra={"shared_cache": tmp_path}))
+    assert [r["step"] for r in curves if "valid_NDCG@10" in r] == [2, 4] and not any("valid_nll" in r for r in curves)
+    assert m.predict(syn.inputs("test", np.arange(3)), np.arange(3)).shape == (3, syn.n_items)

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from bench.cli import main
-from bench.report import findings
+from bench.report import findings, plots
 from bench.report.headline import END, START, check_readme, replace_block
 from bench.report.results import load_runs
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,11 +61,11 @@ def test_a_findings_row_without_runs_says_not_run(tmp_path):
     line = next(line for line in findings.findings_markdown(no_shared).splitlines() if "NIG+UT vs" in line)
     assert "| no seed shared |" in line
     suite = load_suite(findings.SUITE)
-    written = findings.findings_plot(suite, "ml-100k", *load_runs(suite, tmp_path, "ml-100k"), tmp_path / "plots")
+    written = plots.findings_plot(suite, "ml-100k", *load_runs(suite, tmp_path, "ml-100k"), tmp_path / "plots")
     assert [p.name for p in written] == ["ml-100k-findings.png", "ml-100k-findings.pdf"]  # the row left out
     assert all(p.stat().st_size for p in written)
     nothing = load_runs(suite, tmp_path / "empty", "ml-100k")
-    assert findings.findings_plot(suite, "ml-100k", *nothing, tmp_path / "none") == [] and not (tmp_path / "none").exists()
+    assert plots.findings_plot(suite, "ml-100k", *nothing, tmp_path / "none") == [] and not (tmp_path / "none").exists()
 
 
 def test_any_suite_with_findings_gets_its_table_and_forest_plot(tmp_path):
@@ -168,3 +168,49 @@ def test_a_model_named_by_import_path_runs_is_checked_and_fingerprinted(tmp_path
     suite.write_text(OUTSIDE.replace("MODULE", __name__).replace("weight: 2.0", "weight: fast"))
     assert main(["run", "--suite", str(suite), "--results", str(res)]) == 2
     assert "parameter 'weight' must be float" in capsys.readouterr().err
+
+
+GUARDED = """
+seeds: [0]
+ks: [10]
+datasets:
+  syn: {spec: synthetic, n_users: 40, n_items: 30, seed: 1}
+models:
+  pop: {model: pop}
+"""
+
+
+def test_a_run_longer_than_the_threshold_asks_or_needs_yes(tmp_path, monkeypatch, capsys):
+    from bench.execute import guard
+
+    suite = tmp_path / "g.yaml"
+    suite.write_text(GUARDED)
+    monkeypatch.setattr(guard, "ASK_ABOVE_S", -1.0)  # every estimate is "long"
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(""))  # not a terminal (CI, a batch job)
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 2
+    said = capsys.readouterr()
+    assert "1 cell(s) to compute (1 on cpu)" in said.out and "--yes starts it all" in said.err
+    assert not (res / "runs").exists()  # nothing started
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--yes"]) == 0
+    assert (res / "runs/g/syn/pop/seed0/run.json").is_file()
+    # stored now: nothing to compute, so no question
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+
+
+def test_at_a_terminal_the_run_asks_and_a_no_starts_nothing(tmp_path, monkeypatch):
+    import io
+
+    from bench.execute import guard
+
+    suite = tmp_path / "g.yaml"
+    suite.write_text(GUARDED)
+    monkeypatch.setattr(guard, "ASK_ABOVE_S", -1.0)
+    fake = io.StringIO("n\n")
+    fake.isatty = lambda: True
+    monkeypatch.setattr("sys.stdin", fake)
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 2
+    fake = io.StringIO("y\n")
+    fake.isatty = lambda: True
+    monkeypatch.setattr("sys.stdin", fake)
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0

@@ -1,4 +1,4 @@
-"""Issue 35, hardening round two: the newer paths (tune, track, results folders) end with one line
+"""Hardening, round two: the newer paths (tune, track, results folders) end with one line
 and write nothing outside the folders they were given. Inputs are written by each test."""
 import os
 import socket
@@ -188,7 +188,7 @@ def test_ray_refuses_what_would_wait_for_ever_before_starting_a_cluster(tmp_path
     assert not (tmp_path / "runs").exists()
 
 
-# ---- silent nonsense (issue 35, section 3) ----------------------------------------------------
+# ---- silent nonsense ----------------------------------------------------
 
 RANGES = """
 description: ranges
@@ -286,7 +286,7 @@ def test_masked_test_targets_are_counted_and_a_dataset_with_none_rankable_is_ref
     assert f"test targets in the user's own (masked) history: {rec['masked_test_targets_evaluated']} of the evaluated" in md
 
 
-# ---- damaged records (issue 35, section 4) ----------------------------------------------------
+# ---- damaged records ----------------------------------------------------
 
 def _drop(key):
     def damage(c):

@@ -8,7 +8,7 @@ import pytest
 from bench.cli import main
 from bench.errors import BenchError
 from bench.execute.store import RunStore
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 
 SUITE = """
 description: tiny

@@ -1,4 +1,4 @@
-"""The `paper` suite (issue 18): it plans without data, says which files it lacks, and its
+"""The `paper` suite: it plans without data, says which files it lacks, and its
 published-numbers tables put our rows beside the papers' on fixture data in the real format."""
 from pathlib import Path
 
@@ -9,7 +9,7 @@ from bench.cli import main
 from bench.errors import BenchError
 from bench.report.published import PUBLISHED_DIR, load_published
 from bench.execute.runner import plan, validate_plan
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 
 FIXTURES = Path(__file__).parent / "fixtures" / "amazon2018"
 

@@ -1,9 +1,9 @@
-"""`bench plan` (issue 16, section 3): states, devices and estimates from stored runs, on a small suite."""
+"""`bench plan`: states, devices and estimates from stored runs, on a small suite."""
 from bench.cli import main
 from bench.execute.estimates import estimate, training_key
 from bench.execute.plan import plan_suite
 from bench.execute.runner import plan
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 
 SUITE = """
 seeds: [0, 1]

@@ -52,7 +52,7 @@ def test_ray_missing_is_a_one_line_error(tmp_path, monkeypatch, capsys):
 def test_gpu_models_ask_ray_for_a_gpu():
     from bench.execute.executors import wants_gpu
     from bench.execute.runner import plan
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
 
     cells = {c.variant.key: c for c in plan(load_suite("quick"), seeds=[0])}
     assert wants_gpu(cells["calrec"]) and wants_gpu(cells["sasrec"]) and wants_gpu(cells["recbole-stamp"])

@@ -74,7 +74,7 @@ def test_the_ablations_zero_shot_row_scores_the_same_on_every_seed(tmp_path):
     """The ablation declares its zero-shot row seed-independent (one seed, tested per user like
     popularity): the bundled SmolLM2, untrained, ranking the whole catalog by likelihood."""
     from bench.report.results import seed_independent
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
 
     v = load_suite("ablation").variant("calrec-zero-shot")
     assert seed_independent(v.model, v.params_for("ml-100k")) and list(v.seeds) == [0]

@@ -1,4 +1,4 @@
-"""Hostile cases for the run store and the CLI (issue 14): damaged cells are recomputed, not
+"""Hostile cases for the run store and the CLI: damaged cells are recomputed, not
 trusted; crash debris is cleaned or recovered; filters, keys and seeds are checked before any cell
 runs; files follow the umask. Every malformed file is written by the test itself."""
 import gzip
@@ -304,7 +304,7 @@ def test_a_cell_computed_on_other_data_is_left_out_of_tables_and_recomputed(tmp_
 
     from bench.execute.plan import plan_markdown
     from bench.execute.runner import _split
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
 
     rows = [f"u{u}\ti{(u + k) % 7}\t{k}" for u in range(6) for k in range(5)]
     d = write_atomic(tmp_path / "a", rows)

@@ -12,7 +12,7 @@ from bench.datasets import load_dataset
 from bench.execute.scoring import score_users
 from bench.models import FitContext, make_model
 from bench.split import leave_one_out
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 
 SUITES = ("ablation", "quick", "full", "paper")
 # Sizes only: every switch of the row stays as the suite sets it.

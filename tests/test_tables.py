@@ -1,4 +1,4 @@
-"""Table semantics (issue 15): marks follow printed values, arrows give the direction, rows are
+"""Table semantics: marks follow printed values, arrows give the direction, rows are
 tested on the seeds they share with the reference, and each row shows its number of seeds."""
 import os
 import re
@@ -268,7 +268,7 @@ def test_arrows_of_three_seed_rows_follow_a_seed_level_test_and_partial_rows_are
     seeds than the reference: marked, with the seeds it was tested on; a deterministic one: against
     the reference's mean over all its seeds. `--family table` corrects over every test at once."""
     from bench.report.stats import seed_means_pvalue
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
     from bench.report.comparisons import comparison
     from bench.report.results import load_runs
 
@@ -369,7 +369,7 @@ def test_the_tests_file_prints_the_numbers_behind_every_arrow(tmp_path):
     from bench.report.results import load_runs
     from bench.report.stats import paired_pvalue, seed_means_pvalue
     from bench.report.tables import table_metrics
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
 
     path = tmp_path / "seeded.yaml"
     path.write_text(SEEDED)

@@ -7,7 +7,7 @@ import pytest
 from bench.cli import main
 from bench.errors import BenchError
 from bench.models import MODELS
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 
 optuna = pytest.importorskip("optuna")
 
@@ -194,7 +194,7 @@ def test_tune_track_logs_each_trial(suite_file, tmp_path):
 
 
 def test_a_calrec_space_is_checked_through_its_grouped_config():
-    from bench.schema import TuneRange
+    from bench.suites.schema import TuneRange
     from bench.execute.tune import check_space
 
     params = load_suite("quick").variant("calrec").params_for("ml-100k")

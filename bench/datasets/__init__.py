@@ -14,7 +14,7 @@ from bench.datasets.movielens import load_ml1m, load_ml100k
 from bench.datasets.sample import load_user_sample
 from bench.datasets.synthetic import load_synthetic
 from bench.errors import BenchError
-from bench.schema import check_params
+from bench.suites.schema import check_params
 
 DATASETS: dict[str, Callable[..., Interactions]] = {
     "ml-100k": load_ml100k,
@@ -27,6 +27,18 @@ FAMILIES: dict[str, Callable[..., Interactions]] = {
     "atomic": load_atomic_dir,
     "sample": load_user_sample,  # sample:<spec> with users (and seed): a seeded subset of its users
 }
+
+
+def loader_of(spec: str) -> Callable[..., Interactions]:
+    """The function that loads `spec` (its parameters unchecked: what a fingerprint needs)."""
+    if ":" in spec:
+        family = spec.split(":", 1)[0]
+        if family not in FAMILIES:
+            raise BenchError(f"unknown dataset family {family!r} in {spec!r} (known: {', '.join(FAMILIES)})")
+        return FAMILIES[family]
+    if spec not in DATASETS:
+        raise BenchError(f"unknown dataset {spec!r} (known: {', '.join([*DATASETS, *(f + ':<arg>' for f in FAMILIES)])})")
+    return DATASETS[spec]
 
 
 def resolve(spec: str, params: dict) -> tuple[Callable[..., Interactions], tuple]:
@@ -102,4 +114,4 @@ def load_dataset(spec: str, **params) -> Interactions:
     return loader(*args, **params)
 
 
-__all__ = ["DATASETS", "FAMILIES", "Interactions", "entry_spec", "load_dataset", "missing_inputs", "resolve"]
+__all__ = ["DATASETS", "FAMILIES", "Interactions", "entry_spec", "load_dataset", "loader_of", "missing_inputs", "resolve"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.datasets.base import Interactions, file_fingerprint, k_core
 from bench.errors import BenchError
-from bench.schema import SEED
+from bench.suites.schema import SEED
 
 _TAG = re.compile(r"<[^>]+>")
 

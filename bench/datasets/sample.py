@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.datasets.base import Interactions
 from bench.errors import BenchError
-from bench.schema import AT_LEAST_1, SEED
+from bench.suites.schema import AT_LEAST_1, SEED
 
 
 def load_user_sample(inner: str, users: Annotated[int, AT_LEAST_1], seed: Annotated[int, SEED] = 0) -> Interactions:

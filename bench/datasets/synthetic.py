@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from bench.datasets.base import Interactions
-from bench.schema import AT_LEAST_1, NON_NEGATIVE, SEED
+from bench.suites.schema import AT_LEAST_1, NON_NEGATIVE, SEED
 
 CATEGORIES = ["Garden", "Kitchen", "Music", "Books", "Toys", "Sports", "Beauty", "Office"]
 NOUNS = {

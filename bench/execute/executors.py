@@ -16,8 +16,11 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import signal
 import socket
+import threading
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -28,7 +31,7 @@ from bench.execute.runner import Cell, plan, run_cell, validate_plan
 from bench.execute.scoring import CellError
 from bench.execute.store import RunStore, check_results_folder
 from bench.models import make_model, model_class
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 
 def _ray():
@@ -131,9 +134,33 @@ def run_on_ray(cells: list, root: Path, force: bool = False, stale: bool = False
             ray.shutdown()
 
 
+class CellTimeout(Exception):
+    """A cell computed longer than the suite's cell_timeout."""
+
+
+@contextmanager
+def time_limit(seconds: float | None):
+    """Raise CellTimeout in this (main) thread after `seconds`; a no-op without a limit or off the
+    main thread. Python code is interrupted between bytecodes, a torch kernel when it returns."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CellTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False,
               stale=False, on_cell=None, executor: str = "local", address: str | None = None,
-              cpus_per_cell: float = 1) -> list[tuple[Cell, str]]:
+              cpus_per_cell: float = 1, cell_timeout: float | None = None) -> list[tuple[Cell, str]]:
     """Compute (or find stored) every selected cell, here one after another or as tasks on a Ray
     cluster (bench/execute/executors.py); `on_cell(cell, folder)` is called after each stored one (e.g. to
     log it to a tracker). Returns (cell, status) pairs."""
@@ -152,11 +179,18 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
     for cell in bar:
         bar.set_postfix_str(cell.name)
         try:
-            status = run_cell(cell, store, force, stale)
+            with time_limit(cell_timeout):
+                status = run_cell(cell, store, force, stale)
+        except CellTimeout:
+            status = f"failed: ran past the cell time limit of {cell_timeout:g} s (a checkpoint, if any, resumes it)"
         except CellError as e:  # this cell's output cannot be scored; the others may be fine
             status = f"failed: model {cell.variant.model!r}: {e}"
         except BenchError:
             raise  # the user's input (a suite, a data file): one line, exit 2
+        except SystemExit as e:  # a model that exits must not end the suite as if it had finished
+            if world()[1] > 1:
+                raise
+            status = f"failed: model {cell.variant.model!r} called sys.exit({e.code!r})"
         except Exception as e:  # a bug or a resource limit hit by one cell: the others still run, as on Ray
             if world()[1] > 1:
                 raise  # the other ranks wait in a collective this rank will not reach

@@ -39,6 +39,8 @@ CORE = ("bench/evaluate.py", "bench/split.py", "bench/text.py", "bench/models.py
 # modules of bench.datasets that the loader imports; 5: 4's files, each hashed as its syntax tree
 # without docstrings.
 SCHEME = 5
+# Model packages: a model's closure follows its imports into any of them (never into bench/, the harness).
+MODEL_PACKAGES = ("baselines", "calrec")
 READABLE = (2, 3, 4, 5)  # schemes whose fingerprints can still be recomputed
 
 
@@ -47,9 +49,10 @@ def _module_file(name: str) -> Path | None:
     for candidate in (path.with_suffix(".py"), path / "__init__.py"):
         if candidate.is_file():
             return candidate
-    top = name.split(".")[0]
-    if (ROOT / top).is_dir() or (ROOT / f"{top}.py").is_file():
+    if name.split(".")[0] in ("bench", *MODEL_PACKAGES):
         return None  # ours and not a module (a class imported from one): nothing to import to find out
+    # Anything else is found where Python finds it, even when a folder of this checkout shares its
+    # top-level name (a model package named `tests` must not be taken for ours and go unhashed).
     return _installed_file(name)
 
 
@@ -90,15 +93,16 @@ def _imported(tree: ast.AST, module: str, is_package: bool) -> list[str]:
 
 
 def package_closure(module: str, within: str | None = None) -> list[str]:
-    """Repo-relative files of `module` and of every module of its top-level package that it imports,
-    directly or not, the packages' __init__ files included. With `within` (a package), only the
+    """Repo-relative files of `module` and of every module of its top-level package (or of another
+    model package: a baseline built on CALRec's backbone loader) that it imports, directly or not,
+    the packages' __init__ files included. With `within` (a package), only the
     modules inside it and no __init__ files: bench.datasets' __init__ imports every loader."""
-    package = within or module.split(".")[0]
+    packages = (within,) if within else (module.split(".")[0], *MODEL_PACKAGES)
     seen: dict[str, Path] = {}
     todo = [module]
     while todo:
         name = todo.pop()
-        if name in seen or not (name == package or name.startswith(package + ".")) or (within and name == within):
+        if name in seen or not any(name == p or name.startswith(p + ".") for p in packages) or (within and name == within):
             continue
         path = _module_file(name)
         if path is None or (within and path.name == "__init__.py"):
@@ -136,10 +140,10 @@ def code_content(source: bytes, scheme: int = SCHEME) -> bytes:
 
 def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:
     """Repo-relative sources that shape one cell's numbers under `scheme`."""
-    from bench.datasets import resolve
+    from bench.datasets import loader_of
     from bench.models import MODELS
 
-    loader, _ = resolve(dataset, {})
+    loader = loader_of(dataset)
     loader_file = Path(inspect.getsourcefile(loader)).resolve().relative_to(ROOT).as_posix()
     files = [*CORE, loader_file]
     module = MODELS[model].split(":")[0]

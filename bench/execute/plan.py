@@ -2,7 +2,6 @@
 would use here, and an estimated time (bench/execute/estimates.py says how) from the stored runs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
@@ -14,25 +13,11 @@ from bench.models import make_model
 from bench.execute.fingerprint import checkpoint_key, staleness
 from bench.execute.records import family, frozen_cache_seconds, record_device, stored_records
 from bench.report.costs import device as machine
-from bench.execute.runner import Cell, data_version, plan
+from bench.execute.planned import PlannedCell, duration
+from bench.execute.runner import data_version, plan
+from bench.execute.sitting import sitting_markdown
 from bench.execute.store import RunStore, config_hash
-from bench.suites import Suite
-
-
-@dataclass
-class PlannedCell:
-    cell: Cell
-    state: str  # "done", "done (no code fingerprint)", "to run: <why>[; running now ...]" or "stale (--stale reruns): <why>"
-    device: str
-    train_s: float | None
-    predict_s: float | None
-    basis: str
-    after: str | None = None  # the earlier to-run cell whose training this one reuses: run them together
-
-    @property
-    def seconds(self) -> float | None:
-        """Training and scoring together; None where either has no estimate."""
-        return None if self.train_s is None or self.predict_s is None else self.train_s + self.predict_s
+from bench.suites.load import Suite
 
 
 def cell_device(model: str, params: dict) -> str:
@@ -99,12 +84,6 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
     return out
 
 
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "no estimate"
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
-
-
 def plan_markdown(suite: Suite, root: Path, gpu: bool = False, hours: float | None = None, run: str = "") -> str:
     """The plan; with `hours`, also what fits in them as commands starting with `run` (bench/execute/sitting.py)."""
     history = stored_records(root)
@@ -131,13 +110,7 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False, hours: float | No
             "on this one. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
             "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root, history)
-            + ("" if hours is None else "\n" + _sitting(run, cells, hours)))
-
-
-def _sitting(run: str, cells: list[PlannedCell], hours: float) -> str:
-    from bench.execute.sitting import sitting_markdown  # it builds on PlannedCell
-
-    return sitting_markdown(run, cells, hours)
+            + ("" if hours is None else "\n" + sitting_markdown(run, cells, hours)))
 
 
 def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:

@@ -22,9 +22,10 @@ from bench.models import FitContext, make_model
 from bench.execute.fingerprint import ROOT, checkpoint_key, code_record, staleness
 from bench.execute.provenance import machine, versions
 from bench.execute.scoring import cold_test_targets, masked_test_targets, score_users
+from bench.execute.space import check_space
 from bench.split import Split, leave_one_out
 from bench.execute.store import RunStore, config_hash, dumps, per_user_csv
-from bench.suites import DatasetEntry, Suite, Variant
+from bench.suites.load import DatasetEntry, Suite, Variant
 
 PROTOCOL = {
     "split": "leave-one-out by time (stable sort; file order breaks timestamp ties); users with < 3 events dropped",
@@ -253,8 +254,6 @@ def validate_plan(cells: list[Cell]) -> None:
             except (BenchError, TypeError, ValueError) as e:
                 raise BenchError(f"suite {cell.suite.name}: model variant {cell.variant.key!r}: {e}") from None
             if cell.variant.tune:  # a space `bench tune` would search: its values must build the model too
-                from bench.execute.tune import check_space
-
                 check_space(cell.variant.model, params, cell.variant.tune, f"suite {cell.suite.name}: models.{cell.variant.key}")
             for entry in (params.get("stage1") or {}).get("datasets", []):  # CALRec's stage-I domains
                 spec, extra = entry_spec(entry)

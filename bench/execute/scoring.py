@@ -20,6 +20,10 @@ def score_users(model, split: Split, users: np.ndarray, stage: str, masking: boo
         targets = split.targets(stage, chunk)
         pred = model.predict(histories, chunk)
         mask = histories if masking else None
+        if isinstance(pred, np.ndarray) and pred.ndim == 2 and pred.dtype.kind in "iub" \
+                and pred.shape == (len(chunk), split.n_items):
+            raise CellError(f"model returned an integer matrix of shape {pred.shape}: a users x items matrix must hold "
+                            f"float scores (cast it), ranked lists come as a list of item arrays, one per user")
         if is_scores(pred):
             if pred.shape != (len(chunk), split.n_items):
                 raise CellError(f"model returned scores of shape {pred.shape}, expected {(len(chunk), split.n_items)}")
@@ -27,6 +31,10 @@ def score_users(model, split: Split, users: np.ndarray, stage: str, masking: boo
             if nan_rows.any():  # NaN compares false with everything: the ranks would be arbitrary
                 raise CellError(f"model returned NaN scores for {int(nan_rows.sum())} of {len(chunk)} users "
                                 f"(first: {str(split.user_ids[chunk[nan_rows][0]])!r})")
+            blind = np.isinf(pred).all(axis=1)
+            if blind.any():  # every item tied at infinity: the model said nothing about these users
+                raise CellError(f"model returned only infinite scores for {int(blind.sum())} of {len(chunk)} users "
+                                f"(first: {str(split.user_ids[chunk[blind][0]])!r})")
             r = ranks_from_scores(pred, targets, mask)
         else:
             check_lists(pred, split, chunk)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bench.execute.plan import PlannedCell, duration
+from bench.execute.planned import PlannedCell, duration
 
 
 @dataclass

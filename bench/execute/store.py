@@ -72,6 +72,33 @@ def atomic_write_text(path: Path, text: str) -> None:
 RESULT_FOLDERS = ("runs", "tables", "plots", "reference", "tune", "scored", "mlflow", "cache", "perf")
 
 
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def atomic_write_checked(path: Path, data: bytes) -> None:
+    """`data` at `path` and its sha256 beside it (`<name>.sha256`), each written atomically: a reader
+    trusts the entry only where the two agree (read_checked)."""
+    atomic_write_bytes(path, data)
+    atomic_write_text(checksum_path(path), hashlib.sha256(data).hexdigest() + "\n")
+
+
+def read_checked(path: Path) -> tuple[bytes | None, str | None]:
+    """(the entry's bytes, None) where it and its checksum agree; else (None, why not), None for
+    the why where there is no entry at all. A cache entry whose bytes changed inside a valid
+    container (a flipped weight) is caught here, where unpickling alone would not notice."""
+    if not path.is_file():
+        return None, None
+    try:
+        data = path.read_bytes()
+        want = checksum_path(path).read_text().strip()
+    except OSError as e:
+        return None, f"unreadable ({type(e).__name__})"
+    if hashlib.sha256(data).hexdigest() != want:
+        return None, "its checksum does not match its bytes (damaged)"
+    return data, None
+
+
 def check_results_folder(root: Path, write: bool) -> None:
     """`--results` must be a folder (or not exist yet, where the command writes), and where the
     command writes, a writable one whose sub-folders are folders: one line, not a traceback later."""

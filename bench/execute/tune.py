@@ -1,6 +1,6 @@
 """`python -m bench tune`: search a variant's hyperparameters on validation data only (Optuna).
 
-The suite declares the space beside the variant (`bench.schema.TuneRange`):
+The suite declares the space beside the variant (`bench.suites.schema.TuneRange`):
 
     sasrec: {model: sasrec, params: {...}, tune: {lr: {low: 1.0e-4, high: 1.0e-2, log: true},
                                                    dropout: {low: 0.1, high: 0.7}, hidden: {choices: [32, 64]}}}
@@ -22,7 +22,6 @@ then trains and tests it like any other cell, and its run.json records the study
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import shutil
@@ -35,11 +34,12 @@ import numpy as np
 
 from bench.errors import BenchError, optional
 from bench.evaluate import metric_names, metrics_from_ranks
-from bench.models import FitContext, make_model, model_class
+from bench.models import FitContext, make_model
 from bench.execute.runner import get_split, sample_users, seed_everything
 from bench.execute.scoring import score_users
+from bench.execute.space import check_space, suggest, with_values  # noqa: F401 (check_space: callers' path)
 from bench.split import Split
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 # Curve columns a model logs per evaluation (ours, RecBole's own); pruning reads the first present.
 CURVE_KEYS = ("valid_NDCG@10", "recbole_valid_NDCG@10_unmasked")
@@ -55,66 +55,6 @@ def load_optuna():
 def without_test(split: Split) -> Split:
     """The split a search may see: test targets replaced by the validation ones."""
     return dataclasses.replace(split, test=split.valid.copy())
-
-
-def with_values(params: dict, values: dict) -> dict:
-    """`params` with each sampled value set; a dotted name sets a key inside a dict parameter."""
-    out = copy.deepcopy(params)
-    for name, value in values.items():
-        *outer, last = name.split(".")
-        node = out
-        for part in outer:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise BenchError(f"tune: {name!r}: parameter {part!r} is not a mapping")
-        node[last] = value
-    return out
-
-
-def suggest(trial, space: dict) -> dict:
-    values = {}
-    for name, r in space.items():
-        if r.choices is not None:
-            values[name] = trial.suggest_categorical(name, r.choices)
-        elif all(isinstance(x, int) for x in (r.low, r.high, r.step or 1)):
-            values[name] = trial.suggest_int(name, r.low, r.high, step=r.step or 1, log=r.log)
-        else:
-            values[name] = trial.suggest_float(name, r.low, r.high, step=r.step, log=r.log)
-    return values
-
-
-def check_space(model: str, params: dict, space: dict, where: str) -> None:
-    """Every searched name is a parameter of the model, and the space's corners construct one. A
-    model taking **params (CALRec: grouped config dataclasses) names its parameters itself, so for
-    it constructing the corners is the check."""
-    import inspect
-
-    known = inspect.signature(model_class(model)).parameters
-    takes_any = any(p.kind == p.VAR_KEYWORD for p in known.values())
-    for name in space:
-        if not takes_any and name.split(".")[0] not in known:
-            raise BenchError(f"{where}.tune: {name!r} is not a parameter of model {model!r}")
-    for probe in _probes(space):
-        try:
-            make_model(model, with_values(params, probe))
-        except BenchError as e:
-            raise BenchError(f"{where}.tune: {e}") from None
-
-
-def _probes(space: dict) -> list[dict]:
-    """Values the sampler can draw, to construct the model with before any trial: both corners,
-    and a value between them as `suggest` draws it (one step up, or the middle), so a space whose
-    corners pass but whose inner values do not (an integer parameter with step 0.5) fails now."""
-    corners = [{n: (r.choices[k] if r.choices is not None else (r.low, r.high)[k]) for n, r in space.items()} for k in (0, -1)]
-    inner = {}
-    for n, r in space.items():
-        if r.choices is not None:
-            inner[n] = r.choices[len(r.choices) // 2]
-        elif all(isinstance(x, int) for x in (r.low, r.high, r.step or 1)):
-            inner[n] = r.low + (r.step or 1) if r.low + (r.step or 1) <= r.high else r.low
-        else:
-            inner[n] = float(r.low + r.step) if r.step is not None and r.low + r.step <= r.high else (r.low + r.high) / 2
-    return corners + [inner]
 
 
 class PruningCurve(list):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import yaml
+
+from bench.errors import BenchError
 from bench.execute.fingerprint import ROOT
 from bench.execute.runner import git_commit
 from bench.execute.store import atomic_write_text
 from bench.execute.tune import Search, load_optuna, with_values
-from bench.suites import overlay_path, update_overlay
+from bench.suites.load import overlay_path, update_overlay
 
 
 def tuned_entry(search: Search, study, results: Path) -> dict:
@@ -38,6 +41,10 @@ def write_overlay(search: Search, study, results: Path) -> Path:
     variant = search.suite.variant(search.variant)
     key = f"{variant.key}-tuned"
     path = overlay_path(results, search.suite.name)
+    scored = overlay_path(results, search.suite.name, "scored")
+    if scored.is_file() and key in ((yaml.safe_load(scored.read_text(encoding="utf-8")) or {}).get("models") or {}):
+        raise BenchError(f"{scored}: a scored predictions file is registered as {key!r}, the name the tuned variant "
+                         f"takes; rename that one (bench score --name) before writing the search's result")
 
     def edit(raw: dict) -> None:
         entry = raw["models"].get(key) or {

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from bench.execute.runner import get_split
-from bench.suites import DatasetEntry
+from bench.suites.load import DatasetEntry
 from bench.text import BM25Catalog
 from bench.precision import autocast, native_bf16, resolve_device
 from calrec.backbone import BUNDLED, add_lora, load_backbone

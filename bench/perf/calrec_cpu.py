@@ -1,5 +1,5 @@
 """CALRec's CPU recipe against the one it replaces, on this machine, with the bundled SmolLM2-135M
-and real ML-100k windows (issue 33's speed targets: >= 10 passes over ML-100k per CPU hour, whole-
+and real ML-100k windows (the CPU recipe's speed targets: >= 10 passes over ML-100k per CPU hour, whole-
 catalog ranking >= 1 user/s).
 
     python -m bench.perf.calrec_cpu [--steps 6] [--users 32] [--recipes old,new] [--out FILE]
@@ -28,7 +28,7 @@ from bench.models import make_model
 from bench.precision import autocast, native_bf16
 from bench.execute.runner import get_split, machine
 from bench.execute.store import atomic_write_text
-from bench.suites import DatasetEntry
+from bench.suites.load import DatasetEntry
 from calrec.frozen import FrozenStates, compute_states
 from calrec.train import Domain, Examples, epoch_positions, step_gradients
 

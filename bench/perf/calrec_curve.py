@@ -1,4 +1,4 @@
-"""Validation NLL against training minutes for choices of CALRec's CPU recipe (issue 13, section 6),
+"""Validation NLL against training minutes for choices of CALRec's CPU recipe,
 on this machine, with the bundled SmolLM2-135M on ML-100k.
 
     python -m bench.perf.calrec_curve --steps 120 --eval-every 40 --set lr=3.0e-4 --set lr=1.0e-3
@@ -29,7 +29,7 @@ import yaml
 from bench.models import FitContext, make_model
 from bench.precision import autocast
 from bench.execute.runner import get_split, git_commit, machine, sample_users, seed_everything, versions
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 from bench.execute.store import atomic_write_text
 from calrec.towers import calrec_loss, collate
 

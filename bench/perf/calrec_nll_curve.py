@@ -27,7 +27,7 @@ from bench.models import FitContext, make_model
 from bench.execute.provenance import machine
 from bench.execute.runner import get_split, git_commit, sample_users, seed_everything
 from bench.execute.store import RunStore, atomic_write_text
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 

@@ -1,5 +1,5 @@
 """What each switch of CALRec's CPU recipe buys in training speed, on this machine, with the bundled
-SmolLM2-135M and real ML-100k windows (issue 13, section 6).
+SmolLM2-135M and real ML-100k windows.
 
     python -m bench.perf.calrec_recipe [--steps 4] [--batch-size 8]
 
@@ -18,7 +18,7 @@ import torch
 from bench.perf.calrec import timed_training
 from bench.precision import native_bf16
 from bench.execute.runner import get_split
-from bench.suites import DatasetEntry
+from bench.suites.load import DatasetEntry
 from calrec.backbone import BUNDLED, freeze_below, load_backbone
 from calrec.text import PromptBuilder
 from calrec.towers import LossWeights, calrec_loss

@@ -28,7 +28,7 @@ from bench.models import FitContext, make_model
 from bench.execute.runner import get_split, git_commit
 from bench.execute.scoring import validation_ndcg10
 from bench.execute.store import atomic_write_text
-from bench.suites import DatasetEntry
+from bench.suites.load import DatasetEntry
 
 # Our SASRec as the `full` suite runs it on ML-100k: RecBole's layer layout, heads and dropout; 51-item
 # windows every 25 items, so each target is trained once with >= 26 items before it; lr 2e-3 with the

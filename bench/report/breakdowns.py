@@ -1,6 +1,6 @@
 """Where each model wins: metrics per group of test users, from the per-user records every cell stores.
 
-Two groupings (issue 36; RecBole users have asked for both for years):
+Two groupings (RecBole users have asked for both for years):
   target popularity  the test item's training interactions: head / middle / tail are the items that
                      make up the first, second and last third of all training interactions (items
                      sorted by popularity; an item is never split), cold = never in training
@@ -21,7 +21,7 @@ from bench.report.notes import ALPHA, DOWN, UP
 from bench.report.results import VariantRuns
 from bench.split import Split
 from bench.report.stats import bootstrap_ci, holm, paired_pvalue
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 METRICS = ("Recall@10", "NDCG@10")
 POPULARITY = ("head", "middle", "tail", "cold")

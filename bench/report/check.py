@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.execute.executors import run_suite
 from bench.execute.store import RunStore, atomic_write_text, dumps
-from bench.suites import Suite, load_suite
+from bench.suites.load import Suite, load_suite
 from bench.report.tables import suite_tables
 
 

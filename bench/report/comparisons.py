@@ -13,7 +13,7 @@ from tabulate import tabulate
 from bench.report.notes import ALPHA
 from bench.report.results import REPORTED, VariantRuns, seed_independent
 from bench.report.stats import bootstrap_ci, holm, paired_pvalue, seed_means_pvalue
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 SEED_TEST_MIN = 3  # seeds both rows need for the seed-level test
 

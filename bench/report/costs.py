@@ -9,7 +9,7 @@ import numpy as np
 from tabulate import tabulate
 
 from bench.report.results import VariantRuns
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 
 def device(record: dict) -> str:

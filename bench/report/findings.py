@@ -17,7 +17,7 @@ from bench.report.comparisons import KIND, Comparison, _p
 from bench.report.notes import ALPHA
 from bench.report.results import Missing, VariantRuns, load_runs
 from bench.report.tables import dataset_tables
-from bench.suites import Suite, load_suite
+from bench.suites.load import Suite, load_suite
 
 START, END = "<!-- findings:start (python -m bench headline) -->", "<!-- findings:end -->"
 SUITE, DATASET = "ablation", "ml-100k"  # the README's block: the suite's `findings:` on this dataset
@@ -66,31 +66,3 @@ def findings_markdown(root: Path, suite_name: str = SUITE, dataset: str = DATASE
         f"shared seeds); Holm within the {METRIC} column of the row's ablation table; reads: the Holm-adjusted "
         f"test at alpha = {ALPHA}. Every test: `results/tables/{suite.name}/{dataset}-tests.md`."]))
     return f"{table}\n\n{textwrap.fill(note, 118)}\n"
-
-
-def findings_plot(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: Missing, out: Path) -> list[Path]:
-    """The findings as a forest plot: each row's NDCG@10 difference from its reference with its 95%
-    interval, coloured by what the Holm-adjusted test reads, grouped by question."""
-    from bench.report.plots import _save, plt
-
-    found = [f for f in findings(suite, dataset, runs, missing) if not isinstance(f[3], str)]
-    if not found:
-        return []
-    colour = {1: "tab:green", -1: "tab:red", 0: "tab:gray"}
-    fig, ax = plt.subplots(figsize=(8, 0.42 * len(found) + 1.2))
-    for y, (question, row, ref, c) in enumerate(found):
-        low, high = c.interval()
-        ax.errorbar(c.difference, y, xerr=[[c.difference - low], [high - c.difference]], fmt="o", capsize=3,
-                    color=colour[c.significant])
-        if question:
-            if y:
-                ax.axhline(y - 0.5, color="0.85", linewidth=0.8)
-            ax.text(1.02, y, question, transform=ax.get_yaxis_transform(), fontsize=7, style="italic", va="center")
-    ax.set_yticks(range(len(found)), [f"{row} vs {ref}" for _, row, ref, _ in found], fontsize=7)
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"{METRIC}: row minus reference (95% interval)")
-    ax.set_title(f"{dataset}: what the ablation shows (red: lower, green: higher, grey: not separated; Holm)",
-                 fontsize=9)
-    ax.grid(axis="x", alpha=0.3)
-    return _save(fig, out / f"{dataset}-findings")

@@ -13,7 +13,7 @@ from tabulate import tabulate
 from bench.errors import BenchError
 from bench.report.notes import CAPPED
 from bench.report.results import capped, load_runs
-from bench.suites import load_suite
+from bench.suites.load import load_suite
 
 START, END = "<!-- headline:start (python -m bench headline) -->", "<!-- headline:end -->"
 # (suite, variant) rows, in order: the `full` suite's main models, then CALRec's CPU recipe of the
@@ -65,6 +65,11 @@ def headline_markdown(root: Path) -> str:
 def replace_block(text: str, block: str, path: Path, name: str = "headline", start: str = START, end: str = END) -> str:
     if start not in text or end not in text:
         raise BenchError(f"{path}: no {name} markers ({start} ... {end})")
+    if text.count(start) != 1 or text.count(end) != 1:  # a second copy would go unchecked and unwritten
+        raise BenchError(f"{path}: the {name} markers appear more than once ({text.count(start)} x {start}, "
+                         f"{text.count(end)} x {end}); keep one block")
+    if text.index(end) < text.index(start):
+        raise BenchError(f"{path}: the {name} end marker comes before its start marker")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{block}{end}{tail}"

@@ -1,4 +1,4 @@
-"""A memorisation control for LLM rows (issue 36, section 4): how much of a dataset's catalog the
+"""A memorisation control for LLM rows: how much of a dataset's catalog the
 untuned backbone already knows. Di Palma et al. (SIGIR 2025) found that large LLMs have memorised
 much of MovieLens-1M and that recommendation quality tracks it.
 
@@ -22,7 +22,7 @@ import numpy as np
 from bench.execute.provenance import machine
 from bench.execute.runner import get_split, git_commit
 from bench.execute.store import atomic_write_text
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 PROMPT = "{noun} title:"
 

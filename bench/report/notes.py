@@ -137,7 +137,7 @@ def mixed_precision(suite, runs, rows) -> list[str]:
 
 def _ties(dataset: dict) -> str:
     """Test targets that file order picked (their timestamp ties with another event of the user)."""
-    from bench.suites import DatasetEntry
+    from bench.suites.load import DatasetEntry
     from bench.report.ties import tied_test_targets
 
     got = tied_test_targets(DatasetEntry(dataset["key"], dataset["spec"], dataset.get("params") or {}))

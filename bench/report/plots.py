@@ -15,10 +15,11 @@ import pandas as pd  # noqa: E402
 
 from bench.evaluate import metrics_from_ranks  # noqa: E402
 from bench.execute.fingerprint import staleness  # noqa: E402
-from bench.report.results import VariantRuns, load_runs  # noqa: E402
+from bench.report.findings import METRIC, findings  # noqa: E402
+from bench.report.results import Missing, VariantRuns, load_runs  # noqa: E402
 from bench.report.stats import bootstrap_ci  # noqa: E402
 from bench.execute.store import RunStore  # noqa: E402
-from bench.suites import Suite  # noqa: E402
+from bench.suites.load import Suite  # noqa: E402
 
 CURVE_KS = list(range(1, 51))
 
@@ -197,7 +198,31 @@ def plot_suite(suite: Suite, root: Path) -> list[Path]:
         if split is not None:
             written += breakdown_plots(suite, runs, d.key, split, out)
         if suite.findings:  # what the ablation shows, question by question (the README's findings table)
-            from bench.report.findings import findings_plot
-
             written += findings_plot(suite, d.key, runs, missing, out)
     return written
+
+
+def findings_plot(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: Missing, out: Path) -> list[Path]:
+    """The findings as a forest plot: each row's NDCG@10 difference from its reference with its 95%
+    interval, coloured by what the Holm-adjusted test reads, grouped by question."""
+    found = [f for f in findings(suite, dataset, runs, missing) if not isinstance(f[3], str)]
+    if not found:
+        return []
+    colour = {1: "tab:green", -1: "tab:red", 0: "tab:gray"}
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(found) + 1.2))
+    for y, (question, row, ref, c) in enumerate(found):
+        low, high = c.interval()
+        ax.errorbar(c.difference, y, xerr=[[c.difference - low], [high - c.difference]], fmt="o", capsize=3,
+                    color=colour[c.significant])
+        if question:
+            if y:
+                ax.axhline(y - 0.5, color="0.85", linewidth=0.8)
+            ax.text(1.02, y, question, transform=ax.get_yaxis_transform(), fontsize=7, style="italic", va="center")
+    ax.set_yticks(range(len(found)), [f"{row} vs {ref}" for _, row, ref, _ in found], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"{METRIC}: row minus reference (95% interval)")
+    ax.set_title(f"{dataset}: what the ablation shows (red: lower, green: higher, grey: not separated; Holm)",
+                 fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out / f"{dataset}-findings")

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from tabulate import tabulate
 
 from bench.errors import BenchError
-from bench.schema import _Strict, load_yaml
+from bench.suites.schema import _Strict, load_yaml
 
 PUBLISHED_DIR = Path(__file__).parent / "published"
 

@@ -14,14 +14,14 @@ from bench.evaluate import Ranks, metrics_from_ranks
 from bench.models import model_class
 from bench.execute.runner import data_version, plan
 from bench.execute.store import OTHER_DATA, RunStore, config_hash
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 
 # Models whose scores do not depend on the seed: one seed is all of them, so they are compared with
 # the reference's per-user values averaged over all its seeds (by registry name).
 DETERMINISTIC = frozenset({"pop", "itemknn", "bm25-text"})
 
-# What the reports beside the tables show of every cell (suites must have k = 10: bench/schema.py).
+# What the reports beside the tables show of every cell (suites must have k = 10: bench/suites/schema.py).
 REPORTED = ("NDCG@10", "Recall@10")
 
 

@@ -11,7 +11,7 @@ from tabulate import tabulate
 from bench.report.costs import device
 from bench.report.notes import precision
 from bench.report.results import REPORTED as METRICS, VariantRuns
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 
 def _where(record: dict) -> str:

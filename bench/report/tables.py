@@ -30,7 +30,7 @@ from bench.report.published import load_published, published_markdown
 from bench.report.results import Missing, VariantRuns, capped, load_runs
 from bench.report.seeds import seeds_markdown
 from bench.report.stats import bootstrap_ci, relative_improvement
-from bench.suites import Suite
+from bench.suites.load import Suite
 
 DECIMALS = 4
 FLAGGED = "†"  # the improvement row rests on cells the notes flag

@@ -1,5 +1,5 @@
 """Suite files (YAML): datasets x model variants x seeds, plus what the tables compare. The
-fields and their types are `bench.schema.SuiteSpec`.
+fields and their types are `bench.suites.schema.SuiteSpec`.
 
     description: ...
     seeds: [0, 1, 2]
@@ -25,10 +25,10 @@ from pathlib import Path
 import yaml
 
 from bench.errors import BenchError
-from bench.external import is_import_path, register
-from bench.schema import load_yaml, parse_overlay, parse_suite
+from bench.interop.external import is_import_path, register
+from bench.suites.schema import load_yaml, parse_overlay, parse_suite
 
-SUITE_DIR = Path(__file__).parent / "suites"
+SUITE_DIR = Path(__file__).parent  # the suite files sit beside this module
 # Keys become folder names under results/: letters, digits, '.', '_', '-' only (no '..', no '/').
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -85,6 +85,7 @@ class Suite:
     eval_batch: int = 256
     published: str | None = None  # bench/report/published/<name>.yaml
     findings: dict | None = None  # {note, questions: [{question, table, rows}]}: bench/report/findings.py
+    cell_timeout: float | None = None  # seconds a cell may compute before it is ended (bench run --cell-timeout)
 
     def variant(self, key: str) -> Variant:
         for v in self.variants:
@@ -182,7 +183,7 @@ def load_suite(name: str, results: Path | None = None) -> Suite:
         datasets.append(DatasetEntry(_key(key, f"{path}: datasets"), str(params.pop("spec", key)), params))
     dataset_keys = {d.key for d in datasets}
     variants = _variants(spec.models, path, dataset_keys)
-    for v in variants:  # a model named by import path joins the registry (bench/external.py)
+    for v in variants:  # a model named by import path joins the registry (bench/interop/external.py)
         if is_import_path(v.model):
             register(v.model, f"{path}: models.{v.key}")
     ablations = dict(spec.ablations)
@@ -205,6 +206,9 @@ def load_suite(name: str, results: Path | None = None) -> Suite:
         for r in rows:
             if r not in keys:
                 raise BenchError(f"{path}: ablations.{table} names unknown model variant {r!r}")
+        twice = sorted({r for r in rows if rows.count(r) > 1})
+        if twice:  # shown twice and counted twice in the table's Holm family
+            raise BenchError(f"{path}: ablations.{table} names model variant {twice[0]!r} more than once")
     for i, q in enumerate(spec.findings.questions if spec.findings else []):
         where = f"{path}: findings.questions.{i}"
         if q.table not in spec.ablations:
@@ -227,5 +231,5 @@ def load_suite(name: str, results: Path | None = None) -> Suite:
         seeds=spec.seeds, ks=sorted(spec.ks), history_masking=spec.history_masking,
         user_sample=sample(spec.user_sample), valid_sample=sample(spec.valid_sample), reference=spec.reference,
         ablations=ablations, check=spec.check.model_dump(), eval_batch=spec.eval_batch, published=spec.published,
-        findings=spec.findings.model_dump() if spec.findings else None,
+        findings=spec.findings.model_dump() if spec.findings else None, cell_timeout=spec.cell_timeout,
     )

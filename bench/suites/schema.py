@@ -117,6 +117,7 @@ class SuiteSpec(_Strict):
     eval_batch: int = Field(default=256, ge=1)
     published: Optional[str] = None  # bench/report/published/<name>.yaml: published numbers beside ours
     findings: Optional[FindingsSpec] = None
+    cell_timeout: Optional[float] = Field(default=None, gt=0)  # seconds; a cell past it fails and the suite goes on
 
 
 def check_tune(space: dict[str, TuneRange], where: str) -> None:

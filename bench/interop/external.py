@@ -31,9 +31,18 @@ def register(model: str, where: str) -> None:
                          f"nor an import path 'package.module:Class'")
     module, attr = model.split(":")
     try:
-        cls = getattr(importlib.import_module(module), attr)
+        imported = importlib.import_module(module)
     except ImportError as e:
-        raise BenchError(f"{where}: model {model!r}: cannot import {module} ({e})") from None
+        raise BenchError(f"{where}: model {model!r}: cannot import {module} ({e}); is its folder on PYTHONPATH?") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing: one line, not a traceback
+        raise BenchError(f"{where}: model {model!r}: importing {module} failed: {type(e).__name__}: {e}") from None
+    if getattr(imported, "__file__", None) is None:  # a folder without the module: a namespace package
+        found = ", ".join(str(p) for p in getattr(imported, "__path__", [])) or "a folder"
+        raise BenchError(f"{where}: model {model!r}: Python imported {module} as the folder {found}, which has no "
+                         f"{module.split('.')[-1]}.py or __init__.py; put the folder that holds your module on "
+                         f"PYTHONPATH (or run from it)")
+    try:
+        cls = getattr(imported, attr)
     except AttributeError:
         raise BenchError(f"{where}: model {model!r}: {module} has no {attr!r}") from None
     if not isinstance(cls, type) or not all(callable(getattr(cls, m, None)) for m in ("fit", "predict")):

@@ -1,4 +1,4 @@
-"""What each `python -m bench` subcommand does, given its parsed arguments (bench/cli.py parses them
+"""What each `python -m bench` subcommand does, given its parsed arguments (bench/cli/__init__.py parses them
 and turns a BenchError into one line and exit code 2). Imports are inside each command so that
 `python -m bench list` does not load torch."""
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
 
 
 def cmd_list(args) -> int:
     from bench.datasets import DATASETS, FAMILIES
     from bench.models import MODELS
-    from bench.suites import available_suites, load_suite
+    from bench.suites.load import available_suites, load_suite
 
     print("datasets:", ", ".join([*DATASETS, *(f"{f}:<arg>" for f in FAMILIES)]))
     print("models:  ", ", ".join(sorted(MODELS)))
@@ -39,13 +39,22 @@ def cmd_run(args) -> int:
 def _run(args, ranks: int) -> int:
     from bench.execute.distributed import is_main
     from bench.execute.executors import run_suite
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
     from bench.report.tables import suite_tables
 
     suite = load_suite(args.suite, args.results)
+    if ranks == 1:  # under torchrun the launch itself was the decision (and ranks must not wait on a prompt)
+        from bench.execute.guard import confirm_long_run
+
+        confirm_long_run(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,
+                         getattr(args, "yes", False))
     tracker = make_tracker(args.track, args.results, suite.name) if is_main() else None
+    timeout = getattr(args, "cell_timeout", None)
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise BenchError(f"--cell-timeout {timeout}: give the seconds a cell may take, a positive number")
     done = run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,
-                     on_cell=tracker.log_cell if tracker else None, executor=args.executor, address=args.address, cpus_per_cell=args.cpus_per_cell)
+                     on_cell=tracker.log_cell if tracker else None, executor=args.executor, address=args.address,
+                     cpus_per_cell=args.cpus_per_cell, cell_timeout=timeout or suite.cell_timeout)
     if not is_main():
         return 0  # rank 0 wrote the cells and writes the tables
     if ranks > 1:
@@ -68,7 +77,7 @@ def make_tracker(track: str | None, results: Path, experiment: str | None = None
 
 
 def cmd_tune(args) -> int:
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
     from bench.execute.tune import Search, run_search
     from bench.execute.tune_report import write_overlay, write_report
 
@@ -103,7 +112,7 @@ def write_tables(suite, results: Path, files: dict[str, str]) -> list[Path]:
 
 
 def cmd_table(args) -> int:
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
     from bench.report.tables import render_tables
 
     suite = load_suite(args.suite, args.results)
@@ -118,7 +127,7 @@ def cmd_table(args) -> int:
 
 def cmd_plan(args) -> int:
     from bench.execute.plan import plan_markdown
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
 
     if args.hours is not None and not args.hours > 0:
         raise BenchError(f"--hours {args.hours:g}: give the hours a sitting has, a positive number")
@@ -130,7 +139,7 @@ def cmd_plan(args) -> int:
 
 def cmd_plot(args) -> int:
     from bench.report.plots import plot_suite
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
 
     suite = load_suite(args.suite, args.results)
     written = plot_suite(suite, args.results)
@@ -162,7 +171,7 @@ def cmd_check(args) -> int:
 
 def cmd_memorise(args) -> int:
     from bench.report.memorisation import memorise
-    from bench.suites import load_suite
+    from bench.suites.load import load_suite
 
     written = memorise(load_suite(args.suite, args.results), args.results)
     print("\n".join(str(p) for p in written) or "every (backbone, dataset) of the suite is measured already")
@@ -172,14 +181,23 @@ def cmd_memorise(args) -> int:
 def cmd_headline(args) -> int:
     from bench.report.headline import write_readme
 
-    write_readme(args.readme, args.results)
-    print(f"{args.readme}: headline and findings tables rewritten from {args.results / 'runs'}")
+    readme = args.readme
+    if readme is None:
+        if args.results.resolve() != RESULTS.resolve():  # the checkout's README reads the committed results only
+            raise BenchError(f"--results {args.results} is not this checkout's results folder: name the README to "
+                             f"rewrite with --readme (this checkout's README is generated from {RESULTS})")
+        readme = RESULTS.parent / "README.md"
+    runs = args.results / "runs"
+    if not runs.is_dir() or not any(runs.iterdir()):
+        raise BenchError(f"{runs}: no stored runs, so the tables would be empty; {readme} is left as it is")
+    write_readme(readme, args.results)
+    print(f"{readme}: headline and findings tables rewritten from {runs}")
     return 0
 
 
 def cmd_export(args) -> int:
-    from bench.export import export_split
-    from bench.suites import load_suite
+    from bench.interop.export import export_split
+    from bench.suites.load import load_suite
 
     written = export_split(load_suite(args.suite), args.dataset, args.out)
     print(f"{len(written)} files in {args.out} (manifest.json says what each holds)")
@@ -188,8 +206,8 @@ def cmd_export(args) -> int:
 
 def cmd_score(args) -> int:
     from bench.execute.executors import run_suite
-    from bench.score import register_predictions
-    from bench.suites import load_suite
+    from bench.interop.score import register_predictions
+    from bench.suites.load import load_suite
     from bench.report.tables import suite_tables
 
     overlay = register_predictions(args.suite, args.dataset, args.name, args.predictions, args.results,

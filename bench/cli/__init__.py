@@ -6,10 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-from bench.commands import (RESULTS, cmd_check, cmd_export, cmd_headline, cmd_list, cmd_memorise, cmd_plan, cmd_plot,
+from bench.cli.commands import (RESULTS, cmd_check, cmd_export, cmd_headline, cmd_list, cmd_memorise, cmd_plan, cmd_plot,
                             cmd_refingerprint, cmd_run, cmd_score, cmd_table, cmd_tune)
 from bench.errors import BenchError
-from bench.schema import SEED_MAX
+from bench.suites.schema import SEED_MAX
 
 
 def _csv(value: str) -> list[str]:
@@ -40,6 +40,11 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun cells even if stored with the same config")
     r.add_argument("--stale", action="store_true",
                    help="also rerun cells computed by code that has changed since (or that recorded no code fingerprint)")
+    r.add_argument("--cell-timeout", type=float, metavar="SECONDS",
+                   help="end a cell that computes longer than this (one line; the suite goes on); default: the suite's "
+                        "cell_timeout, else none")
+    r.add_argument("--yes", action="store_true",
+                   help="start without asking even where `bench plan` estimates more than an hour of computing")
     r.add_argument("--track", metavar="mlflow[:URI]",
                    help="log each cell as an MLflow run (default store: results/mlflow/; needs the .[track] extra)")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -85,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
     me.add_argument("--suite", required=True)
     me.set_defaults(func=cmd_memorise)
     h = sub.add_parser("headline", parents=[common], help="rewrite the README's headline and findings tables from the stored runs")
-    h.add_argument("--readme", type=Path, default=RESULTS.parent / "README.md")
+    h.add_argument("--readme", type=Path,
+                   help="the README to rewrite (default: this checkout's, and only from its own results/)")
     h.set_defaults(func=cmd_headline)
     ex = sub.add_parser("export", help="write a suite's split (RecBole atomic files and CSV) for another toolkit")
     ex.add_argument("--suite", required=True)

@@ -1,0 +1,56 @@
+"""Before `bench run` starts a long suite: what it would compute and how long the plan says that
+takes. Above `ASK_ABOVE_S` it asks (at a terminal) or stops with exit 2 and says to add `--yes`
+(anywhere else: CI, a batch job), so nobody starts hundreds of CPU-hours by accident."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.execute.plan import plan_suite
+from bench.execute.planned import PlannedCell, duration
+from bench.suites.load import Suite
+
+ASK_ABOVE_S = 3600.0
+
+
+def selected(cells: list[PlannedCell], models, datasets, seeds, force: bool, stale: bool) -> list[PlannedCell]:
+    """The cells `bench run` with these filters would compute."""
+    def wanted(p: PlannedCell) -> bool:
+        c = p.cell
+        if (models and c.variant.key not in models) or (datasets and c.dataset.key not in datasets) \
+                or (seeds and c.seed not in seeds):
+            return False
+        return force or p.state.startswith("to run") or (stale and p.state.startswith("stale"))
+    return [p for p in cells if wanted(p)]
+
+
+def summary(todo: list[PlannedCell]) -> tuple[float, str]:
+    known = [p.seconds for p in todo if p.seconds is not None]
+    total = sum(known)
+    by_device = {}
+    for p in todo:
+        by_device.setdefault(p.device, []).append(p)
+    parts = [f"{len(v)} on {d}" for d, v in sorted(by_device.items())]
+    text = (f"{len(todo)} cell(s) to compute ({', '.join(parts)}), about {duration(total)} by `bench plan`"
+            + (f" ({len(todo) - len(known)} without an estimate)" if len(known) < len(todo) else ""))
+    return total, text
+
+
+def confirm_long_run(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False, stale=False,
+                     yes: bool = False, gpu: bool = False) -> float:
+    """Print what the run computes; above the threshold ask, or stop unless `yes`. Returns the estimate."""
+    todo = selected(plan_suite(suite, root, gpu), models, datasets, seeds, force, stale)
+    total, text = summary(todo)
+    if not todo:
+        return 0.0
+    print(f"suite {suite.name}: {text}", flush=True)
+    if total <= ASK_ABOVE_S or yes:
+        return total
+    how = f"python -m bench plan --suite {suite.name}"
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"That is more than {duration(ASK_ABOVE_S)} (cells: `{how}`). Start it? [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            return total
+    raise BenchError(f"suite {suite.name}: {text}, more than {duration(ASK_ABOVE_S)}; not started (see `{how}`; "
+                     f"--models/--seeds run a part; --yes starts it all)")

@@ -1,0 +1,194 @@
+"""Hardening, round four: no silently wrong number. Each case gave exit 0 and a number (or nothing)
+before; each now ends with one line naming what is wrong."""
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.datasets import load_dataset
+from bench.errors import BenchError
+from bench.execute import fingerprint
+from bench.execute.scoring import CellError, score_users
+from bench.report.headline import END, START, replace_block
+from bench.split import leave_one_out
+from bench.suites.load import load_suite
+
+
+class Fixed:
+    """Returns whatever `make` builds for a batch of users."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def predict(self, histories, users):
+        return self.make(len(users))
+
+
+@pytest.fixture(scope="module")
+def syn():
+    return leave_one_out(load_dataset("synthetic", n_users=30, n_items=20, seed=4))
+
+
+def test_an_integer_score_matrix_is_refused_not_read_as_ranked_lists(syn):
+    ints = Fixed(lambda n: np.tile(np.arange(syn.n_items), (n, 1)))
+    with pytest.raises(CellError, match="integer matrix of shape .* must hold float scores"):
+        score_users(ints, syn, np.arange(5), "test", True, 8, "t")
+    floats = Fixed(lambda n: np.tile(np.arange(syn.n_items, dtype=np.float32), (n, 1)))
+    assert len(score_users(floats, syn, np.arange(5), "test", True, 8, "t").above) == 5
+
+
+def test_rows_of_only_infinite_scores_are_refused(syn):
+    blind = Fixed(lambda n: np.full((n, syn.n_items), -np.inf))
+    with pytest.raises(CellError, match="only infinite scores for 5 of 5 users"):
+        score_users(blind, syn, np.arange(5), "test", True, 8, "t")
+
+
+DUPLICATED = """
+seeds: [0]
+ks: [10]
+datasets:
+  syn: {spec: synthetic, n_users: 30, n_items: 20, seed: 1}
+models:
+  pop: {model: pop}
+  knn: {model: itemknn}
+ablations:
+  t: [pop, knn, knn]
+"""
+
+
+def test_a_variant_named_twice_in_an_ablation_table_is_refused(tmp_path):
+    suite = tmp_path / "d.yaml"
+    suite.write_text(DUPLICATED)
+    with pytest.raises(BenchError, match="ablations.t names model variant 'knn' more than once"):
+        load_suite(str(suite))
+
+
+class Exits:
+    def fit(self, split, ctx):
+        raise SystemExit(0)
+
+    def predict(self, histories, users):
+        return np.zeros((len(users), 1))
+
+
+EXITING = """
+seeds: [0]
+ks: [10]
+datasets:
+  syn: {spec: synthetic, n_users: 30, n_items: 20, seed: 1}
+models:
+  pop: {model: pop}
+  exits: {model: "MODULE:Exits"}
+"""
+
+
+def test_a_model_that_calls_sys_exit_fails_its_cell_and_the_suite_goes_on(tmp_path, capsys):
+    suite = tmp_path / "e.yaml"
+    suite.write_text(EXITING.replace("MODULE", __name__))
+    res = tmp_path / "r"
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 1
+    err = capsys.readouterr().err
+    assert "exits/seed0 (failed: model" in err and "called sys.exit(0)" in err
+    assert (res / "runs/e/syn/pop/seed0/run.json").is_file() and (res / "tables/e/syn-main.md").is_file()
+
+
+def test_a_model_package_named_like_a_folder_of_this_checkout_is_still_found_and_hashed(monkeypatch, tmp_path):
+    own = tmp_path / "tests" / "mymodel.py"
+    own.parent.mkdir()
+    own.write_text("class M:\n    pass\n")
+    monkeypatch.setattr(fingerprint, "_installed_file", lambda name: own if name == "tests.mymodel" else None)
+    assert fingerprint._module_file("tests.mymodel") == own
+    assert fingerprint._module_file("calrec.recommender.CALRec") is None  # ours, a class: not a module
+
+
+def test_a_generated_block_present_twice_is_refused(tmp_path):
+    text = f"a\n{START}\nold\n{END}\nb\n{START}\nstale copy\n{END}\n"
+    with pytest.raises(BenchError, match="markers appear more than once"):
+        replace_block(text, "new\n", tmp_path / "README.md")
+    with pytest.raises(BenchError, match="end marker comes before"):
+        replace_block(f"{END}\nx\n{START}\n", "new\n", tmp_path / "README.md")
+    assert replace_block(f"a\n{START}\nold\n{END}\nb\n", "new\n", tmp_path / "README.md") == f"a\n{START}\nnew\n{END}\nb\n"
+
+
+def test_a_namespace_folder_named_like_the_model_module_is_said_plainly(tmp_path, monkeypatch):
+    from bench.interop.external import register
+
+    (tmp_path / "nsmodel_xyz").mkdir()  # a folder with no module file: Python imports it as a namespace
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(BenchError, match="imported nsmodel_xyz as the folder .*nsmodel_xyz, which has no"):
+        register("nsmodel_xyz:RecentPop", "suite s")
+    (tmp_path / "broken_xyz.py").write_text("raise RuntimeError('boom at import')\n")
+    with pytest.raises(BenchError, match="importing broken_xyz failed: RuntimeError: boom at import"):
+        register("broken_xyz:M", "suite s")
+
+
+def test_headline_never_rewrites_the_checkouts_readme_from_another_results_folder(tmp_path, capsys):
+    from bench.cli.commands import RESULTS
+
+    readme = RESULTS.parent / "README.md"
+    before = readme.read_bytes()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["headline", "--results", str(empty)]) == 2
+    assert "name the README to rewrite with --readme" in capsys.readouterr().err
+    mine = tmp_path / "README.md"
+    mine.write_bytes(before)
+    assert main(["headline", "--results", str(empty), "--readme", str(mine)]) == 2
+    assert "no stored runs" in capsys.readouterr().err
+    assert readme.read_bytes() == before and mine.read_bytes() == before
+
+
+SAMPLED = """
+seeds: [0]
+ks: [10]
+datasets:
+  s: {spec: "sample:synthetic", users: 50}
+models:
+  pop: {model: pop}
+"""
+
+
+def test_a_sampled_dataset_with_its_users_runs(tmp_path):
+    """It stopped with "missing a required argument: 'users'": the fingerprint resolved the loader
+    without the entry's parameters."""
+    suite = tmp_path / "samp.yaml"
+    suite.write_text(SAMPLED)
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r/runs/samp/s/pop/seed0/run.json").is_file()
+
+
+class Sleeps:
+    def fit(self, split, ctx):
+        import time
+
+        time.sleep(60)  # a model that never returns, as far as the suite can tell
+
+    def predict(self, histories, users):
+        return np.zeros((len(users), 1))
+
+
+HANGING = """
+seeds: [0]
+ks: [10]
+cell_timeout: 1.5
+datasets:
+  syn: {spec: synthetic, n_users: 30, n_items: 20, seed: 1}
+models:
+  sleeps: {model: "MODULE:Sleeps"}
+  pop: {model: pop}
+"""
+
+
+def test_a_cell_past_the_time_limit_ends_with_one_line_and_the_suite_goes_on(tmp_path, capsys):
+    import time
+
+    suite = tmp_path / "h.yaml"
+    suite.write_text(HANGING.replace("MODULE", __name__))
+    res = tmp_path / "r"
+    t0 = time.monotonic()
+    assert main(["run", "--suite", str(suite), "--results", str(res)]) == 1
+    assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err
+    assert "sleeps/seed0 (failed: ran past the cell time limit of 1.5 s" in err
+    assert (res / "runs/h/syn/pop/seed0/run.json").is_file() and not (res / "runs/h/syn/sleeps/seed0/run.json").exists()
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--cell-timeout", "-1"]) == 2
