@@ -63,7 +63,7 @@ class LLMSASRec(SASRec):
         pcs = np.zeros((len(vectors), ids.embedding_dim), dtype=np.float64)
         k = min(ids.embedding_dim, len(vt))  # a catalog smaller than the width has fewer components
         pcs[:, :k] = centred @ vt[:k].T
-        pcs *= float(ids.weight[1:].std()) / max(float(pcs.std()), 1e-12)
+        pcs *= float(ids.weight[1:].detach().std()) / max(float(pcs.std()), 1e-12)
         with torch.no_grad():
             ids.weight[1 : split.n_items + 1] = torch.from_numpy(pcs).float()
 

@@ -47,6 +47,7 @@ MODELS: dict[str, str] = {
     "bm25-text": "baselines.text_bm25:BM25Text",
     "sasrec": "baselines.sasrec:SASRec",
     "llm-sasrec": "baselines.llm_sasrec:LLMSASRec",
+    "unisrec": "baselines.unisrec:UniSRec",
     "bert4rec": "baselines.bert4rec:BERT4Rec",
     "recbole": "baselines.recbole_adapter:RecBoleModel",
     "calrec": "calrec.recommender:CALRec",

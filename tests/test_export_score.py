@@ -177,3 +177,16 @@ def test_rescoring_keeps_what_was_declared(exported, tmp_path):
     assert main(base) == 0
     overlay = yaml.safe_load((res / "scored/ext/overlay.yaml").read_text())
     assert overlay["models"]["mine"]["datasets"]["syn"]["declared"] == "counted from train.csv"
+
+
+def test_score_into_a_folder_of_ones_own_compares_with_another_results_folder(exported, tmp_path):
+    suite, out = exported
+    committed, mine = tmp_path / "committed", tmp_path / "mine"
+    assert main(["run", "--suite", str(suite), "--results", str(committed)]) == 0
+    file = popularity_file(out, tmp_path / "pop.csv")
+    assert main(["score", "--suite", str(suite), "--dataset", "syn", "--name", "mine", "--predictions", str(file),
+                 "--results", str(mine), "--compare-with", str(committed)]) == 0
+    table = (mine / "tables/ext/syn-main.md").read_text()
+    assert "| pop " in table and "| mine " in table  # the other folder's row beside this one's
+    assert not (mine / "runs/ext/syn/pop").exists()  # read, not copied
+    assert not (committed / "runs/ext/syn/mine").exists()  # and never written

@@ -192,3 +192,22 @@ def test_a_cell_past_the_time_limit_ends_with_one_line_and_the_suite_goes_on(tmp
     assert "sleeps/seed0 (failed: ran past the cell time limit of 1.5 s" in err
     assert (res / "runs/h/syn/pop/seed0/run.json").is_file() and not (res / "runs/h/syn/sleeps/seed0/run.json").exists()
     assert main(["run", "--suite", str(suite), "--results", str(res), "--cell-timeout", "-1"]) == 2
+
+
+def test_seed_level_tests_carry_a_per_user_reading_and_the_findings_say_whether_they_agree():
+    from bench.execute.fingerprint import ROOT
+    from bench.report.comparisons import compare_rows
+    from bench.report.findings import agreement
+    from bench.report.results import load_runs
+
+    suite = load_suite("ablation")
+    runs, _ = load_runs(suite, ROOT / "results", "ml-100k")
+    rows = ["calrec-stage2", "calrec", "calrec-zero-shot"]
+    tests = {c.row: c for c in compare_rows(suite, runs, rows, "calrec-stage2", ["NDCG@10"])}
+    seeds, single = tests["calrec"], tests["calrec-zero-shot"]
+    assert seeds.kind == "seeds" and 0 < seeds.p_users < 1
+    a, b = runs["calrec"].user_metric("NDCG@10", suite.ks, seeds.seeds), runs["calrec-stage2"].user_metric("NDCG@10", suite.ks, seeds.seeds)
+    from scipy import stats
+    assert seeds.p_users == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert agreement(seeds).endswith("(agrees)" if (seeds.p < 0.05) == (seeds.p_users < 0.05) else "(disagrees)")
+    assert single.kind == "deterministic" and single.p_users is None and agreement(single) == ""

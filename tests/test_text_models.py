@@ -62,6 +62,20 @@ def test_llm_sasrec_beats_popularity_on_sequential_data(fusion, syn, tmp_path):
     assert m.info()["fusion"] == fusion
 
 
+@pytest.mark.parametrize("ids", [False, True])
+def test_unisrec_pretrains_across_domains_and_beats_popularity(ids, syn, tmp_path):
+    pop = fit("pop", {}, syn, tmp_path)
+    other = {"spec": "synthetic", "n_users": 120, "n_items": 50, "seed": 8}
+    m = fit("unisrec", {"backbone": "tiny", "ids": ids, "hidden": 32, "max_len": 20, "patience": 100, "lr": 3e-3,
+                        "epochs": 30, "all_windows": True, "batch_size": 32, "experts": 4,
+                        "pretrain": {"datasets": [other, "synthetic"], "steps": 60, "batch_size": 32}}, syn, tmp_path)
+    assert ndcg10(m, syn) > ndcg10(pop, syn) + 0.05
+    info = m.info()
+    assert info["pretrain_domains"] == ["synthetic", "synthetic"] and np.isfinite(info["pretrain_last_loss"])
+    frozen = [n for n, p in m.net.named_parameters() if not p.requires_grad]
+    assert frozen and all(not n.startswith("item.") for n in frozen)  # the encoder is fixed, the adaptor trains
+
+
 def test_unknown_fusion_is_refused():
     with pytest.raises(BenchError, match="fusion"):
         make_model("llm-sasrec", {"fusion": "concat"})

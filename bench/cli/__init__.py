@@ -106,6 +106,9 @@ def parser() -> argparse.ArgumentParser:
                     help="CSV or Parquet: user,item,score or user,rank,item or user,items (raw ids, as bench export writes)")
     sc.add_argument("--label", help="the row label in tables (default: --name)")
     sc.add_argument("--declared", default="", help="what to record about the model (toolkit, settings), stored in run.json")
+    sc.add_argument("--compare-with", type=Path,
+                    help="a results folder whose runs the tables put beside this one (read, never written); default: "
+                         "this checkout's results/ when --results is another folder")
     sc.set_defaults(func=cmd_score)
     f = sub.add_parser("refingerprint", parents=[common],
                        help="rewrite the code records of cells whose code is unchanged in today's fingerprint scheme, with per-file hashes")

@@ -214,8 +214,13 @@ def cmd_score(args) -> int:
                                    args.label, args.declared)
     suite = load_suite(args.suite, args.results)
     done = run_suite(suite, args.results, [args.name], [args.dataset], [0])
-    written = write_tables(suite, args.results, suite_tables(suite, args.results))
-    print(f"{args.name} registered in {overlay}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}")
+    compare = args.compare_with
+    if compare is None and args.results.resolve() != RESULTS.resolve():
+        compare = RESULTS  # a results folder of one's own is compared with the committed runs, not copied over
+    also = () if compare is None or compare.resolve() == args.results.resolve() else (compare,)
+    written = write_tables(suite, args.results, suite_tables(suite, args.results, also))
+    print(f"{args.name} registered in {overlay}; tables: {', '.join(str(p) for p in written if p.suffix == '.md')}"
+          + (f" (beside the runs in {also[0]})" if also else ""))
     return 1 if any(status.startswith("failed") for _, status in done) else 0
 
 

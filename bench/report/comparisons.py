@@ -48,6 +48,9 @@ class Comparison:
     significant: int = 0  # +1 / -1: higher / lower than the reference after Holm's correction
     a: np.ndarray | None = None  # what was tested: per-user values, or per-seed means (kind "seeds")
     b: np.ndarray | None = None
+    # kind "seeds" only: the same pair tested per user on each user's mean over the shared seeds (a
+    # second reading with users, not seeds, as the sample; unadjusted), to say where the two disagree
+    p_users: float | None = None
 
     @property
     def difference(self) -> float:
@@ -78,7 +81,11 @@ def compare_rows(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], re
         for m in metrics:
             a, b = pair(m)
             p = seed_means_pvalue(a, b) if kind == "seeds" else paired_pvalue(a, b, test)
-            out.append(Comparison(r, m, kind, seeds, float(np.mean(a)), float(np.mean(b)), p, a=a, b=b))
+            p_users = None
+            if kind == "seeds":
+                p_users = paired_pvalue(runs[r].user_metric(m, suite.ks, seeds),
+                                        runs[reference].user_metric(m, suite.ks, seeds), test)
+            out.append(Comparison(r, m, kind, seeds, float(np.mean(a)), float(np.mean(b)), p, a=a, b=b, p_users=p_users))
     for f in (metrics if family == "column" else [None]):
         members = [c for c in out if f is None or c.metric == f]
         adjusted, reject = holm([c.p for c in members], ALPHA)
@@ -107,10 +114,10 @@ def tests_markdown(title: str, reference: str, tests: list[Comparison], label) -
             low, high = c.interval()
             mark = {1: " ↑", -1: " ↓"}.get(c.significant, "")
             row += [f"{c.row_mean:.4f} vs {c.reference_mean:.4f}", f"{c.difference:+.4f} [{low:+.4f}, {high:+.4f}]",
-                    _p(c.p), _p(c.p_holm) + mark]
+                    _p(c.p), _p(c.p_holm) + mark, "" if c.p_users is None else _p(c.p_users)]
         rows.append(row)
     headers = ["Row", "Test", "Seeds"] + [h for m in metrics for h in (f"{m}: row vs reference", "difference [95% CI]",
-                                                                         "p", "p (Holm)")]
+                                                                         "p", "p (Holm)", "p per user")]
     return (f"### {title}: each row against {label(reference)}\n\n"
             + tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True) + "\n")
 
@@ -134,4 +141,7 @@ def tests_file(suite: Suite, tables, test: str, family: str) -> str | None:
             + "\n- The numbers behind the tables' arrows, from the same stored runs. Tests: "
             + "; ".join(f"{KIND[k]}: {how[k]}" for k in how if k in kinds)
             + f". p (Holm): Holm-adjusted {holm_over} (every metric of the table is tested; two are shown); ↑/↓ where "
-            f"it is below alpha = {ALPHA}, as the table's arrows. Differences are row minus reference.\n")
+            f"it is below alpha = {ALPHA}, as the table's arrows. p per user (rows tested on per-seed means only): the "
+            f"same pair by a paired {test} on per-user values, each user's value averaged over the shared seeds "
+            f"(users, not seeds, as the sample: it ignores training-run variance), unadjusted; where it and p fall on "
+            f"different sides of alpha the two readings disagree. Differences are row minus reference.\n")

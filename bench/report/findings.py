@@ -43,6 +43,15 @@ def findings(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: 
     return out
 
 
+def agreement(c: Comparison) -> str:
+    """Where a row is tested on per-seed means: the per-user p on seed-averaged values, and whether
+    it falls on the same side of alpha as the seed-level p (both unadjusted)."""
+    if c.p_users is None:
+        return ""
+    same = (c.p < ALPHA) == (c.p_users < ALPHA)
+    return f"{_p(c.p_users)} ({'agrees' if same else 'disagrees'})"
+
+
 def findings_markdown(root: Path, suite_name: str = SUITE, dataset: str = DATASET) -> str:
     suite = load_suite(suite_name)
     if not suite.findings:
@@ -50,13 +59,14 @@ def findings_markdown(root: Path, suite_name: str = SUITE, dataset: str = DATASE
     body = []
     for question, row, ref, c in findings(suite, dataset, *load_runs(suite, root, dataset)):
         if isinstance(c, str):
-            body.append([question, f"{row} vs {ref}", c, "", "", "", "", ""])
+            body.append([question, f"{row} vs {ref}", c, "", "", "", "", "", ""])
             continue
         low, high = c.interval()
         body.append([question, f"{row} vs {ref}", ", ".join(map(str, c.seeds)),
                      f"{c.row_mean:.4f} vs {c.reference_mean:.4f}", f"{c.difference:+.4f} [{low:+.4f}, {high:+.4f}]",
-                     f"{_p(c.p)} ({KIND[c.kind]})", _p(c.p_holm), READS[c.significant]])
-    head = ["question", "row vs reference", "seeds", f"{METRIC}", "difference [95% CI]", "p (test)", "p (Holm)", "reads"]
+                     f"{_p(c.p)} ({KIND[c.kind]})", _p(c.p_holm), READS[c.significant], agreement(c)])
+    head = ["question", "row vs reference", "seeds", f"{METRIC}", "difference [95% CI]", "p (test)", "p (Holm)", "reads",
+            "per user"]
     table = tabulate(body, headers=head, tablefmt="pipe", disable_numparse=True)
     users = "all test users" if suite.user_sample is None else f"{suite.user_sample['size']} sampled test users"
     note = " ".join(filter(None, [
@@ -64,5 +74,7 @@ def findings_markdown(root: Path, suite_name: str = SUITE, dataset: str = DATASE
         f"{dataset}, {users}, the `{suite.name}` suite; {METRIC} of each row and of its reference over the "
         f"seeds tested (per-seed means paired seed by seed where both have three seeds, else per user over the "
         f"shared seeds); Holm within the {METRIC} column of the row's ablation table; reads: the Holm-adjusted "
-        f"test at alpha = {ALPHA}. Every test: `results/tables/{suite.name}/{dataset}-tests.md`."]))
+        f"test at alpha = {ALPHA}; per user: where the test is over per-seed means, the same pair tested per user on "
+        f"seed-averaged values (unadjusted p), and whether that reading agrees with the seed-level one at alpha. "
+        f"Every test: `results/tables/{suite.name}/{dataset}-tests.md`."]))
     return f"{table}\n\n{textwrap.fill(note, 118)}\n"

@@ -28,6 +28,9 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     cold = sorted({x["cold_test_targets_evaluated"] for r in rows for x in runs[r].records if "cold_test_targets_evaluated" in x})
     masked = sorted({x["masked_test_targets_evaluated"] for r in rows for x in runs[r].records if "masked_test_targets_evaluated" in x})
     notes = [
+        "Each cell: the mean over the row's seeds, ± the standard deviation over those seeds (no ± with one seed)"
+        + (f"; the reference row, against which every arrow is tested: {suite.variant(reference).label}."
+           if reference in rows else "."),
         f"Dataset {st['dataset']} ({st['version']}; {st['preprocessing']}): {st['users']} users "
         f"({st['dropped_users']} dropped with < 3 events), {st['items']} items, {st['interactions']} interactions.",
         f"Leave-one-out by time, timestamp ties broken by file order (stable sort); full ranking over all items; "

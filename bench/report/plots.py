@@ -221,8 +221,8 @@ def findings_plot(suite: Suite, dataset: str, runs: dict[str, VariantRuns], miss
     ax.set_yticks(range(len(found)), [f"{row} vs {ref}" for _, row, ref, _ in found], fontsize=7)
     ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"{METRIC}: row minus reference (95% interval)")
-    ax.set_title(f"{dataset}: what the ablation shows (red: lower, green: higher, grey: not separated; Holm)",
-                 fontsize=9)
+    ax.set_xlabel(f"{METRIC}: row minus reference (unadjusted 95% interval)")
+    ax.set_title(f"{dataset}: each question's rows against their reference\n(colour: the Holm-adjusted test; red lower, "
+                 f"green higher, grey not separated; intervals are not adjusted)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, out / f"{dataset}-findings")

@@ -75,17 +75,23 @@ class Missing:
     other_data: list[str] = field(default_factory=list)
 
 
-def load_runs(suite: Suite, root: Path, dataset: str) -> tuple[dict[str, VariantRuns], Missing]:
+def load_runs(suite: Suite, root: Path, dataset: str, also: tuple[Path, ...] = ()) -> tuple[dict[str, VariantRuns], Missing]:
     """Runs whose stored config hash matches the suite as it is now, computed on the data as it
-    is now (where its files can be read here); also the cells left out."""
-    store = RunStore(root)
+    is now (where its files can be read here); also the cells left out. A cell missing from `root`
+    is read from the first folder of `also` that holds it (scored predictions beside the committed
+    runs, without copying them)."""
+    stores = [RunStore(root), *(RunStore(r) for r in also)]
     runs: dict[str, VariantRuns] = {}
     missing = Missing()
     cells = plan(suite, datasets=[dataset])
     version = data_version(cells[0].dataset) if cells else None
     for cell in cells:
-        out = store.cell_dir(suite.name, dataset, cell.variant.key, cell.seed)
-        why = store.check_cell(out, config_hash(cell.config()), version)
+        why = None
+        for store in stores:
+            out = store.cell_dir(suite.name, dataset, cell.variant.key, cell.seed)
+            why = store.check_cell(out, config_hash(cell.config()), version)
+            if why is None:
+                break
         if why is not None:
             (missing.other_data if why.startswith(OTHER_DATA) else missing.cells).append(cell.name)
             continue

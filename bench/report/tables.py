@@ -99,6 +99,13 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
         head_flagged = [suite.variant(r).label for r in rows if r in used and any(staleness(rec) for rec in runs[r].records)]
     cut = [any(capped(rec) for rec in runs[r].records) for r in rows]
     notes = protocol_notes(suite, runs, rows, reference, test, tested, missing, cut, ci)
+    if head is not None:  # say which rows the Improvement row compares: it may be a weak or one-seed one
+        used_ours = [rows[i] for i in ours if any(not np.all(np.isnan(values[ours, j])) and
+                                                  ours[int(np.nanargmax(values[ours, j]))] == i for j in range(len(metrics)))]
+        notes.append("Improvement: the best row of the studied method against the best baseline row, metric by metric; "
+                     "here the studied method's best is " + ", ".join(
+                         f"{suite.variant(r).label} ({len(runs[r].seeds)} seed{'s' if len(runs[r].seeds) != 1 else ''})"
+                         for r in used_ours) + ": the rows this table holds, not the method at its best.")
     if head_flagged:
         notes.append(f"{FLAGGED}: the Improvement row is computed from rows with flagged cells (computed by code that "
                      f"has changed since, or before code fingerprints; see the notes above): {', '.join(head_flagged)}.")
@@ -195,7 +202,7 @@ def dataset_tables(suite: Suite, dataset: str, runs: dict[str, VariantRuns], mis
 
 
 def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = False, plain: bool = True,
-                  family: str = "column") -> dict[str, str]:
+                  family: str = "column", also: tuple[Path, ...] = ()) -> dict[str, str]:
     """File name -> content, for results/tables/<suite>/, from one read of the stored runs: per
     dataset, with `plain`, its metric tables (markdown and LaTeX), cost table, per-seed table (suites
     with several seeds) and published-numbers table; with `ci`, the metric tables with bootstrap intervals, named *-ci (each table is built
@@ -203,7 +210,7 @@ def render_tables(suite: Suite, root: Path, test: str = "t-test", ci: bool = Fal
     out = {}
     pub = load_published(suite.published) if suite.published else None
     for d in suite.datasets:
-        runs, missing = load_runs(suite, root, d.key)
+        runs, missing = load_runs(suite, root, d.key, also)
         llm_note = memorisation_note(suite, root, d.key)  # tables with LLM rows say how much the LLM knew
         model_of = {v.label: v.model for v in suite.variants}
         tables = dataset_tables(suite, d.key, runs, missing, test, ci, family)
@@ -242,8 +249,9 @@ def _split_or_none(entry):
         return None
 
 
-def suite_tables(suite: Suite, root: Path) -> dict[str, str]:
+def suite_tables(suite: Suite, root: Path, also: tuple[Path, ...] = ()) -> dict[str, str]:
     """What results/tables/<suite>/ should hold: the plain tables, and the *-ci ones where that
     folder already has some (bootstrapping every cell is the slow part, so they are opt-in)."""
     folder = Path(root) / "tables" / suite.name
-    return render_tables(suite, root, ci=folder.is_dir() and any(p.stem.endswith("-ci") for p in folder.iterdir()))
+    return render_tables(suite, root, ci=folder.is_dir() and any(p.stem.endswith("-ci") for p in folder.iterdir()),
+                         also=also)
