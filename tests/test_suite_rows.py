@@ -12,31 +12,12 @@ from bench.datasets import load_dataset
 from bench.execute.scoring import score_users
 from bench.models import FitContext, make_model
 from bench.split import leave_one_out
+from bench.execute.verify import tiny_params
 from bench.suites.load import load_suite
 
 SUITES = ("ablation", "quick", "full", "paper")
-# Sizes only: every switch of the row stays as the suite sets it.
-SMALL = {"backbone": "tiny", "batch_size": 4, "contrastive_batch": 0, "micro_batch": 0, "valid_users": 6,
-         "device": "cpu", "bf16": False, "threads": 1, "n_samples": 2, "max_new_tokens": 8, "list_length": 20,
-         "warmup": 1, "max_history": 5}
-
-
 def small_params(params: dict) -> dict:
-    p = {**params, **SMALL}
-    if p.get("stage1"):
-        # the real domains are hundreds of MB of prompts: a user sample of another synthetic dataset and
-        # the target keep the mixture path (and the {spec: ...} form the ablation uses)
-        other = {"spec": "sample:synthetic", "users": 20, "seed": 0}
-        p["stage1"] = {**p["stage1"], "datasets": [other, "synthetic"], "steps": 2}
-    if p.get("stage2_steps", 1):
-        p["stage2_steps"], p["eval_every"] = 2, 1
-    if p.get("item_fields"):  # the synthetic items have a Title and a Category (no Year, no Brand)
-        p["item_fields"] = [f for f in p["item_fields"] if f in ("Title", "Category")] or ["Title"]
-    if p.get("train_layers"):
-        p["train_layers"] = 1  # the tiny model has two layers: one frozen, one trained
-    if isinstance(p.get("candidates"), dict):
-        p["candidates"] = {k: min(v, 5) for k, v in p["candidates"].items()}
-    return p
+    return tiny_params("calrec", params)  # the verified re-fingerprint shrinks a row the same way
 
 
 def calrec_rows():

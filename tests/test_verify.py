@@ -29,8 +29,8 @@ def test_tiny_params_keep_every_switch_and_shrink_the_budget():
            "stage2_steps": 1200, "train_layers": 4, "frozen_cache": True, "vocab": "trie", "lambda_tt": 0.0,
            "item_fields": ["Title"], "valid_users": 943, "inference": "qrr", "n_samples": 10}
     tiny = tiny_params("calrec", row)
-    assert tiny["backbone"] == "tiny" and tiny["stage2_steps"] == 4 and tiny["train_layers"] == 1
-    assert tiny["stage1"]["steps"] == 3 and len(tiny["stage1"]["datasets"]) == 2  # the mixture's path still runs
+    assert tiny["backbone"] == "tiny" and tiny["stage2_steps"] == 2 and tiny["train_layers"] == 1
+    assert tiny["stage1"]["steps"] == 2 and len(tiny["stage1"]["datasets"]) == 2  # the mixture's path still runs
     assert {k: tiny[k] for k in ("frozen_cache", "vocab", "lambda_tt", "inference")} == \
         {"frozen_cache": True, "vocab": "trie", "lambda_tt": 0.0, "inference": "qrr"}
     assert tiny_params("sasrec", {"epochs": 300, "max_len": 50}) == {"epochs": 2, "max_len": 50}

@@ -33,34 +33,39 @@ CHECKED = ("bench/datasets/synthetic.py", "bench/datasets/base.py")
 PROBE_TIMEOUT_S = 1800
 
 
+# Sizes only: every switch of a CALRec row stays as its suite sets it (tests/test_suite_rows.py runs every
+# suite row shrunk this way, so a combination of switches that cannot train fails in seconds).
+CALREC_SMALL = {"backbone": "tiny", "batch_size": 4, "contrastive_batch": 0, "micro_batch": 0, "valid_users": 6,
+                "device": "cpu", "bf16": False, "threads": 1, "n_samples": 2, "max_new_tokens": 8, "list_length": 20,
+                "warmup": 1, "max_history": 5}
+
+
 def tiny_params(model: str, params: dict) -> dict:
     """The row's parameters with its budget made tiny; every switch that picks a code path kept."""
-    p = dict(params)
     if model == "calrec":
-        p.update(backbone="tiny", bf16=False, device="cpu", threads=1, valid_users=min(p.get("valid_users", 8), 8))
-        p["stage2_steps"] = min(p.get("stage2_steps", 200), 4)
-        p["eval_every"] = min(p.get("eval_every", 50) or 0, 2)
+        p = {**params, **CALREC_SMALL}
+        if p.get("stage1"):  # another synthetic domain and the target: the mixture's path (and the {spec:} form)
+            p["stage1"] = {**p["stage1"], "datasets": [{"spec": "sample:synthetic", "users": 20, "seed": 0}, "synthetic"],
+                           "steps": 2}
+        if p.get("stage2_steps", 1):
+            p["stage2_steps"], p["eval_every"] = 2, 1
+        if p.get("item_fields"):  # the synthetic items have a Title and a Category
+            p["item_fields"] = [f for f in p["item_fields"] if f in ("Title", "Category")] or ["Title"]
         if p.get("train_layers"):
-            p["train_layers"] = 1
-        if p.get("stage1"):  # two domains, so the mixture's path runs; the target is the probe's split
-            p["stage1"] = {**p["stage1"], "steps": 3,
-                           "datasets": [{"spec": "synthetic", "n_users": 30, "n_items": 20, "seed": 9}, "synthetic"]}
-        if p.get("item_fields"):
-            p["item_fields"] = ["Title"]
-        for key, cap in (("n_samples", 2), ("max_new_tokens", 8), ("list_length", 20), ("batch_size", 8)):
-            if key in p:
-                p[key] = min(p[key], cap)
-        if p.get("micro_batch"):
-            p["micro_batch"] = min(p["micro_batch"], p.get("batch_size", 8))
-        if p.get("contrastive_batch"):
-            p["contrastive_batch"] = min(p["contrastive_batch"], p.get("micro_batch") or p.get("batch_size", 8))
+            p["train_layers"] = 1  # the tiny model has two layers: one frozen, one trained
+        if isinstance(p.get("candidates"), dict):
+            p["candidates"] = {k: min(v, 5) for k, v in p["candidates"].items()}
         return p
-    if model == "llm-sasrec":
+    p = dict(params)
+    if model in ("llm-sasrec", "unisrec"):
         p["backbone"] = "tiny"
+    if model == "unisrec" and (p.get("pretrain") or {}).get("steps"):
+        p["pretrain"] = {**p["pretrain"], "steps": 3, "datasets": [{"spec": "sample:synthetic", "users": 20, "seed": 0},
+                                                                   "synthetic"]}
     for key, cap in (("epochs", 2), ("patience", 1)):
         if key in p:
             p[key] = min(p[key], cap)
-    if model in ("sasrec", "bert4rec", "recbole"):
+    if model in ("sasrec", "bert4rec", "recbole", "llm-sasrec", "unisrec"):
         p.setdefault("epochs", 2)
     return p
 
