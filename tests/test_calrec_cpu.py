@@ -166,7 +166,8 @@ def test_the_frozen_cache_is_reused_and_rebuilt_when_damaged(syn, tok, tmp_path,
     model = model_for(tok, layers=3)
     folder = tmp_path / "frozen"
     stage_batch(syn, tok, model, 1, False, tmp_path, folder)
-    (entry,) = folder.iterdir()
+    (entry,) = folder.glob("*.pt")
+    assert entry.with_name(entry.name + ".sha256").is_file()  # its checksum beside it
     calls = []
     real = fz.compute_states
     monkeypatch.setattr(fz, "compute_states", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -176,7 +177,7 @@ def test_the_frozen_cache_is_reused_and_rebuilt_when_damaged(syn, tok, tmp_path,
     stage_batch(syn, tok, model, 1, False, tmp_path, folder)
     assert len(calls) == 2 and "rebuilding" in capsys.readouterr().out + capsys.readouterr().err
     stage_batch(syn, tok, model, 2, False, tmp_path, folder)  # another depth: another entry
-    assert len(list(folder.iterdir())) == 2
+    assert len(list(folder.glob("*.pt"))) == 2
 
 
 def test_frozen_cache_is_refused_where_the_layers_are_not_frozen():

@@ -196,6 +196,10 @@ def test_a_run_longer_than_the_threshold_asks_or_needs_yes(tmp_path, monkeypatch
     assert (res / "runs/g/syn/pop/seed0/run.json").is_file()
     # stored now: nothing to compute, so no question
     assert main(["run", "--suite", str(suite), "--results", str(res)]) == 0
+    capsys.readouterr()
+    # recomputed: the bar says what the plan estimates is left, from the stored run's time
+    assert main(["run", "--suite", str(suite), "--results", str(res), "--force", "--yes"]) == 0
+    assert "left by bench plan" in capsys.readouterr().err
 
 
 def test_at_a_terminal_the_run_asks_and_a_no_starts_nothing(tmp_path, monkeypatch):

@@ -43,18 +43,19 @@ def _run(args, ranks: int) -> int:
     from bench.report.tables import suite_tables
 
     suite = load_suite(args.suite, args.results)
+    estimates = None
     if ranks == 1:  # under torchrun the launch itself was the decision (and ranks must not wait on a prompt)
         from bench.execute.guard import confirm_long_run
 
-        confirm_long_run(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,
-                         getattr(args, "yes", False))
+        estimates = confirm_long_run(suite, args.results, args.models, args.datasets, args.seeds, args.force,
+                                     args.stale, getattr(args, "yes", False))
     tracker = make_tracker(args.track, args.results, suite.name) if is_main() else None
     timeout = getattr(args, "cell_timeout", None)
     if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
         raise BenchError(f"--cell-timeout {timeout}: give the seconds a cell may take, a positive number")
     done = run_suite(suite, args.results, args.models, args.datasets, args.seeds, args.force, args.stale,
                      on_cell=tracker.log_cell if tracker else None, executor=args.executor, address=args.address,
-                     cpus_per_cell=args.cpus_per_cell, cell_timeout=timeout or suite.cell_timeout)
+                     cpus_per_cell=args.cpus_per_cell, cell_timeout=timeout or suite.cell_timeout, estimates=estimates)
     if not is_main():
         return 0  # rank 0 wrote the cells and writes the tables
     if ranks > 1:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from bench.errors import BenchError, optional
 from bench.execute.distributed import world
+from bench.execute.planned import duration
 from bench.execute.runner import Cell, plan, run_cell, validate_plan
 from bench.execute.scoring import CellError
 from bench.execute.store import RunStore, check_results_folder
@@ -160,7 +161,8 @@ def time_limit(seconds: float | None):
 
 def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False,
               stale=False, on_cell=None, executor: str = "local", address: str | None = None,
-              cpus_per_cell: float = 1, cell_timeout: float | None = None) -> list[tuple[Cell, str]]:
+              cpus_per_cell: float = 1, cell_timeout: float | None = None,
+              estimates: dict[str, float] | None = None) -> list[tuple[Cell, str]]:
     """Compute (or find stored) every selected cell, here one after another or as tasks on a Ray
     cluster (bench/execute/executors.py); `on_cell(cell, folder)` is called after each stored one (e.g. to
     log it to a tracker). Returns (cell, status) pairs."""
@@ -176,8 +178,10 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
         raise BenchError(f"unknown executor {executor!r} (local, ray)")
     done = []
     bar = tqdm(cells, desc=f"suite {suite.name}", unit="cell")
+    left = sum((estimates or {}).values())  # what `bench plan` estimates for the cells to compute
     for cell in bar:
-        bar.set_postfix_str(cell.name)
+        # The bar's own rate counts cached cells as seconds each; the plan's estimate says what is left.
+        bar.set_postfix_str(cell.name + (f", ~{duration(left)} left by bench plan" if estimates else ""))
         try:
             with time_limit(cell_timeout):
                 status = run_cell(cell, store, force, stale)
@@ -197,6 +201,7 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
             tqdm.write(traceback.format_exc())
             status = f"failed: {type(e).__name__}: {e}"
         tqdm.write(f"{cell.name}: {status}")
+        left = max(0.0, left - (estimates or {}).get(cell.name, 0.0))
         done.append((cell, status))
         if on_cell is not None and not status.startswith("skipped"):
             on_cell(cell, store.cell_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))

@@ -38,19 +38,27 @@ def summary(todo: list[PlannedCell]) -> tuple[float, str]:
 
 
 def confirm_long_run(suite: Suite, root: Path, models=None, datasets=None, seeds=None, force=False, stale=False,
-                     yes: bool = False, gpu: bool = False) -> float:
-    """Print what the run computes; above the threshold ask, or stop unless `yes`. Returns the estimate."""
+                     yes: bool = False, gpu: bool = False) -> dict[str, float]:
+    """Print what the run computes; above the threshold ask, or stop unless `yes`. Returns each cell's
+    estimate in seconds (for the progress bar)."""
+    from bench.execute.runner import plan, validate_plan
+
+    cells = plan(suite, models, datasets, seeds)
+    if not cells:
+        raise BenchError(f"suite {suite.name}: the filters select no cell")
+    validate_plan(cells)  # a bad parameter is named with its variant before anything is estimated
     todo = selected(plan_suite(suite, root, gpu), models, datasets, seeds, force, stale)
     total, text = summary(todo)
+    estimates = {p.cell.name: p.seconds for p in todo if p.seconds is not None}
     if not todo:
-        return 0.0
+        return estimates
     print(f"suite {suite.name}: {text}", flush=True)
     if total <= ASK_ABOVE_S or yes:
-        return total
+        return estimates
     how = f"python -m bench plan --suite {suite.name}"
     if sys.stdin is not None and sys.stdin.isatty():
         answer = input(f"That is more than {duration(ASK_ABOVE_S)} (cells: `{how}`). Start it? [y/N] ").strip().lower()
         if answer in ("y", "yes"):
-            return total
+            return estimates
     raise BenchError(f"suite {suite.name}: {text}, more than {duration(ASK_ABOVE_S)}; not started (see `{how}`; "
                      f"--models/--seeds run a part; --yes starts it all)")

@@ -94,14 +94,19 @@ def _rewritten(readme: Path, root: Path) -> tuple[str, list[str]]:
     return new, differs
 
 
+def pages(readme: Path) -> list[Path]:
+    """The README and, beside it, the docs site's front page where it carries the same blocks."""
+    index = readme.parent / "docs" / "index.md"
+    return [readme] + ([index] if index.is_file() and START in index.read_text(encoding="utf-8") else [])
+
+
 def check_readme(readme: Path, root: Path) -> list[str]:
-    _, differs = _rewritten(readme, root)
-    return [f"{readme}: the {name} table differs from the stored runs (python -m bench headline rewrites it)"
-            for name in differs]
+    return [f"{page}: the {name} table differs from the stored runs (python -m bench headline rewrites it)"
+            for page in pages(readme) for name in _rewritten(page, root)[1]]
 
 
 def write_readme(readme: Path, root: Path) -> None:
     from bench.execute.store import atomic_write_text
 
-    atomic_write_text(readme, _rewritten(readme, root)[0])
-
+    for page in pages(readme):
+        atomic_write_text(page, _rewritten(page, root)[0])

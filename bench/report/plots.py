@@ -198,7 +198,9 @@ def plot_suite(suite: Suite, root: Path) -> list[Path]:
         if split is not None:
             written += breakdown_plots(suite, runs, d.key, split, out)
         if suite.findings:  # what the ablation shows, question by question (the README's findings table)
-            written += findings_plot(suite, d.key, runs, missing, out)
+            drawn = findings_plot(suite, d.key, runs, missing, out)
+            written += drawn
+            _to_docs_front_page(suite, d.key, root, drawn)
     return written
 
 
@@ -226,3 +228,17 @@ def findings_plot(suite: Suite, dataset: str, runs: dict[str, VariantRuns], miss
                  f"green higher, grey not separated; intervals are not adjusted)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, out / f"{dataset}-findings")
+
+
+def _to_docs_front_page(suite: Suite, dataset: str, root: Path, drawn: list[Path]) -> None:
+    """The README's findings plot also on the docs site's front page (docs/img/findings.png), when
+    the plots are those of this checkout's own results."""
+    import shutil
+
+    from bench.execute.fingerprint import ROOT
+    from bench.report.findings import DATASET, SUITE
+
+    png = [p for p in drawn if p.suffix == ".png"]
+    if suite.name == SUITE and dataset == DATASET and png and Path(root).resolve() == (ROOT / "results").resolve():
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png[0], ROOT / "docs" / "img" / "findings.png")
