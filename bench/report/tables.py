@@ -58,6 +58,7 @@ class Table:
     headline_flagged: bool = False  # the improvement row rests on flagged cells (marked FLAGGED)
     reference: str | None = None  # the row the arrows compare with (variant key)
     tests: list[Comparison] = field(default_factory=list)  # what the arrows come from
+    reference_row: int | None = None  # its index in `rows`, marked "(reference)" where the table prints
 
 
 def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], reference: str | None,
@@ -113,7 +114,8 @@ def build_table(suite: Suite, runs: dict[str, VariantRuns], rows: list[str], ref
     ref_seeds = set(runs[reference].seeds) if reference in rows else set()
     partial = [kinds.get(r) == "users" and len(set(runs[r].seeds) & ref_seeds) < len(ref_seeds) for r in rows]
     return Table(title, metrics, labels, values, spread, significant, head, notes, [len(runs[r].seeds) for r in rows],
-                 cut, intervals, partial, bool(head_flagged), reference if tests else None, tests)
+                 cut, intervals, partial, bool(head_flagged), reference if tests else None, tests,
+                 rows.index(reference) if tests and reference in rows else None)
 
 
 def _printed(v: float) -> str:
@@ -132,7 +134,8 @@ def _cells(t: Table, bold, underline, arrows, fmt_sd, cap) -> list[list[str]]:
     out = []
     marks = [_marks(t.values[:, j]) for j in range(len(t.columns))]
     for i, label in enumerate(t.rows):
-        row = [label + (cap if t.capped[i] else "") + (f" {PARTIAL}" if t.partial and t.partial[i] else ""), str(t.n_seeds[i])]
+        row = [label + (" (reference)" if i == t.reference_row else "") + (cap if t.capped[i] else "")
+               + (f" {PARTIAL}" if t.partial and t.partial[i] else ""), str(t.n_seeds[i])]
         for j in range(len(t.columns)):
             s = _printed(t.values[i, j])
             best, second = marks[j]
