@@ -14,15 +14,12 @@ from bench.suites.load import Suite
 ASK_ABOVE_S = 3600.0
 
 
-def selected(cells: list[PlannedCell], models, datasets, seeds, force: bool, stale: bool) -> list[PlannedCell]:
-    """The cells `bench run` with these filters would compute."""
-    def wanted(p: PlannedCell) -> bool:
-        c = p.cell
-        if (models and c.variant.key not in models) or (datasets and c.dataset.key not in datasets) \
-                or (seeds and c.seed not in seeds):
-            return False
-        return force or p.state.startswith("to run") or (stale and p.state.startswith("stale"))
-    return [p for p in cells if wanted(p)]
+def selected(planned: list[PlannedCell], cells, force: bool, stale: bool) -> list[PlannedCell]:
+    """Of the suite's planned cells, those `bench run` would compute: the ones its filters chose
+    (`cells`, as `runner.plan` selects them) that are to run, stale with --stale, or all with --force."""
+    names = {c.name for c in cells}
+    return [p for p in planned if p.cell.name in names
+            and (force or p.state.startswith("to run") or (stale and p.state.startswith("stale")))]
 
 
 def summary(todo: list[PlannedCell]) -> tuple[float, str]:
@@ -47,7 +44,7 @@ def confirm_long_run(suite: Suite, root: Path, models=None, datasets=None, seeds
     if not cells:
         raise BenchError(f"suite {suite.name}: the filters select no cell")
     validate_plan(cells)  # a bad parameter is named with its variant before anything is estimated
-    todo = selected(plan_suite(suite, root, gpu), models, datasets, seeds, force, stale)
+    todo = selected(plan_suite(suite, root, gpu), cells, force, stale)
     total, text = summary(todo)
     estimates = {p.cell.name: p.seconds for p in todo if p.seconds is not None}
     if not todo:

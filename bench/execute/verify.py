@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.execute.fingerprint import ROOT, SCHEME, changed_files, code_record, staleness
+from bench.execute.fingerprint import ROOT, SCHEME, _cell, changed_files, code_record, staleness
 
 PROBE = Path(__file__).with_name("verify_probe.py")
 # Sources whose change the synthetic check cannot vouch for: real-data loaders and the evaluator
@@ -165,10 +165,6 @@ def verified_record(record: dict) -> dict:
             "check": "tiny fit and ranking on synthetic data, identical at the commit and now"}}
 
 
-def _cell(record: dict) -> tuple[str, str]:
-    return record["config"]["model"]["name"], record["config"]["dataset"]["spec"]
-
-
 def refingerprint_verified(results: Path) -> dict[str, list[str]]:
     """Rewrite every stale cell whose code the check vouches for; report the others with why."""
     from bench.execute.store import RunStore, atomic_write_text, dumps
@@ -177,8 +173,8 @@ def refingerprint_verified(results: Path) -> dict[str, list[str]]:
     stale: dict[str, dict] = {}
     for cell in store.cells():
         record = store.record(cell)
-        if record is not None and (record.get("code") or {}).get("fingerprint") and staleness(record) is not None \
-                and "older scheme" not in staleness(record):
+        why = staleness(record) if record is not None and (record.get("code") or {}).get("fingerprint") else None
+        if why is not None and "older scheme" not in why:
             stale[cell.relative_to(store.root / "runs").as_posix()] = record
     outcome = verify(stale)
     report: dict[str, list[str]] = {"verified": [], "still stale": []}
