@@ -95,7 +95,7 @@ def parse_predictions(path: Path, split: Split) -> tuple[dict[int, tuple[np.ndar
                 number = float(value)
             except ValueError:
                 number = float("nan")
-            if layout[1] == "rank" and not (number >= 1 and number == int(number)):
+            if layout[1] == "rank" and not (np.isfinite(number) and number >= 1 and number == int(number)):
                 raise BenchError(f"{where(row)}: rank {value!r} is not a positive integer")
             if np.isnan(number):
                 raise BenchError(f"{where(row)}: score {value!r} is not a number")

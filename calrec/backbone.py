@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from bench.errors import BenchError
+from bench.execute.scratch import launch_path
 
 BUNDLED = "bundled:smollm2-135m"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,9 +70,11 @@ def load_backbone(name: str, item_texts: list[str] | None = None, seed: int = 0)
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
     else:
+        local = launch_path(name)  # a folder named relative to where the command ran, else a hub id
+        source = str(local) if local.exists() else name
         try:
-            tok = AutoTokenizer.from_pretrained(name)
-            model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         except OSError as e:
             raise BenchError(f"backbone {name!r}: cannot load ({str(e).splitlines()[0]})") from None
     if tok.pad_token_id is None:

@@ -62,6 +62,7 @@ class TrainConfig:
     contrastive_batch: int = 0  # in-batch negatives: rows per InfoNCE group (0: one forward pass, all ranks)
     fused_adamw: bool | str = "auto"  # fused AdamW kernel; auto: on a GPU
     log_every: int = 1  # steps per training-curve row (each row reads the losses: a host sync)
+    pack: int = 0  # >0: both towers' texts packed into rows of this many tokens, one forward (calrec/packed.py)
     lr: float = 5e-5
     weight_decay: float = 0.0  # AdamW's decoupled decay on the trained weights
     dropout: float = 0.0  # on the residual branches (attention output, MLP) of the trained decoder layers
@@ -145,6 +146,9 @@ class CALRecConfig:
         if t.frozen_cache and not (t.train_layers and not t.lora_r and t.examples == "epochs"):
             raise BenchError("calrec: frozen_cache needs train_layers > 0, lora_r 0 and examples 'epochs' "
                              "(the cached layers must be frozen and the windows fixed)")
+        if t.pack < 0 or (t.pack and t.frozen_cache):
+            raise BenchError(f"calrec: pack must be >= 0 and needs frozen_cache off (packed steps run every layer), "
+                             f"not pack {t.pack!r} with frozen_cache {t.frozen_cache!r}")
         c = self.inference.candidates
         if not (c in ("auto", "all") or (isinstance(c, dict) and c and set(c) <= {"qrr", "dense", "popularity"}
                                          and all(isinstance(v, int) and v > 0 for v in c.values()))):

@@ -33,6 +33,7 @@ from bench.split import Split
 from bench.execute.distributed import agree, world
 from calrec.config import TextConfig, TowerConfig, TrainConfig
 from calrec.frozen import FrozenStates
+from calrec.packed import pack, packed_loss
 from calrec.parallel import sum_across_ranks, sum_gradients
 from calrec.text import PromptBuilder
 from calrec.towers import Batch, LossWeights, StepShare, calrec_loss, collate, nig_normaliser
@@ -82,6 +83,7 @@ class StageConfig:
     contrastive_batch: int = _TRAIN.contrastive_batch  # rows each InfoNCE row contrasts with (0: one forward pass, all ranks)
     log_every: int = _TRAIN.log_every  # steps per curve row: reading the losses is a host sync (idles a GPU)
     fused: bool = False  # fused AdamW kernel
+    pack: int = 0  # >0: each forward's texts packed into rows of this many tokens (calrec/packed.py)
     bf16: bool = True
     device: str = "cpu"
 
@@ -234,9 +236,12 @@ def step_gradients(model, head, s: Examples, rows: list, cfg: StageConfig, weigh
     share = StepShare(sum(nig_normaliser(e[0], cfg.nig_targets, cfg.nig_per) for e in rows), forward / len(rows), n_ranks, group)
     out: dict[str, torch.Tensor] = {}
     for at in range(0, len(rows), forward):
-        batch = collate_examples(rows[at + rank * micro : at + (rank + 1) * micro], s, cfg, pad).to(cfg.device)
+        batch = collate_examples(rows[at + rank * micro : at + (rank + 1) * micro], s, cfg, pad)
         with autocast(cfg.bf16, cfg.device):
-            loss, parts = calrec_loss(model, head, batch, weights, share)
+            if cfg.pack:  # the same losses and gradients, without padding, both towers in one pass
+                loss, parts = packed_loss(model, head, pack(batch, cfg.pack).to(cfg.device), weights, share)
+            else:
+                loss, parts = calrec_loss(model, head, batch.to(cfg.device), weights, share)
         loss.backward()
         for k, v in parts.items():
             out[k] = out[k] + v if k in out else v

@@ -87,3 +87,11 @@ def test_memorisation_is_measured_per_backbone_and_dataset_and_reported_in_table
     md = (res / "tables/llm/syn-main.md").read_text()
     assert "Not run yet" in md and "memorisation" not in md  # no LLM row in the table yet
     assert "| tiny " in (res / "tables/llm/syn-memorisation.md").read_text()
+    # a damaged record (valid JSON, not a whole record) is never shown, and is measured again
+    (res / "memorisation/tiny/syn.json").write_text('{"data_version": 3}')
+    from bench.report.memorisation import memorisation_note
+    from bench.suites.load import load_suite
+
+    assert "tiny: not measured" in memorisation_note(load_suite(str(suite)), res, "syn")
+    assert main(["memorise", "--suite", str(suite), "--results", str(res)]) == 0
+    assert json.loads((res / "memorisation/tiny/syn.json").read_text())["measured"] == 20

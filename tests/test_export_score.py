@@ -108,14 +108,17 @@ def test_a_bad_predictions_file_is_one_line_naming_it(exported, tmp_path, capsys
     assert code == 2 and last.startswith("error: ") and message.format(file=file) in last, last
 
 
-def test_a_rank_given_twice_is_one_line(exported, tmp_path, capsys):
+@pytest.mark.parametrize("second, message", [("1", "rank '1' given twice for user"),
+                                             ("inf", "rank 'inf' is not a positive integer"),  # was OverflowError
+                                             ("1e999", "rank '1e999' is not a positive integer")])
+def test_a_bad_rank_is_one_line(exported, tmp_path, capsys, second, message):
     suite, out = exported
     users, items = rows(out / "test_users.csv"), rows(out / "items.csv")
     file = tmp_path / "ranks.csv"
-    file.write_text(f"user,rank,item\n{users[0]['user']},1,{items[0]['item']}\n{users[0]['user']},1,{items[1]['item']}\n")
+    file.write_text(f"user,rank,item\n{users[0]['user']},1,{items[0]['item']}\n{users[0]['user']},{second},{items[1]['item']}\n")
     assert main(["score", "--suite", str(suite), "--dataset", "syn", "--name", "r", "--predictions", str(file),
                  "--results", str(tmp_path / "r")]) == 2
-    assert f"{file}:3: rank '1' given twice for user" in capsys.readouterr().err
+    assert f"{file}:3: {message}" in capsys.readouterr().err
 
 
 def test_score_refuses_a_name_the_suite_has_and_an_unknown_dataset(exported, tmp_path, capsys):
@@ -190,3 +193,81 @@ def test_score_into_a_folder_of_ones_own_compares_with_another_results_folder(ex
     assert "| pop " in table and "| mine " in table  # the other folder's row beside this one's
     assert not (mine / "runs/ext/syn/pop").exists()  # read, not copied
     assert not (committed / "runs/ext/syn/mine").exists()  # and never written
+
+
+def test_export_never_half_writes_and_ends_with_one_line_where_it_cannot_write(tmp_path, capsys):
+    """A missing or non-folder parent, a dangling link and an unwritable parent each end with one line
+    (they raised OSError tracebacks); nothing is left behind."""
+    import os
+
+    suite = tmp_path / "ext.yaml"
+    suite.write_text(SUITE)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "gone/deeper")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    cases = {"afile/sub": "is not a folder", "nodir/sub": "does not exist", "link": "symbolic link to a missing path"}
+    if os.geteuid() != 0:  # root writes anywhere
+        cases["locked/out"] = "permission denied"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for out, why in cases.items():
+        assert main(["export", "--suite", str(suite), "--dataset", "syn", "--out", str(tmp_path / out)]) == 2
+        assert why in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not any(locked.iterdir())
+
+
+def test_a_second_export_into_one_new_folder_is_refused_not_mixed(tmp_path, monkeypatch, capsys):
+    """Two exports into one new folder both succeeded, their files mixed: the files are written in a
+    hidden sibling folder renamed into place whole, and the later rename is refused."""
+    from bench.interop import export
+
+    suite = tmp_path / "ext.yaml"
+    suite.write_text(SUITE)
+    out = tmp_path / "split"
+    real = export._write_whole
+
+    def racing(target, files):  # another export lands between this one's check and its rename
+        real(target, {"other.csv": "x\n"})
+        real(target, files)
+
+    monkeypatch.setattr(export, "_write_whole", racing)
+    assert main(["export", "--suite", str(suite), "--dataset", "syn", "--out", str(out)]) == 2
+    assert "another export filled it meanwhile" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["other.csv"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_item_ids_with_spaces_are_exported_without_ambiguity(tmp_path):
+    """RecBole's sequences are space-separated: 'a b' read back as two items. The atomic files are
+    left out (the manifest says why) and the CSV files keep every id whole."""
+    d = tmp_path / "toy"
+    d.mkdir()
+    (d / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" +
+                                 "".join(f"u{u}\titem {(u + k) % 5}\t{k}\n" for u in range(6) for k in range(5)))
+    suite = tmp_path / "sp.yaml"
+    suite.write_text(f"datasets:\n  toy: {{spec: 'atomic:{d}'}}\nmodels:\n  pop: {{model: pop}}\n")
+    out = tmp_path / "split"
+    assert main(["export", "--suite", str(suite), "--dataset", "toy", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "holds whitespace" in manifest["recbole_files"] and not list(out.glob("*.inter"))
+    assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir())
+    assert {r["item"] for r in rows(out / "items.csv")} == {f"item {i}" for i in range(5)}
+
+
+def test_refingerprint_reads_a_store_holding_a_scored_cell(exported, tmp_path, capsys):
+    """It stopped with KeyError: the scored cell's model, named by import path, is not in the registry."""
+    suite, out = exported
+    res = tmp_path / "r"
+    file = popularity_file(out, tmp_path / "pop.csv")
+    assert main(["score", "--suite", str(suite), "--dataset", "syn", "--name", "their-pop", "--predictions", str(file),
+                 "--results", str(res)]) == 0
+    record = res / "runs/ext/syn/their-pop/seed0/run.json"
+    gone = json.loads(record.read_text())
+    gone["config"]["model"]["name"] = "a-model-since-removed"
+    (res / "runs/ext/syn/gone/seed0").mkdir(parents=True)
+    (res / "runs/ext/syn/gone/seed0/run.json").write_text(json.dumps(gone))
+    capsys.readouterr()
+    for extra in ([], ["--verify"]):
+        assert main(["refingerprint", "--results", str(res), *extra]) == 0
+    said = capsys.readouterr().out
+    assert "1 current" in said and "1 stale" in said

@@ -211,3 +211,120 @@ def test_seed_level_tests_carry_a_per_user_reading_and_the_findings_say_whether_
     assert seeds.p_users == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert agreement(seeds).endswith("(agrees)" if (seeds.p < 0.05) == (seeds.p_users < 0.05) else "(disagrees)")
     assert single.kind == "deterministic" and single.p_users is None and agreement(single) == ""
+
+
+LABELLED = """
+seeds: [0]
+ks: [10]
+datasets:
+  syn: {spec: synthetic, n_users: 30, n_items: 20, seed: 1}
+models:
+  pop: {model: pop, label: LABEL}
+"""
+
+
+@pytest.mark.parametrize("label", ['"Pop | ular"', '"Pop\\nular"'])
+def test_a_label_that_would_split_a_table_row_is_refused(tmp_path, capsys, label):
+    """A '|' or a line break in a label broke the markdown tables it was printed in."""
+    suite = tmp_path / "lab.yaml"
+    suite.write_text(LABELLED.replace("LABEL", label))
+    assert main(["plan", "--suite", str(suite)]) == 2
+    assert "models.pop.label" in capsys.readouterr().err
+
+
+def test_latex_escapes_braces_tildes_and_carets_once():
+    from bench.report.tables import _tex
+
+    assert _tex(r"a\b_{x}~^%") == r"a\textbackslash{}b\_\{x\}\textasciitilde{}\textasciicircum{}\%"
+
+
+def test_an_overlong_variant_name_is_refused_before_the_file_system_refuses_it(tmp_path, capsys):
+    suite = tmp_path / "long.yaml"
+    suite.write_text(LABELLED.replace("pop: {model: pop, label: LABEL}", f"{'p' * 300}: {{model: pop}}"))
+    assert main(["plan", "--suite", str(suite)]) == 2
+    assert "300 characters long" in capsys.readouterr().err
+
+
+class WritesIntoItsFolder:
+    """Writes a relative file while fitting, and reads a dataset folder named relative to the launch."""
+
+    def fit(self, split, ctx):
+        from pathlib import Path
+
+        Path("stray.txt").write_text("x")
+        self.events = len(load_dataset("atomic:toy").user)
+
+    def predict(self, histories, users):
+        return np.tile(np.arange(20, dtype=float), (len(users), 1))
+
+
+def test_a_cell_runs_in_a_scratch_folder_and_relative_paths_still_mean_the_launch_folder(tmp_path, monkeypatch, capsys):
+    """A model that wrote relative files wrote them into the user's folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy/toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" +
+                                            "".join(f"u{u}\ti{(u + k) % 5}\t{k}\n" for u in range(4) for k in range(4)))
+    (tmp_path / "w.yaml").write_text(LABELLED.replace("pop: {model: pop, label: LABEL}",
+                                                      f"w: {{model: '{__name__}:WritesIntoItsFolder'}}"))
+    assert main(["run", "--suite", "w.yaml", "--results", "r"]) == 0
+    assert not (tmp_path / "stray.txt").exists() and (tmp_path / "r/runs/w/syn/w/seed0/run.json").is_file()
+    said = capsys.readouterr()
+    assert "wrote 1 entry into its working folder (stray.txt); removed" in said.out + said.err
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage"])
+def test_a_damaged_training_state_is_said_removed_and_training_starts_over(syn, tmp_path, capsys, damage):
+    """A damaged resumable checkpoint jammed its cell for ever (`--force` included): torch.load raised,
+    or a changed weight was resumed from without a word."""
+    import baselines.neural as neural
+    from bench.models import FitContext, make_model
+
+    params = {"hidden": 8, "max_len": 5, "epochs": 2, "patience": 100}
+
+    def fit(workdir):
+        m = make_model("sasrec", params)
+        m.fit(syn, FitContext(seed=1, workdir=workdir, valid_users=np.arange(10), extra={"checkpoint_key": "k"}))
+        return m
+
+    real_clear = neural.resume.clear
+    neural.resume.clear = lambda path: None  # keep the last epoch's state, as a kill after it would
+    try:
+        fit(tmp_path)
+    finally:
+        neural.resume.clear = real_clear
+    state = tmp_path / "train_state.pt"
+    data = bytearray(state.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data[: len(data) // 3]) if damage == "truncate" else b"not a torch file" if damage == "garbage" else bytes(data))
+    capsys.readouterr()
+    m = fit(tmp_path)
+    assert m.info()["resumed_at_epoch"] is None and m.info()["epochs_run"] == 2
+    said = capsys.readouterr()
+    assert "train_state.pt: its checksum does not match its bytes (damaged); removed" in said.out + said.err
+
+
+def test_a_missing_or_folder_readme_gets_one_line(tmp_path, capsys):
+    """`bench headline --readme` and `bench check --readme` raised FileNotFoundError / IsADirectoryError."""
+    (tmp_path / "folder.md").mkdir()
+    for page, why in (("missing.md", "no such file"), ("folder.md", "is not a file")):
+        assert main(["headline", "--readme", str(tmp_path / page)]) == 2
+        assert why in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, err", [("lock", 30), ("write_cell", 28)])  # EROFS: read-only runs/; ENOSPC: disk full
+def test_a_runs_folder_that_cannot_be_written_fails_each_cell_with_one_line(tmp_path, monkeypatch, capsys, where, err):
+    import os
+
+    from bench.execute.store import RunStore
+
+    def refuse(*args):
+        raise OSError(err, os.strerror(err), "runs")
+
+    suite = tmp_path / "lab.yaml"
+    suite.write_text(LABELLED.replace(", label: LABEL", ""))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r")]) == 0
+    monkeypatch.setattr(RunStore, where, staticmethod(refuse))
+    assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--force"]) == 1
+    said = capsys.readouterr()
+    assert f"syn/pop/seed0 (failed: OSError: [Errno {err}]" in said.err and "Traceback" not in said.out + said.err

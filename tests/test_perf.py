@@ -1,3 +1,5 @@
+import os
+
 from bench.perf.sasrec import replay
 
 
@@ -27,3 +29,27 @@ def test_curve_configurations_read_values_as_yaml():
     assert parse_set("lr=3.0e-4,user_pooling=items,head=true,train_layers=4") == {
         "lr": 3.0e-4, "user_pooling": "items", "head": True, "train_layers": 4}
     assert parse_set("") == {}
+
+
+def test_the_gpu_sitting_script_packs_each_finished_cell(tmp_path):
+    """bench/perf/gpu_sitting.sh on a tiny suite, here on the CPU (its speed step cut off at once):
+    every cell's folder comes back as its own archive, and the run's log beside them."""
+    import subprocess
+    import tarfile
+
+    from bench.execute.fingerprint import ROOT
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text("seeds: [0, 1]\nks: [10]\ndatasets:\n  syn: {spec: synthetic, n_users: 30, n_items: 20, seed: 1}\n"
+                     "models:\n  pop: {model: pop}\n  random: {model: random}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "RESULTS": str(tmp_path / "r"), "BUDGET_S": "120", "MFU_S": "1"}
+    done = subprocess.run(["bash", str(ROOT / "bench/perf/gpu_sitting.sh"), str(suite)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    archives = sorted(p.name for p in out.glob("*.tgz"))
+    assert archives == [f"tiny_syn_{m}_seed{s}.tgz" for m in ("pop", "random") for s in (0, 1)], archives
+    with tarfile.open(out / "tiny_syn_random_seed1.tgz") as t:
+        assert "tiny/syn/random/seed1/run.json" in t.getnames()
+    assert "packed:" in (out / "run.log").read_text()

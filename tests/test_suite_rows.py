@@ -15,7 +15,7 @@ from bench.split import leave_one_out
 from bench.execute.verify import tiny_params
 from bench.suites.load import load_suite
 
-SUITES = ("ablation", "quick", "full", "paper")
+SUITES = ("ablation", "quick", "full", "paper", "gpu")
 def small_params(params: dict) -> dict:
     return tiny_params("calrec", params)  # the verified re-fingerprint shrinks a row the same way
 

@@ -38,7 +38,7 @@ def test_tiny_params_keep_every_switch_and_shrink_the_budget():
 
 def test_a_cell_whose_commit_does_not_say_what_ran_cannot_be_vouched_for():
     rec = {"config": {"model": {"name": "pop"}, "dataset": {"spec": "synthetic"}}, "code": {}, "commit": "abc-dirty"}
-    assert "does not say what ran" in why_unverifiable(rec)
+    assert "does not say what ran" in why_unverifiable(rec)  # no per-file hashes to rebuild its sources from
     assert "does not say what ran" in why_unverifiable({**rec, "commit": "unknown"})
 
 
@@ -79,3 +79,34 @@ def test_verify_rewrites_a_refactor_and_refuses_a_change_that_moves_numbers(tmp_
     assert "s/syn/llm/seed0: today's code computes something else" in out.stdout
     assert json.loads(cell.read_text()) == after  # left as it was
     assert "| stale" in _bench(clone, "plan", "--suite", str(suite), "--results", str(res)).stdout
+
+
+@pytest.mark.slow
+def test_a_cell_run_from_uncommitted_edits_is_verified_from_its_recorded_sources(tmp_path):
+    """A "-dirty" commit does not say what ran, but the per-file hashes do: the check rebuilds those
+    sources from git history; where one of them never reached history, the cell stays stale."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(clone)], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["git", "checkout", "-q", head], cwd=clone, check=True)
+    git = ["git", "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    suite, res = tmp_path / "s.yaml", tmp_path / "r"
+    suite.write_text(SUITE)
+    towers = clone / "calrec/towers.py"
+    towers.write_text(towers.read_text() + "\n\nEDITED_BEFORE_THE_RUN = 1\n")  # uncommitted when the cell runs
+    done = _bench(clone, "run", "--suite", str(suite), "--results", str(res), "--models", "llm")
+    assert done.returncode == 0, done.stderr[-2000:]
+    cell = res / "runs/s/syn/llm/seed0/run.json"
+    assert json.loads(cell.read_text())["commit"].endswith("-dirty")
+    text = clone / "calrec/text.py"
+    text.write_text(text.read_text() + "\n\nA_LATER_REFACTOR = 1\n")
+    towers.write_text(towers.read_text().replace("EDITED_BEFORE_THE_RUN", "RENAMED_SINCE"))
+    out = _bench(clone, "refingerprint", "--verify", "--results", str(res))
+    assert "not all found in git history" in out.stdout, out.stdout + out.stderr[-2000:]
+    # once the edit the cell ran on is in history, its sources can be rebuilt and the check runs
+    towers.write_text(towers.read_text().replace("RENAMED_SINCE", "EDITED_BEFORE_THE_RUN"))
+    subprocess.run([*git, "commit", "-q", "-am", "the edit"], cwd=clone, check=True)
+    towers.write_text(towers.read_text().replace("EDITED_BEFORE_THE_RUN", "RENAMED_SINCE"))
+    out = _bench(clone, "refingerprint", "--verify", "--results", str(res))
+    assert "verified: 1 cell(s) rewritten" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "rebuilt from their recorded hashes" in json.loads(cell.read_text())["code"]["verified_from"]["check"]

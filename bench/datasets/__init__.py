@@ -14,6 +14,7 @@ from bench.datasets.movielens import load_ml1m, load_ml100k
 from bench.datasets.sample import load_user_sample
 from bench.datasets.synthetic import load_synthetic
 from bench.errors import BenchError
+from bench.execute.scratch import launch_path
 from bench.suites.schema import check_params
 
 DATASETS: dict[str, Callable[..., Interactions]] = {
@@ -109,8 +110,13 @@ def check_utf8(directory: str) -> None:
 
 def load_dataset(spec: str, **params) -> Interactions:
     loader, args = resolve(spec, params)
+    # A folder the user named relative to where they launched the command, also when a cell's model
+    # loads it from its scratch working folder (bench/execute/scratch.py).
     if loader is load_atomic_dir:
+        args = (str(launch_path(args[0])),)
         check_utf8(*args)
+    if loader is load_amazon2018 and params.get("directory"):
+        params = {**params, "directory": str(launch_path(params["directory"]))}
     return loader(*args, **params)
 
 

@@ -61,6 +61,14 @@ def scaled_training(model: str, params: dict, want: float | None, same: list[dic
             tokens = float(np.median(twins)) * want
             return tokens * float(np.median(cost)), (f"; {tokens:,.0f} tokens (step size: {_runs(len(twins))} of this "
                                                      "training, any device) at this device's s/token")
+        # Else a window's size from runs that build the same prompts, times this row's windows a step.
+        prompts = prompt_settings(params)
+        per_window = [tokens_run(r) / (units_run(r) * _batch(r["config"]["model"]["params"])) for r in recs
+                      if prompt_settings(r["config"]["model"]["params"]) == prompts and tokens_run(r) and units_run(r)]
+        if per_window and cost:
+            tokens = float(np.median(per_window)) * _batch(params) * want
+            return tokens * float(np.median(cost)), (f"; {tokens:,.0f} tokens (window size: {_runs(len(per_window))} "
+                                                     "with the same prompts, any device) at this device's s/token")
     per_unit = [train_seconds(r) / units_run(r) for r in same if units_run(r)]
     if want is not None and per_unit:
         # CALRec's step cost moves ~10x with its template, history, vocabulary and frozen cache
@@ -243,6 +251,20 @@ def training_settings(model: str, params: dict) -> str:
         for f in fields(InferenceConfig):
             params.pop(f.name, None)
     return json.dumps(params, sort_keys=True, default=str)
+
+
+# CALRec settings that set how many tokens a training window holds.
+PROMPT_SETTINGS = ("template", "item_fields", "max_history", "max_prompt_tokens", "natural_titles", "examples", "target")
+
+
+def prompt_settings(params: dict) -> str:
+    return json.dumps({k: params.get(k) for k in PROMPT_SETTINGS}, sort_keys=True, default=str)
+
+
+def _batch(params: dict) -> int:
+    from calrec.config import TrainConfig
+
+    return int(params.get("batch_size") or TrainConfig.batch_size)
 
 
 # CALRec settings that shape stage II only: cells differing in nothing else share one stage I.

@@ -13,6 +13,7 @@ torchrun, where one rank that went on would leave the others waiting.
 """
 from __future__ import annotations
 
+import errno
 import inspect
 import math
 import os
@@ -40,6 +41,8 @@ def _ray():
 
 
 CONNECT_TIMEOUT_S = 15  # Ray itself retries an unreachable head for ever, a warning every 30 s
+# Storage refusing a write (disk full, quota, read-only, no permission): the same line for every cell, no traceback
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def check_address(address: str | None) -> None:
@@ -198,7 +201,8 @@ def run_suite(suite: Suite, root: Path, models=None, datasets=None, seeds=None, 
         except Exception as e:  # a bug or a resource limit hit by one cell: the others still run, as on Ray
             if world()[1] > 1:
                 raise  # the other ranks wait in a collective this rank will not reach
-            tqdm.write(traceback.format_exc())
+            if not (isinstance(e, OSError) and e.errno in STORAGE_ERRORS):  # a full or read-only disk: its line says it all
+                tqdm.write(traceback.format_exc())
             status = f"failed: {type(e).__name__}: {e}"
         tqdm.write(f"{cell.name}: {status}")
         left = max(0.0, left - (estimates or {}).get(cell.name, 0.0))

@@ -146,7 +146,10 @@ def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:
     loader = loader_of(dataset)
     loader_file = Path(inspect.getsourcefile(loader)).resolve().relative_to(ROOT).as_posix()
     files = [*CORE, loader_file]
-    module = MODELS[model].split(":")[0]
+    target = MODELS.get(model, model if ":" in model else None)  # a model named by import path is its own target
+    if target is None:
+        raise KeyError(model)
+    module = target.split(":")[0]
     if scheme == 2:
         files += [f.relative_to(ROOT).as_posix() for f in sorted((ROOT / module.split(".")[0]).rglob("*.py"))]
     elif scheme in (3, 4, 5):
@@ -204,7 +207,10 @@ def staleness(record: dict) -> str | None:
         return "no code fingerprint recorded (computed before fingerprints were)"
     if scheme not in READABLE:
         return f"code fingerprint {got} of an older scheme (cannot tell whether its code changed)"
-    now = code_fingerprint(*_cell(record), scheme)
+    try:
+        now = code_fingerprint(*_cell(record), scheme)
+    except KeyError:
+        return f"model {_cell(record)[0]!r} is no longer in the registry (cannot tell whether its code changed)"
     if got == now:
         return None
     changed = changed_files(record)

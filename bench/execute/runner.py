@@ -22,6 +22,7 @@ from bench.models import FitContext, make_model
 from bench.execute.fingerprint import ROOT, checkpoint_key, code_record, staleness
 from bench.execute.provenance import machine, versions
 from bench.execute.scoring import cold_test_targets, masked_test_targets, score_users
+from bench.execute.scratch import scratch_cwd
 from bench.execute.space import check_space
 from bench.split import Split, leave_one_out
 from bench.execute.store import RunStore, config_hash, dumps, per_user_csv
@@ -171,13 +172,13 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
     users = sample_users(split.n_users, cell.suite.user_sample)
     ctx = FitContext(
         seed=cell.seed,
-        workdir=store.cache_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed),
+        workdir=store.cache_dir(cell.suite.name, cell.dataset.key, cell.variant.key, cell.seed).absolute(),
         valid_users=sample_users(split.n_users, cell.suite.valid_sample),
         ks=cell.suite.ks,
         # shared_cache: e.g. CALRec's stage weights, reused across cells only under the same code
         # fingerprint; checkpoint_key: under which a model may save its training state in workdir and
         # resume from it (same config, same code)
-        extra={"shared_cache": store.root / "cache" / "shared", "code_fingerprint": code["fingerprint"],
+        extra={"shared_cache": (store.root / "cache" / "shared").absolute(), "code_fingerprint": code["fingerprint"],
                "checkpoint_key": checkpoint_key(chash, cell.variant.model, cell.dataset.spec),
                "history_masking": cell.suite.history_masking},  # a model that ranks lists leaves history out only then
     )
@@ -189,10 +190,11 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
     model = make_model(cell.variant.model, config["model"]["params"])
     seed_everything(cell.seed)
     t0 = time.perf_counter()
-    model.fit(split, ctx)
-    t1 = time.perf_counter()
-    ranks = score_users(model, split, users, "test", cell.suite.history_masking, cell.suite.eval_batch, cell.name)
-    t2 = time.perf_counter()
+    with scratch_cwd(cell.name):
+        model.fit(split, ctx)
+        t1 = time.perf_counter()
+        ranks = score_users(model, split, users, "test", cell.suite.history_masking, cell.suite.eval_batch, cell.name)
+        t2 = time.perf_counter()
     per_user = metrics_from_ranks(ranks, cell.suite.ks)
     metrics = {m: float(per_user[m].mean()) for m in metric_names(cell.suite.ks)}
     summary = f"R@10={metrics.get('Recall@10', float('nan')):.4f} N@10={metrics.get('NDCG@10', float('nan')):.4f} fit {t1 - t0:.1f}s"

@@ -292,7 +292,10 @@ class RunStore:
         """Whether another process is computing this cell now (holds its lock)."""
         if not RunStore._lock_file(cell).exists():
             return False
-        held = RunStore.lock(cell)
+        try:
+            held = RunStore.lock(cell)
+        except OSError:  # a folder this process cannot write (read-only runs/): no run of ours holds it
+            return False
         if held is None:
             return True
         held.close()

@@ -36,6 +36,7 @@ from bench.errors import BenchError, optional
 from bench.evaluate import metric_names, metrics_from_ranks
 from bench.models import FitContext, make_model
 from bench.execute.runner import get_split, sample_users, seed_everything
+from bench.execute.scratch import scratch_cwd
 from bench.execute.scoring import score_users
 from bench.execute.space import check_space, suggest, with_values  # noqa: F401 (check_space: callers' path)
 from bench.split import Split
@@ -162,12 +163,13 @@ def objective_fn(search: Search, split: Split, valid_users: np.ndarray, failures
                              extra={"history_masking": suite.history_masking})
             seed_everything(seed)
             t0 = time.perf_counter()
-            try:
-                model.fit(split, ctx)
-            finally:
-                trial.set_user_attr("fit_seconds", round(time.perf_counter() - t0, 2))
-                trial.set_user_attr("epochs_run", getattr(model, "epochs_run", None))
-            ranks = score_users(model, split, valid_users, "valid", suite.history_masking, suite.eval_batch, "validation")
+            with scratch_cwd(f"trial {trial.number}"):
+                try:
+                    model.fit(split, ctx)
+                finally:
+                    trial.set_user_attr("fit_seconds", round(time.perf_counter() - t0, 2))
+                    trial.set_user_attr("epochs_run", getattr(model, "epochs_run", None))
+                ranks = score_users(model, split, valid_users, "valid", suite.history_masking, suite.eval_batch, "validation")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         means = {m: float(v.mean()) for m, v in metrics_from_ranks(ranks, suite.ks).items()}

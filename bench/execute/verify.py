@@ -6,9 +6,14 @@ check shows today's code computes what the cell's commit computed: each affected
 fitted and ranks on a small synthetic dataset, with its own parameters made tiny (few steps, a tiny
 random LLM for CALRec), once in a git worktree at the commit the cell recorded and once in this
 checkout, and the two digests of its predictions and training-curve numbers must be identical.
-Where they differ, or the check cannot run (a "-dirty" or unknown commit, a changed dataset loader
-or evaluator the synthetic check does not exercise, an error), the cell stays stale and the report
-says why. An honest result: a change that moves a number must stale its cells.
+A cell computed from uncommitted edits (a "-dirty" commit) is checked on its sources rebuilt from
+the per-file hashes it recorded: the worktree at its commit, each source the cell's code read put
+back as the version (today's, or one in git history) whose hash is the one recorded; where any
+source cannot be found so, the cell stays stale.
+Where they differ, or the check cannot run (an unknown commit, a dirty one that cannot be rebuilt,
+a changed dataset loader or evaluator the synthetic check does not exercise, an error), the cell
+stays stale and the report says why. An honest result: a change that moves a number must stale
+its cells.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.execute.fingerprint import ROOT, SCHEME, _cell, changed_files, code_record, staleness
+from bench.execute.fingerprint import ROOT, SCHEME, _cell, changed_files, code_content, code_record, staleness
 
 PROBE = Path(__file__).with_name("verify_probe.py")
 # Sources whose change the synthetic check cannot vouch for: real-data loaders and the evaluator
@@ -79,10 +84,46 @@ def _key(job: dict) -> str:
     return hashlib.sha1(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
 
 
+HISTORY_DEPTH = 200  # commits searched for a source version a dirty cell recorded
+
+
+def _short(data: bytes, scheme: int) -> str:
+    return hashlib.sha1(code_content(data, scheme)).hexdigest()[:12]
+
+
+def rebuilt_sources(record: dict) -> dict[str, bytes] | None:
+    """The sources a cell read, each as the version whose hash the cell recorded (today's file, else a
+    version in git history), or None where one cannot be found (or the record kept no per-file hashes)."""
+    code = record.get("code") or {}
+    files, scheme = code.get("files"), code.get("scheme")
+    if not files or scheme is None:
+        return None
+    out = {}
+    for rel, want in files.items():
+        path = Path(rel) if Path(rel).is_absolute() else ROOT / rel
+        if path.is_file() and _short(path.read_bytes(), scheme) == want:
+            out[rel] = path.read_bytes()
+            continue
+        if Path(rel).is_absolute():
+            return None  # a module outside the repository: no history to look in
+        revs = subprocess.run(["git", "rev-list", f"--max-count={HISTORY_DEPTH}", "--all", "--", rel], cwd=ROOT,
+                              capture_output=True, text=True).stdout.split()
+        for rev in revs:
+            shown = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, capture_output=True)
+            if shown.returncode == 0 and _short(shown.stdout, scheme) == want:
+                out[rel] = shown.stdout
+                break
+        else:
+            return None
+    return out
+
+
 def why_unverifiable(record: dict) -> str | None:
     commit = record.get("commit") or "unknown"
-    if commit == "unknown" or commit.endswith("-dirty"):
+    if commit == "unknown":
         return f"its commit {commit} does not say what ran"
+    if commit.endswith("-dirty") and rebuilt_sources(record) is None:
+        return f"its commit {commit} does not say what ran, and its recorded sources are not all found in git history"
     unchecked = [f for f in (changed_files(record) or []) if f.startswith(UNCHECKED) and not f.startswith(CHECKED)]
     if unchecked:
         return f"{', '.join(unchecked)} changed, which the synthetic check does not run"
@@ -127,6 +168,8 @@ def verify(stale: dict[str, dict]) -> dict[str, str | None]:
         job = _job(record)
         commit, jobs = by_code.setdefault(record["code"]["fingerprint"], (record["commit"], {}))
         jobs[_key(job)] = job
+        if commit.endswith("-dirty") and not record["commit"].endswith("-dirty"):  # a clean commit of the same code
+            by_code[record["code"]["fingerprint"]] = (record["commit"], jobs)
     if not by_code:
         return outcome
     then: dict[str, dict[str, dict]] = {}
@@ -134,10 +177,17 @@ def verify(stale: dict[str, dict]) -> dict[str, str | None]:
         tmp = Path(tmp)
         now = run_probe(ROOT, {k: j for _, jobs in by_code.values() for k, j in jobs.items()}, tmp / "now")
         for i, (fp, (commit, jobs)) in enumerate(tqdm(by_code.items(), desc="verify: recorded code", unit="commit")):
-            tree = _worktree(commit, tmp / f"tree{i}")
+            tree = _worktree(commit.removesuffix("-dirty"), tmp / f"tree{i}")
             if tree is None:
                 then[fp] = {k: {"error": f"commit {commit[:12]} is not in this repository"} for k in jobs}
                 continue
+            if commit.endswith("-dirty"):  # the uncommitted sources it ran on, from their recorded hashes
+                record = next(r for r in stale.values() if r["code"]["fingerprint"] == fp and r["commit"] == commit)
+                for rel, data in (rebuilt_sources(record) or {}).items():
+                    if Path(rel).is_absolute():
+                        continue  # outside the repository: found where it is
+                    (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (tree / rel).write_bytes(data)
             try:
                 then[fp] = run_probe(tree, jobs, tmp / f"then{i}")
             finally:
@@ -162,7 +212,8 @@ def verified_record(record: dict) -> dict:
     old = record.get("code") or {}
     return {**code_record(*_cell(record)), "verified_from": {"fingerprint": old.get("fingerprint"),
             "scheme": old.get("scheme"), "commit": record["commit"],
-            "check": "tiny fit and ranking on synthetic data, identical at the commit and now"}}
+            "check": "tiny fit and ranking on synthetic data, identical at the commit and now"
+                     + (" (its uncommitted sources rebuilt from their recorded hashes)" if record["commit"].endswith("-dirty") else "")}}
 
 
 def refingerprint_verified(results: Path) -> dict[str, list[str]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.suites.load import _key, load_suite, overlay_path, update_overlay
+from bench.suites.schema import _one_table_cell
 
 PREDICTIONS = "baselines.predictions:Predictions"
 
@@ -25,6 +26,11 @@ def register_predictions(suite_name: str, dataset: str, name: str, file: Path, r
     if dataset not in [d.key for d in base.datasets]:
         raise BenchError(f"suite {base.name}: no dataset {dataset!r} (has {', '.join(d.key for d in base.datasets)})")
     name = _key(name, "--name")
+    if label is not None:
+        try:
+            _one_table_cell(label)
+        except ValueError as e:
+            raise BenchError(f"--label {label!r}: {e}") from None
     if any(v.key == name for v in base.variants):
         raise BenchError(f"--name {name!r}: the suite {base.name} has a model variant of that name; choose another")
     file = Path(file)

@@ -83,8 +83,17 @@ def _blocks():
             ("findings", findings.START, findings.END, findings.findings_markdown)]
 
 
+def _read_page(page: Path) -> str:
+    if not page.is_file():
+        raise BenchError(f"{page}: " + ("is not a file" if page.exists() else "no such file") + "; name the README to check or rewrite")
+    try:
+        return page.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchError(f"{page}: cannot be read as UTF-8 text ({type(e).__name__})") from None
+
+
 def _rewritten(readme: Path, root: Path) -> tuple[str, list[str]]:
-    new = readme.read_text(encoding="utf-8")
+    new = _read_page(readme)
     differs = []
     for name, start, end, render in _blocks():
         replaced = replace_block(new, render(root), readme, name, start, end)

@@ -100,8 +100,11 @@ def memorise(suite: Suite, root: Path) -> list[Path]:
         for d in suite.datasets:
             split = get_split(d)
             path = stored_path(root, backbone, d.key)
-            if path.is_file() and json.loads(path.read_text()).get("data_version") == split.version:
+            have = _read(path)
+            if have is not None and have["data_version"] == split.version:
                 continue
+            if path.is_file() and have is None:
+                print(f"{path}: not a whole memorisation record (damaged); measured again")
             titles = [a.get("Title") or next(iter(a.values()), "") for a in split.item_text]
             model, tok = load_backbone(backbone, titles)
             t0 = time.perf_counter()
@@ -115,12 +118,22 @@ def memorise(suite: Suite, root: Path) -> list[Path]:
     return written
 
 
-def stored(root: Path, backbone: str, dataset: str) -> dict | None:
-    path = stored_path(root, backbone, dataset)
+NUMBERS = ("measured", "completed", "completed_share", "mean_title_nll", "mean_title_tokens")
+
+
+def _read(path: Path) -> dict | None:
+    """The stored record, or None where there is none or it is not whole (a damaged file is never shown)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    whole = isinstance(record, dict) and isinstance(record.get("data_version"), str) and all(
+        isinstance(record.get(k), (int, float)) and not isinstance(record.get(k), bool) for k in NUMBERS)
+    return record if whole else None
+
+
+def stored(root: Path, backbone: str, dataset: str) -> dict | None:
+    return _read(stored_path(root, backbone, dataset))
 
 
 def memorisation_note(suite: Suite, root: Path, dataset: str) -> str | None:

@@ -164,10 +164,12 @@ def to_markdown(t: Table) -> str:
     return f"### {t.title}\n\n{body}\n\n" + "\n".join(f"- {n}" for n in t.notes) + "\n"
 
 
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+        "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
 def _tex(s: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
-        s = s.replace(a, b)
-    return s
+    return "".join(_TEX.get(c, c) for c in s)  # one pass: an escape's own braces are not escaped again
 
 
 def to_latex(t: Table) -> str:

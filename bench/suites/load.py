@@ -31,12 +31,15 @@ from bench.suites.schema import load_yaml, parse_overlay, parse_suite
 SUITE_DIR = Path(__file__).parent  # the suite files sit beside this module
 # Keys become folder names under results/: letters, digits, '.', '_', '-' only (no '..', no '/').
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+KEY_MAX = 100  # a folder name (255 bytes at most) with room for the suffixes written beside it
 
 
 def _key(value, where: str) -> str:
     key = str(value)
     if not KEY.match(key) or ".." in key:
         raise BenchError(f"{where}: {key!r} is not a valid name (letters, digits, '.', '_', '-'; it becomes a folder)")
+    if len(key) > KEY_MAX:
+        raise BenchError(f"{where}: {key[:20]}... is {len(key)} characters long; a name becomes a folder, so at most {KEY_MAX}")
     return key
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import inspect
 import typing
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from bench.errors import BenchError
 
@@ -47,6 +47,17 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_NoDuplicateKeys)  # noqa: S506 -- a SafeLoader subclass
 
 
+def _one_table_cell(text: str) -> str:
+    """Labels and questions are printed as table cells: a '|' or a line break would split the row."""
+    bad = next((c for c in text if c == "|" or (ord(c) < 32 and c != " ") or c in "\x7f\u2028\u2029"), None)
+    if bad is not None:
+        raise ValueError(f"holds {bad!r}, which a table cell cannot (one line, no '|')")
+    return text
+
+
+CellText = Annotated[str, AfterValidator(_one_table_cell)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -71,7 +82,7 @@ class VariantSpec(_Strict):
     params: dict[str, Any] = {}
     datasets: dict[str, dict[str, Any]] = {}
     group: Literal["baseline", "ours"] = "baseline"
-    label: Optional[str] = None
+    label: Optional[CellText] = None
     seeds: Optional[list[int]] = Field(default=None, min_length=1)
     tune: dict[str, TuneRange] = {}  # the space `python -m bench tune` searches (bench/execute/tune.py)
     tuned: Optional[dict[str, dict[str, Any]]] = None  # written by `bench tune`: dataset -> study and trial
@@ -90,7 +101,7 @@ class CheckSpec(_Strict):
 
 
 class QuestionSpec(_Strict):
-    question: str = Field(min_length=1)
+    question: CellText = Field(min_length=1)
     table: str  # one of the suite's ablation tables
     rows: list[str] = Field(min_length=1)  # rows of that table, each read against its reference (its first row)
 

@@ -1,0 +1,181 @@
+"""Packed training steps for accelerators: every user prompt and item text of a step laid end to end
+in a few rows of one fixed length, each text attending only to itself (a block-diagonal causal mask,
+positions restarting at 0 per text), so both towers run in ONE forward pass with no padding.
+
+A padded step (`calrec.towers.collate`) spends most of a GPU's time on pad tokens and on a second,
+tiny forward for the ~5-token item texts; at ~4k real tokens a step the loop is bound by the host.
+Packed, a step is a few (rows, length) tensors of a fixed shape (what `torch.compile` and CUDA graphs
+want), and the losses read the states through flat indices built here, on the CPU, once.
+
+`pack` is built from the padded `Batch` that `collate` makes, so spans, labels and trie masks mean
+exactly what they mean there; `packed_loss` is `calrec_loss` over the packed layout, and gives the
+same losses and gradients (tests/test_calrec_packed.py: fp32, within 1e-5). The top-layers-only path
+on cached frozen states (calrec/frozen.py) stays padded: it is the CPU recipe's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from calrec.parallel import gather_rows
+from calrec.towers import Batch, LossWeights, StepShare, decoder, info_nce, nig_loss
+
+
+@dataclass
+class Packed:
+    ids: torch.Tensor  # (R, T) every text of the step, end to end; the rest of a row is padding
+    position: torch.Tensor  # (R, T) position inside its own text (0 at each text's first token)
+    doc: torch.Tensor  # (R, T) which text a token belongs to (-1: padding)
+    label_index: torch.Tensor  # flat (R*T) positions of the labelled tokens, in collate's order
+    next_index: torch.Tensor  # (B,) flat position of the state that predicts each user's target
+    # Pooling, as (flat positions, row of the pooled vector) pairs: each user's history span, its
+    # history item texts, its target span, and each item text of the item tower.
+    history: tuple[torch.Tensor, torch.Tensor]
+    items_span: tuple[torch.Tensor, torch.Tensor]
+    target: tuple[torch.Tensor, torch.Tensor]
+    item: tuple[torch.Tensor, torch.Tensor]
+    last: dict[str, torch.Tensor]  # span name -> (B,) flat position of the span's last token
+    item_key: torch.Tensor
+    item_logq: torch.Tensor
+    vocab: torch.Tensor | None
+    allowed: torch.Tensor | None
+    labelled_items: int
+    users: int  # B
+
+    def to(self, device) -> "Packed":
+        def move(x):
+            if isinstance(x, torch.Tensor):
+                return x.to(device, non_blocking=True)
+            if isinstance(x, tuple):
+                return tuple(move(v) for v in x)
+            if isinstance(x, dict):
+                return {k: move(v) for k, v in x.items()}
+            return x
+        return replace(self, **{f.name: move(getattr(self, f.name)) for f in fields(self)})
+
+    @property
+    def n_tokens(self) -> int:
+        return int((self.doc >= 0).sum())
+
+    def attention_mask(self) -> torch.Tensor:
+        """(R, 1, T, T) bool: a token sees the tokens before it in its own text (built on the device)."""
+        t = self.doc.shape[1]
+        causal = torch.ones(t, t, dtype=torch.bool, device=self.doc.device).tril()
+        same = (self.doc[:, :, None] == self.doc[:, None, :]) & (self.doc[:, :, None] >= 0)
+        # A padding row attends to itself alone, so no softmax row is empty (its states are never read).
+        return ((same & causal) | torch.eye(t, dtype=torch.bool, device=self.doc.device))[:, None]
+
+
+def _place(lengths: list[int], length: int) -> list[tuple[int, int]]:
+    """(row, offset) of each text: first fit, longest texts first (a text longer than `length` is an error)."""
+    if max(lengths) > length:
+        raise ValueError(f"a text of {max(lengths)} tokens does not fit a packed row of {length} (raise calrec's pack)")
+    free: list[int] = []
+    at: list[tuple[int, int]] = [(0, 0)] * len(lengths)
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        row = next((r for r, f in enumerate(free) if f >= lengths[i]), None)
+        if row is None:
+            free.append(length)
+            row = len(free) - 1
+        at[i] = (row, length - free[row])
+        free[row] -= lengths[i]
+    return at
+
+
+def pack(batch: Batch, length: int, rows: int | None = None) -> Packed:
+    """The padded step `batch` (from `collate`, without frozen states) as packed rows of `length`
+    tokens; `rows` pads the row count to a fixed number (static shapes), else as few as fit."""
+    if batch.user_frozen is not None:
+        raise ValueError("packed steps run the whole decoder: build the batch without frozen states")
+    u_len = batch.user_mask.sum(1).tolist()
+    i_len = batch.item_mask.sum(1).tolist()
+    at = _place(u_len + i_len, length)
+    n_rows = 1 + max(r for r, _ in at)
+    if rows is not None:
+        if rows < n_rows:
+            raise ValueError(f"the step needs {n_rows} packed rows of {length}, more than the {rows} asked for")
+        n_rows = rows
+    ids = torch.zeros(n_rows, length, dtype=torch.long)
+    position = torch.zeros(n_rows, length, dtype=torch.long)
+    doc = torch.full((n_rows, length), -1, dtype=torch.long)
+    starts = []  # flat position of each text's first token
+    for d, ((r, off), n, src) in enumerate(zip(at, u_len + i_len, [*batch.user_ids, *batch.item_ids])):
+        ids[r, off : off + n] = src[:n]
+        position[r, off : off + n] = torch.arange(n)
+        doc[r, off : off + n] = d
+        starts.append(r * length + off)
+    b = batch.user_ids.shape[0]
+    u_start = torch.tensor(starts[:b])
+    i_start = torch.tensor(starts[b:])
+
+    def flat(span: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        span = span.clone()
+        span[:, 0] |= ~span.any(dim=1)  # an empty span pools the text's first token, as `pool` does
+        owner, col = span.nonzero(as_tuple=True)
+        return start[owner] + col, owner
+
+    def last(span: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        span = span.clone()
+        span[:, 0] |= ~span.any(dim=1)
+        return start + span.shape[1] - 1 - span.flip(1).float().argmax(dim=1)
+
+    width = batch.user_ids.shape[1]
+    owner, col = batch.label_index // width, batch.label_index % width
+    return Packed(
+        ids, position, doc, u_start[owner] + col, u_start + batch.next_pos,
+        flat(batch.history_span, u_start), flat(batch.items_span, u_start), flat(batch.target_span, u_start),
+        flat(batch.item_mask.bool(), i_start),
+        {"history": last(batch.history_span, u_start), "items": last(batch.items_span, u_start),
+         "target": last(batch.target_span, u_start), "item": last(batch.item_mask.bool(), i_start)},
+        batch.item_key, batch.item_logq, batch.vocab, batch.allowed, batch.labelled_items, b)
+
+
+def _pool(flat_hidden: torch.Tensor, span: tuple[torch.Tensor, torch.Tensor], last: torch.Tensor, n: int,
+          how: str) -> torch.Tensor:
+    """`towers.pool` over a packed span: a mean of the span's states per owner, or the last one."""
+    if how == "last":
+        return flat_hidden[last]
+    if how != "mean":
+        raise ValueError(f"pooling must be 'mean' or 'last', not {how!r}")
+    pos, owner = span
+    total = flat_hidden.new_zeros(n, flat_hidden.shape[-1]).index_add_(0, owner, flat_hidden[pos])
+    count = torch.bincount(owner, minlength=n).to(flat_hidden.dtype)
+    return total / count[:, None]
+
+
+def packed_loss(model, head: nn.Module | None, p: Packed, w: LossWeights,
+                share: StepShare | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`calrec_loss` on a packed step: one forward for both towers, the same losses and gradients."""
+    hidden = decoder(model)(input_ids=p.ids, attention_mask=p.attention_mask(), position_ids=p.position).last_hidden_state
+    flat_hidden = hidden.flatten(0, 1)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    parts: dict[str, torch.Tensor] = {}
+    if w.nig:
+        per_item = p.labelled_items if w.nig_per == "item" else None
+        l_nig = nig_loss(model, hidden, p.ids, p.label_index, p.vocab, p.allowed, share.labels if share else per_item)
+        total = total + w.nig * l_nig
+        parts["nig"] = l_nig.detach()
+    if w.tt or w.ut:
+        share = share or StepShare(0)
+        proj = head if head is not None else nn.Identity()
+        keys = gather_rows(p.item_key)
+        logq = gather_rows(p.item_logq) if w.logq else None
+        v_t = gather_rows(proj(_pool(flat_hidden, p.item, p.last["item"], p.users, w.pooling)))
+        scale = share.fraction / share.world
+
+        def user() -> torch.Tensor:
+            if w.user_pooling == "next":
+                return flat_hidden[p.next_index]
+            span = {"history": p.history, "items": p.items_span}[w.user_pooling]
+            return _pool(flat_hidden, span, p.last[w.user_pooling], p.users, w.pooling)
+
+        for name, weight, anchor in (("tt", w.tt, lambda: _pool(flat_hidden, p.target, p.last["target"], p.users, w.pooling)),
+                                     ("ut", w.ut, user)):
+            if weight:
+                loss = info_nce(gather_rows(proj(anchor())), v_t, keys, w.tau, logq, share.group) * scale
+                total = total + weight * loss
+                parts[name] = loss.detach()
+    parts["total"] = total.detach()
+    return total, parts
