@@ -90,8 +90,17 @@ def test_same_settings_take_their_own_time_and_calrec_scales_by_tokens(tmp_path)
                timings={"stage2": {"steps": 16, "tokens": 1600, "train_seconds": 1.0}})
     train, _, basis = estimate(more, "cpu", [cpu, gpu])
     assert train == 160.0 and "1,600 tokens" in basis  # inference settings (n_samples) do not change training
-    train, _, basis = estimate(more, "cpu", [cpu])
-    assert train == 80.0 and "rough guess" in basis  # no run of this training: scaled by steps, and says so
+    # No run of this training, but one that builds the same prompts at batch 4 (200 tokens in 4 steps:
+    # 12.5 tokens a window): 16 steps x 8 windows (the default batch) x 12.5 tokens x 0.1 s.
+    half = _rec({"backbone": "tiny", "stage2_steps": 4, "batch_size": 4},
+                timings={"stage2": {"steps": 4, "tokens": 200, "train_seconds": 20.0}})
+    train, _, basis = estimate(more, "cpu", [half])
+    assert train == 160.0 and "window size: 1 stored run with the same prompts" in basis
+    # Nor one with the same prompts (another template): scaled by steps, and says so.
+    paper = _rec({"backbone": "tiny", "stage2_steps": 4, "template": "paper"},
+                 timings={"stage2": {"steps": 4, "tokens": 200, "train_seconds": 20.0}})
+    train, _, basis = estimate(more, "cpu", [paper])
+    assert train == 80.0 and "rough guess" in basis
 
 
 def test_a_calrec_rerun_costs_its_whole_fit_and_the_stages_it_loaded(tmp_path):

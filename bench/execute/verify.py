@@ -119,6 +119,11 @@ def rebuilt_sources(record: dict) -> dict[str, bytes] | None:
 
 
 def why_unverifiable(record: dict) -> str | None:
+    from bench.models import MODELS
+
+    model = _cell(record)[0]
+    if model not in MODELS and ":" not in model:
+        return f"model {model!r} is no longer in the registry"
     commit = record.get("commit") or "unknown"
     if commit == "unknown":
         return f"its commit {commit} does not say what ran"
