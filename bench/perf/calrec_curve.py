@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--out", default="results/perf/calrec_curves.jsonl")
     ap.add_argument("--no-towers", action="store_true", help="skip validation L_UT (about a minute each)")
     args = ap.parse_args()
+    commit = git_commit()  # the code this process imports now, not what the checkout holds when it ends
     suite = load_suite("quick")
     variant, dataset = suite.variant("calrec"), suite.datasets[0]
     split = get_split(dataset)
@@ -96,7 +97,7 @@ def main() -> None:
             "popularity_nll": evals[-1]["popularity_nll"] if evals else None,
             "uniform_nll": evals[-1]["uniform_nll"] if evals else None,
             "train_loss_ut_last20": round(float(np.mean(last)), 4) if last else None, **towers,
-            "commit": git_commit(), "machine": machine(), "versions": versions(),
+            "commit": commit, "machine": machine(), "versions": versions(),
             "command": "python -m bench.perf.calrec_curve " + shlex.join(sys.argv[1:]),
         }
         curve = "  ".join(f"{c['train_minutes']:.1f} min: {c['valid_nll']:.3f}" for c in record["curve"])
