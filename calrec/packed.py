@@ -19,8 +19,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import nn
 
-from calrec.parallel import gather_rows
-from calrec.towers import Batch, LossWeights, StepShare, decoder, info_nce, nig_loss
+from calrec.towers import Batch, LossWeights, StepShare, decoder, weighted_losses
 
 
 @dataclass
@@ -149,33 +148,14 @@ def packed_loss(model, head: nn.Module | None, p: Packed, w: LossWeights,
                 share: StepShare | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`calrec_loss` on a packed step: one forward for both towers, the same losses and gradients."""
     hidden = decoder(model)(input_ids=p.ids, attention_mask=p.attention_mask(), position_ids=p.position).last_hidden_state
-    flat_hidden = hidden.flatten(0, 1)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    parts: dict[str, torch.Tensor] = {}
-    if w.nig:
-        per_item = p.labelled_items if w.nig_per == "item" else None
-        l_nig = nig_loss(model, hidden, p.ids, p.label_index, p.vocab, p.allowed, share.labels if share else per_item)
-        total = total + w.nig * l_nig
-        parts["nig"] = l_nig.detach()
-    if w.tt or w.ut:
-        share = share or StepShare(0)
-        proj = head if head is not None else nn.Identity()
-        keys = gather_rows(p.item_key)
-        logq = gather_rows(p.item_logq) if w.logq else None
-        v_t = gather_rows(proj(_pool(flat_hidden, p.item, p.last["item"], p.users, w.pooling)))
-        scale = share.fraction / share.world
+    flat = hidden.flatten(0, 1)
 
-        def user() -> torch.Tensor:
-            if w.user_pooling == "next":
-                return flat_hidden[p.next_index]
-            span = {"history": p.history, "items": p.items_span}[w.user_pooling]
-            return _pool(flat_hidden, span, p.last[w.user_pooling], p.users, w.pooling)
+    def user() -> torch.Tensor:
+        if w.user_pooling == "next":
+            return flat[p.next_index]
+        span = {"history": p.history, "items": p.items_span}[w.user_pooling]
+        return _pool(flat, span, p.last[w.user_pooling], p.users, w.pooling)
 
-        for name, weight, anchor in (("tt", w.tt, lambda: _pool(flat_hidden, p.target, p.last["target"], p.users, w.pooling)),
-                                     ("ut", w.ut, user)):
-            if weight:
-                loss = info_nce(gather_rows(proj(anchor())), v_t, keys, w.tau, logq, share.group) * scale
-                total = total + weight * loss
-                parts[name] = loss.detach()
-    parts["total"] = total.detach()
-    return total, parts
+    return weighted_losses(model, head, hidden, p.ids, p, w, share,
+                           lambda: _pool(flat, p.item, p.last["item"], p.users, w.pooling),
+                           lambda: _pool(flat, p.target, p.last["target"], p.users, w.pooling), user)

@@ -302,24 +302,36 @@ def calrec_loss(model, head: nn.Module | None, batch: Batch, w: LossWeights,
     Across ranks the contrastive rows are gathered, so every rank computes the same InfoNCE over
     the global rows; each takes 1/world of it, and the gather sends every rank's gradient back."""
     hidden = hidden_states(model, batch.user_ids, batch.user_mask, batch.user_frozen, batch.top_layers)
+
+    def item_vectors() -> torch.Tensor:  # the item tower: its own forward pass over the item texts
+        items = hidden_states(model, batch.item_ids, batch.item_mask, batch.item_frozen, batch.top_layers)
+        return pool(items, batch.item_mask.bool(), w.pooling)
+
+    return weighted_losses(model, head, hidden, batch.user_ids, batch, w, share, item_vectors,
+                           lambda: pool(hidden, batch.target_span, w.pooling), lambda: user_tower(hidden, batch, w))
+
+
+def weighted_losses(model, head: nn.Module | None, hidden: torch.Tensor, ids: torch.Tensor, b, w: LossWeights,
+                    share: StepShare | None, item_vectors, target_vectors, user_vectors) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The losses from the user tower's states `hidden` over the token ids `ids` (padded rows, or packed
+    ones: calrec/packed.py) and three callables that pool v_T (the item tower), v_T|U and v_U from
+    them. `b` holds the labels and item keys (`label_index`, `vocab`, `allowed`, `labelled_items`,
+    `item_key`, `item_logq`)."""
     total = hidden.new_zeros((), dtype=torch.float32)
     parts: dict[str, torch.Tensor] = {}
     if w.nig:
-        per_item = batch.labelled_items if w.nig_per == "item" else None
-        l_nig = nig_loss(model, hidden, batch.user_ids, batch.label_index, batch.vocab, batch.allowed,
-                         share.labels if share else per_item)
+        per_item = b.labelled_items if w.nig_per == "item" else None
+        l_nig = nig_loss(model, hidden, ids, b.label_index, b.vocab, b.allowed, share.labels if share else per_item)
         total = total + w.nig * l_nig
         parts["nig"] = l_nig.detach()
     if w.tt or w.ut:
         share = share or StepShare(0)
         proj = head if head is not None else nn.Identity()
-        keys = gather_rows(batch.item_key)
-        logq = gather_rows(batch.item_logq) if w.logq else None
-        items = hidden_states(model, batch.item_ids, batch.item_mask, batch.item_frozen, batch.top_layers)
-        v_t = gather_rows(proj(pool(items, batch.item_mask.bool(), w.pooling)))
+        keys = gather_rows(b.item_key)
+        logq = gather_rows(b.item_logq) if w.logq else None
+        v_t = gather_rows(proj(item_vectors()))
         scale = share.fraction / share.world
-        for name, weight, anchor in (("tt", w.tt, lambda: pool(hidden, batch.target_span, w.pooling)),
-                                     ("ut", w.ut, lambda: user_tower(hidden, batch, w))):
+        for name, weight, anchor in (("tt", w.tt, target_vectors), ("ut", w.ut, user_vectors)):
             if weight:
                 loss = info_nce(gather_rows(proj(anchor())), v_t, keys, w.tau, logq, share.group) * scale
                 total = total + weight * loss
