@@ -2,8 +2,10 @@
 in a few rows of one fixed length, each text attending only to itself (a block-diagonal causal mask,
 positions restarting at 0 per text), so both towers run in ONE forward pass with no padding.
 
-A padded step (`calrec.towers.collate`) spends most of a GPU's time on pad tokens and on a second,
+A padded step (`calrec.towers.collate`) pads every text to the longest of its batch and runs a second,
 tiny forward for the ~5-token item texts; at ~4k real tokens a step the loop is bound by the host.
+Packing pays where texts are short and uneven; under this dense mask, rows much longer than the texts
+compute attention between texts that never see each other (docs/scaling.md).
 Packed, a step is a few (rows, length) tensors of a fixed shape (what `torch.compile` and CUDA graphs
 want), and the losses read the states through flat indices built here, on the CPU, once.
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import nn
 
-from calrec.towers import Batch, LossWeights, StepShare, decoder, weighted_losses
+from calrec.towers import Batch, LossWeights, StepShare, decoder, nonempty, weighted_losses
 
 
 @dataclass
@@ -110,15 +112,11 @@ def pack(batch: Batch, length: int, rows: int | None = None) -> Packed:
     i_start = torch.tensor(starts[b:])
 
     def flat(span: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        span = span.clone()
-        span[:, 0] |= ~span.any(dim=1)  # an empty span pools the text's first token, as `pool` does
-        owner, col = span.nonzero(as_tuple=True)
+        owner, col = nonempty(span).nonzero(as_tuple=True)
         return start[owner] + col, owner
 
     def last(span: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        span = span.clone()
-        span[:, 0] |= ~span.any(dim=1)
-        return start + span.shape[1] - 1 - span.flip(1).float().argmax(dim=1)
+        return start + span.shape[1] - 1 - nonempty(span).flip(1).float().argmax(dim=1)
 
     width = batch.user_ids.shape[1]
     owner, col = batch.label_index // width, batch.label_index % width

@@ -172,11 +172,17 @@ def top_states(model, frozen: torch.Tensor, mask: torch.Tensor, top: int) -> tor
         return dec(inputs_embeds=frozen.to(dec.norm.weight.dtype), attention_mask=mask).last_hidden_state
 
 
+def nonempty(span: torch.Tensor) -> torch.Tensor:
+    """The span with an empty row replaced by its first token: a defined, history-free representation."""
+    span = span.clone()
+    span[:, 0] |= ~span.any(dim=1)
+    return span
+
+
 def pool(hidden: torch.Tensor, span: torch.Tensor, how: str = "mean") -> torch.Tensor:
     """Mean over the span's positions, or the state at its last position. An empty span (a user
     with no history) falls back to the first token."""
-    span = span.clone()
-    span[:, 0] |= ~span.any(dim=1)  # an empty span: the first token, a defined, history-free representation
+    span = nonempty(span)
     if how == "mean":
         m = span.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(dim=1) / m.sum(dim=1)

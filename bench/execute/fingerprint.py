@@ -138,6 +138,14 @@ def code_content(source: bytes, scheme: int = SCHEME) -> bytes:
     return ast.dump(_without_docstrings(tree), include_attributes=False).encode()
 
 
+def model_target(model: str) -> str | None:
+    """The `module:Class` a stored model name stands for: the registry's entry, or the name itself for a
+    model named by import path; None for a name no longer registered."""
+    from bench.models import MODELS
+
+    return MODELS.get(model, model if ":" in model else None)
+
+
 def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:
     """Repo-relative sources that shape one cell's numbers under `scheme`."""
     from bench.datasets import loader_of
@@ -146,7 +154,7 @@ def code_sources(model: str, dataset: str, scheme: int = SCHEME) -> list[str]:
     loader = loader_of(dataset)
     loader_file = Path(inspect.getsourcefile(loader)).resolve().relative_to(ROOT).as_posix()
     files = [*CORE, loader_file]
-    target = MODELS.get(model, model if ":" in model else None)  # a model named by import path is its own target
+    target = model_target(model)
     if target is None:
         raise KeyError(model)
     module = target.split(":")[0]

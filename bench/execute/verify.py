@@ -24,11 +24,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.execute.fingerprint import ROOT, SCHEME, _cell, changed_files, code_content, code_record, staleness
+from bench.execute.fingerprint import (ROOT, SCHEME, _cell, changed_files, code_content, code_record, model_target,
+                                      staleness)
 
 PROBE = Path(__file__).with_name("verify_probe.py")
 # Sources whose change the synthetic check cannot vouch for: real-data loaders and the evaluator
@@ -98,8 +100,13 @@ def rebuilt_sources(record: dict) -> dict[str, bytes] | None:
     files, scheme = code.get("files"), code.get("scheme")
     if not files or scheme is None:
         return None
+    return _rebuilt(tuple(sorted(files.items())), scheme)
+
+
+@lru_cache(maxsize=None)  # why_unverifiable and verify both ask, for every cell of one recorded code
+def _rebuilt(files: tuple[tuple[str, str], ...], scheme: int) -> dict[str, bytes] | None:
     out = {}
-    for rel, want in files.items():
+    for rel, want in files:
         path = Path(rel) if Path(rel).is_absolute() else ROOT / rel
         if path.is_file() and _short(path.read_bytes(), scheme) == want:
             out[rel] = path.read_bytes()
@@ -119,10 +126,8 @@ def rebuilt_sources(record: dict) -> dict[str, bytes] | None:
 
 
 def why_unverifiable(record: dict) -> str | None:
-    from bench.models import MODELS
-
     model = _cell(record)[0]
-    if model not in MODELS and ":" not in model:
+    if model_target(model) is None:
         return f"model {model!r} is no longer in the registry"
     commit = record.get("commit") or "unknown"
     if commit == "unknown":

@@ -53,20 +53,18 @@ def export_split(suite, dataset: str, out: Path) -> list[Path]:
     fields = list(split.item_text[0]) if split.item_text else []
     files: dict[str, str] = {}
 
-    spaced = _unreadable_by_recbole(uid, iid)
-    head = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
-    seq = lambda items: " ".join(iid[i] for i in items)  # noqa: E731
-    files[f"{dataset}.train.inter"] = head + "".join(
-        f"{uid[u]}\t{seq(s[:t])}\t{iid[s[t]]}\n" for u, s in enumerate(split.train) for t in range(1, len(s)))
-    files[f"{dataset}.valid.inter"] = head + "".join(
-        f"{uid[u]}\t{seq(split.train[u])}\t{iid[split.valid[u]]}\n" for u in range(split.n_users))
-    files[f"{dataset}.test.inter"] = head + "".join(
-        f"{uid[u]}\t{seq([*split.train[u], split.valid[u]])}\t{iid[split.test[u]]}\n" for u in range(split.n_users))
-    files[f"{dataset}.item"] = "\t".join(["item_id:token", *(f"{f.lower().replace(' ', '_')}:token_seq" for f in fields)]) + "\n" + "".join(
-        "\t".join([iid[i], *(_token(split.item_text[i][f]) for f in fields)]) + "\n" for i in range(split.n_items))
-
-    if spaced is not None:  # a space-separated sequence of such ids cannot be read back
-        files = {}
+    unreadable = _unreadable_by_recbole(uid, iid)
+    if unreadable is None:  # RecBole's files only where its tab- and space-separated rows can hold every id
+        head = "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+        seq = lambda items: " ".join(iid[i] for i in items)  # noqa: E731
+        files[f"{dataset}.train.inter"] = head + "".join(
+            f"{uid[u]}\t{seq(s[:t])}\t{iid[s[t]]}\n" for u, s in enumerate(split.train) for t in range(1, len(s)))
+        files[f"{dataset}.valid.inter"] = head + "".join(
+            f"{uid[u]}\t{seq(split.train[u])}\t{iid[split.valid[u]]}\n" for u in range(split.n_users))
+        files[f"{dataset}.test.inter"] = head + "".join(
+            f"{uid[u]}\t{seq([*split.train[u], split.valid[u]])}\t{iid[split.test[u]]}\n" for u in range(split.n_users))
+        files[f"{dataset}.item"] = "\t".join(["item_id:token", *(f"{f.lower().replace(' ', '_')}:token_seq" for f in fields)]) + "\n" + "".join(
+            "\t".join([iid[i], *(_token(split.item_text[i][f]) for f in fields)]) + "\n" for i in range(split.n_items))
     files["train.csv"] = _csv(["user", "item", "position"],
                               ((uid[u], iid[x], p) for u, s in enumerate(split.train) for p, x in enumerate(s)))
     files["valid.csv"] = _csv(["user", "item"], ((uid[u], iid[split.valid[u]]) for u in range(split.n_users)))
@@ -82,8 +80,8 @@ def export_split(suite, dataset: str, out: Path) -> list[Path]:
         "protocol": "leave-one-out by time: test = last item, valid = second-to-last, train = the rest; "
                     "predict for test users from train + valid; full ranking over all items",
         "files": sorted(files) + ["manifest.json"],
-        **({"recbole_files": f"left out: the id {spaced!r} holds whitespace, which RecBole's tab- and space-separated "
-                             "rows cannot hold; the CSV files have every id"} if spaced is not None else {}),
+        **({"recbole_files": f"left out: the id {unreadable!r} holds whitespace, which RecBole's tab- and space-separated "
+                             "rows cannot hold; the CSV files have every id"} if unreadable is not None else {}),
         "score": f"python -m bench score --suite {suite.name} --dataset {dataset} --name MODEL --predictions FILE",
     }
     files["manifest.json"] = json.dumps(manifest, indent=2) + "\n"

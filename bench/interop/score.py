@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.errors import BenchError
 from bench.suites.load import _key, load_suite, overlay_path, update_overlay
-from bench.suites.schema import _one_table_cell
+from bench.suites.schema import one_table_cell
 
 PREDICTIONS = "baselines.predictions:Predictions"
 
@@ -28,7 +28,7 @@ def register_predictions(suite_name: str, dataset: str, name: str, file: Path, r
     name = _key(name, "--name")
     if label is not None:
         try:
-            _one_table_cell(label)
+            one_table_cell(label)
         except ValueError as e:
             raise BenchError(f"--label {label!r}: {e}") from None
     if any(v.key == name for v in base.variants):

@@ -47,7 +47,7 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=_NoDuplicateKeys)  # noqa: S506 -- a SafeLoader subclass
 
 
-def _one_table_cell(text: str) -> str:
+def one_table_cell(text: str) -> str:
     """Labels and questions are printed as table cells: a '|' or a line break would split the row."""
     bad = next((c for c in text if c == "|" or (ord(c) < 32 and c != " ") or c in "\x7f\u2028\u2029"), None)
     if bad is not None:
@@ -55,7 +55,7 @@ def _one_table_cell(text: str) -> str:
     return text
 
 
-CellText = Annotated[str, AfterValidator(_one_table_cell)]
+CellText = Annotated[str, AfterValidator(one_table_cell)]
 
 
 class _Strict(BaseModel):
