@@ -58,8 +58,9 @@ def tiny_llama(vocab_size: int, hidden: int = 32, layers: int = 2, heads: int = 
     return LlamaForCausalLM(cfg)
 
 
-def load_backbone(name: str, item_texts: list[str] | None = None, seed: int = 0):
-    """(model, tokenizer). `name`: 'bundled:smollm2-135m', 'tiny' or a Hugging Face path/folder."""
+def load_backbone(name: str, item_texts: list[str] | None = None, seed: int = 0, cache: Path | None = None):
+    """(model, tokenizer). `name`: 'bundled:smollm2-135m', 'tiny' or a Hugging Face path/folder.
+    With `cache` (a folder), the bundled GGUF's weights are dequantised once and kept there."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name == "tiny":
@@ -68,7 +69,7 @@ def load_backbone(name: str, item_texts: list[str] | None = None, seed: int = 0)
     if name == BUNDLED:
         folder, file = bundled_gguf()
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+        model = bundled_model(folder, file, cache)
     else:
         local = launch_path(name)  # a folder named relative to where the command ran, else a hub id
         source = str(local) if local.exists() else name
@@ -80,6 +81,40 @@ def load_backbone(name: str, item_texts: list[str] | None = None, seed: int = 0)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def bundled_model(folder: str, file: str, cache: Path | None = None):
+    """The bundled model in fp32. Dequantising its 4-bit GGUF takes ~15 s of a 2-core CPU (and of
+    each cell of a GPU sitting); with `cache`, the fp32 weights are written there once (safetensors,
+    checksummed, keyed by the GGUF's bytes and the transformers version that dequantised them) and
+    later loads read them back: the same values, bit for bit (tests/test_slow_real.py)."""
+    import hashlib
+
+    import transformers
+    from safetensors.torch import load as load_tensors, save as save_tensors
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from bench.execute.distributed import is_main
+    from calrec.cache import read_cache, write_cache
+
+    def from_gguf():
+        return AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
+
+    if cache is None:
+        return from_gguf()
+    digest = hashlib.sha256(Path(folder, file).read_bytes()).hexdigest()[:16]
+    path = Path(cache) / "calrec-backbone" / f"{Path(file).stem}-{digest}-transformers{transformers.__version__}.safetensors"
+    if (state := read_cache(path, load_tensors)) is not None:
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder, gguf_file=file), dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if not unexpected and set(missing) <= {"lm_head.weight"}:  # tied to the embeddings
+            model.tie_weights()
+            return model.eval()  # as from_pretrained returns it
+    model = from_gguf()
+    tied = {"lm_head.weight"} if model.config.tie_word_embeddings else set()
+    if is_main():  # under a multi-process launch one writer
+        write_cache(path, save_tensors({k: v.contiguous() for k, v in model.state_dict().items() if k not in tied}))
+    return model
 
 
 def add_lora(model, r: int, alpha: int, dropout: float = 0.0):

@@ -20,6 +20,7 @@ import math
 import os
 import time
 from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -65,15 +66,17 @@ class CALRec(Inference):
         self._valid_frozen: Ragged | None = None  # the validation prompts' frozen-layer output (frozen_cache)
 
     # ----------------------------------------------------------------- fitting
-    def setup(self, split: Split, seed: int, history_masking: bool = True) -> None:
+    def setup(self, split: Split, seed: int, history_masking: bool = True, cache: Path | None = None) -> None:
         """The untrained model for `split`: backbone (with LoRA or frozen layers), prompts, trie,
-        BM25 catalog and popularity. `fit` starts here; benchmarks use it alone."""
+        BM25 catalog and popularity. `fit` starts here; benchmarks use it alone. `cache`: a folder
+        for the bundled backbone's dequantised weights."""
         t = self.cfg.training
         torch.set_num_threads(t.threads or os.cpu_count() or 1)
         torch.manual_seed(seed)
         self.seed, self.split = seed, split
         self.mask_history = history_masking
-        self.model, self.tok = load_backbone(t.backbone, [" ".join(a.values()) for a in split.item_text], seed=seed)
+        self.model, self.tok = load_backbone(t.backbone, [" ".join(a.values()) for a in split.item_text], seed=seed,
+                                             cache=cache)
         if t.lora_r:
             self.model = add_lora(self.model, t.lora_r, t.lora_alpha)
         elif t.train_layers:
@@ -92,7 +95,7 @@ class CALRec(Inference):
 
     def fit(self, split: Split, ctx: FitContext) -> None:
         t = self.cfg.training
-        self.setup(split, ctx.seed, bool(ctx.extra.get("history_masking", True)))
+        self.setup(split, ctx.seed, bool(ctx.extra.get("history_masking", True)), ctx.extra.get("shared_cache"))
         self.valid_sample = ctx.valid_users[: t.valid_users]
         self._valid_frozen = None
         key = self._training_key(ctx.seed)

@@ -57,3 +57,13 @@ def test_gpu_models_ask_ray_for_a_gpu():
     cells = {c.variant.key: c for c in plan(load_suite("quick"), seeds=[0])}
     assert wants_gpu(cells["calrec"]) and wants_gpu(cells["sasrec"]) and wants_gpu(cells["recbole-stamp"])
     assert not wants_gpu(cells["pop"]) and not wants_gpu(cells["itemknn"])
+
+
+def test_models_passing_their_settings_on_to_sasrec_ask_for_a_gpu_too():
+    # UniSRec and SASRec + LLM vectors take SASRec's `device` through **kwargs; the plan had them on the CPU
+    from bench.execute.executors import wants_gpu
+    from bench.execute.runner import plan
+    from bench.suites.load import load_suite
+
+    cells = {c.variant.key: c for c in plan(load_suite("ablation"), seeds=[0])}
+    assert wants_gpu(cells["unisrec"]) and wants_gpu(cells["llm-sasrec"]) and wants_gpu(cells["sasrec-h20"])

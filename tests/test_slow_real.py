@@ -88,3 +88,30 @@ def test_the_ablations_zero_shot_row_scores_the_same_on_every_seed(tmp_path):
                                 extra={"shared_cache": tmp_path}))
         scores.append(np.asarray(m.predict(split.inputs("test", users), users)))
     assert scores[0].shape == (2, split.n_items) and np.array_equal(scores[0], scores[1])
+
+
+@pytest.mark.slow
+def test_the_bundled_backbones_cached_weights_are_the_ggufs_bit_for_bit(tmp_path):
+    """A cell reads the dequantised weights from the shared cache after the first: the same model (every
+    tensor equal, the tied head, eval mode, the same logits); a damaged entry is rebuilt, not used."""
+    import torch
+
+    from calrec.backbone import BUNDLED, load_backbone
+
+    ref, tok = load_backbone(BUNDLED)
+    built, _ = load_backbone(BUNDLED, cache=tmp_path)  # builds the entry
+    (entry,) = (tmp_path / "calrec-backbone").glob("*.safetensors")
+    cached, _ = load_backbone(BUNDLED, cache=tmp_path)  # reads it
+    for m in (built, cached):
+        assert not m.training and m.lm_head.weight.data_ptr() == m.model.embed_tokens.weight.data_ptr()
+        a, b = ref.state_dict(), m.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ids = torch.tensor([tok("Toy Story (1995)").input_ids])
+    with torch.no_grad():
+        assert torch.equal(ref(ids).logits, cached(ids).logits)
+    data = bytearray(entry.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    rebuilt, _ = load_backbone(BUNDLED, cache=tmp_path)
+    assert torch.equal(rebuilt.model.norm.weight, ref.model.norm.weight)
+    assert len(list((tmp_path / "calrec-backbone").glob("*.safetensors"))) == 1

@@ -72,11 +72,20 @@ def check_cpus(cpus_per_cell: float, largest: float, where: str) -> None:
 def requested_device(cell) -> str:
     """The device a cell's model asks for, unresolved ("auto", "cuda:1", "cpu")."""
     params = cell.variant.params_for(cell.dataset.key)
-    default = inspect.signature(model_class(cell.variant.model)).parameters.get("device")
+    default = _device_default(model_class(cell.variant.model))
     if default is not None:
-        return str(params.get("device", default.default))
+        return str(params.get("device", default))
     cfg = getattr(make_model(cell.variant.model, params), "cfg", None)  # CALRec: grouped config dataclasses
     return str(getattr(getattr(cfg, "training", None), "device", "cpu"))
+
+
+def _device_default(cls) -> str | None:
+    """The `device` default of a model class, looked up the class hierarchy: a subclass that passes its
+    keyword arguments on (UniSRec, SASRec + LLM vectors: `**sasrec`) takes its parent's."""
+    for klass in inspect.getmro(cls):
+        if "__init__" in vars(klass) and (p := inspect.signature(klass.__init__).parameters.get("device")) is not None:
+            return p.default
+    return None
 
 
 def wants_gpu(cell) -> bool:
