@@ -163,10 +163,13 @@ class RecBoleModel:
         from recbole.data.interaction import Interaction
 
         m = self.model
-        seq = np.zeros((len(histories), self.max_len), dtype=np.int64)  # left-aligned, zero-padded
+        # CORE sizes its position table by the longest training sequence, which can be under max_len
+        tables = [mod.num_embeddings for name, mod in m.named_modules() if name.split(".")[-1] == "position_embedding"]
+        width = min([self.max_len, *tables])
+        seq = np.zeros((len(histories), width), dtype=np.int64)  # left-aligned, zero-padded
         lengths = np.zeros(len(histories), dtype=np.int64)
         for row, h in enumerate(histories):
-            h = self.to_recbole[np.asarray(h[-self.max_len:], dtype=np.int64)]
+            h = self.to_recbole[np.asarray(h[-width:], dtype=np.int64)]
             seq[row, : len(h)] = h
             lengths[row] = len(h)
         inter = Interaction({

@@ -48,6 +48,7 @@ MODELS: dict[str, str] = {
     "sasrec": "baselines.sasrec:SASRec",
     "llm-sasrec": "baselines.llm_sasrec:LLMSASRec",
     "unisrec": "baselines.unisrec:UniSRec",
+    "semantic-ids": "baselines.semantic_ids:SemanticIDRec",
     "bert4rec": "baselines.bert4rec:BERT4Rec",
     "recbole": "baselines.recbole_adapter:RecBoleModel",
     "calrec": "calrec.recommender:CALRec",

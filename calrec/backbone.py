@@ -117,10 +117,17 @@ def bundled_model(folder: str, file: str, cache: Path | None = None):
     return model
 
 
-def add_lora(model, r: int, alpha: int, dropout: float = 0.0):
+def add_lora(model, r: int, alpha: int, dropout: float = 0.0, top_layers: int = 0):
+    """LoRA adapters on every linear map of the decoder layers, or only the top `top_layers` (then the
+    layers below stay exactly as pretrained, so their output can be cached: calrec/frozen.py)."""
     from peft import LoraConfig, get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS))
+    n = len(model.model.layers)
+    if not 0 <= top_layers <= n:
+        raise BenchError(f"train_layers must be between 1 and {n}, not {top_layers}")
+    layers = list(range(n - top_layers, n)) if top_layers else None
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS,
+                                            layers_to_transform=layers, layers_pattern="layers" if layers else None))
 
 
 def residual_dropout(model, p: float, top_layers: int = 0) -> None:

@@ -51,9 +51,9 @@ class TowerConfig:
 @dataclass
 class TrainConfig:
     backbone: str = "bundled:smollm2-135m"
-    lora_r: int = 0
+    lora_r: int = 0  # >0: LoRA adapters of this rank on the top train_layers layers (0: all) instead of training them
     lora_alpha: int = 32
-    train_layers: int = 0  # 0: all; N: only the top N decoder layers and the final norm (embeddings frozen)
+    train_layers: int = 0  # 0: all; N: only the top N decoder layers and the final norm (embeddings frozen), or LoRA there
     frozen_cache: bool = False  # with train_layers and examples 'epochs': the frozen layers run once per window (calrec/frozen.py)
     stage1: dict | None = None
     stage2_steps: int = 200
@@ -143,8 +143,8 @@ class CALRecConfig:
             raise BenchError(f"calrec: dropout must be in [0, 1), not {t.dropout!r}")
         if not t.weight_decay >= 0.0:
             raise BenchError(f"calrec: weight_decay must be >= 0, not {t.weight_decay!r}")
-        if t.frozen_cache and not (t.train_layers and not t.lora_r and t.examples == "epochs"):
-            raise BenchError("calrec: frozen_cache needs train_layers > 0, lora_r 0 and examples 'epochs' "
+        if t.frozen_cache and not (t.train_layers and t.examples == "epochs"):
+            raise BenchError("calrec: frozen_cache needs train_layers > 0 and examples 'epochs' "
                              "(the cached layers must be frozen and the windows fixed)")
         if t.pack < 0 or (t.pack and t.frozen_cache):
             raise BenchError(f"calrec: pack must be >= 0 and needs frozen_cache off (packed steps run every layer), "

@@ -77,12 +77,12 @@ class CALRec(Inference):
         self.mask_history = history_masking
         self.model, self.tok = load_backbone(t.backbone, [" ".join(a.values()) for a in split.item_text], seed=seed,
                                              cache=cache)
-        if t.lora_r:
-            self.model = add_lora(self.model, t.lora_r, t.lora_alpha)
+        if t.lora_r:  # on the top train_layers layers (0: all)
+            self.model = add_lora(self.model, t.lora_r, t.lora_alpha, top_layers=t.train_layers)
         elif t.train_layers:
             freeze_below(self.model, t.train_layers)
         if t.dropout:
-            residual_dropout(self.model, t.dropout, 0 if t.lora_r else t.train_layers)
+            residual_dropout(self.model, t.dropout, t.train_layers)
         self.model.to(self.device)
         hidden = self.model.config.hidden_size
         self.head = torch.nn.Linear(hidden, hidden).to(self.device) if self.cfg.towers.head else None

@@ -251,12 +251,16 @@ def test_end_to_end_through_the_evaluator(syn, inference, tmp_path):
     assert any("valid_NDCG@10" in row for row in ctx.curves)
 
 
-def test_lora_trains_only_adapters_and_serves_through_the_evaluator(syn, tmp_path):
+@pytest.mark.parametrize("top", [{}, {"train_layers": 1, "frozen_cache": True, "examples": "epochs", "nig_targets": "all",
+                                     "template": "compact", "vocab": "trie"}])
+def test_lora_trains_only_adapters_and_serves_through_the_evaluator(syn, tmp_path, top):
     m = make_model("calrec", {"backbone": "tiny", "lora_r": 4, "stage2_steps": 4, "eval_every": 2, "lr": 3e-3,
-                              "n_samples": 3, "max_new_tokens": 6, "valid_users": 4, "bf16": False, "device": "cpu"})
+                              "n_samples": 3, "max_new_tokens": 6, "valid_users": 4, "bf16": False, "device": "cpu", **top})
     m.fit(syn, FitContext(seed=0, workdir=tmp_path, valid_users=np.arange(syn.n_users), extra={"shared_cache": tmp_path}))
     trainable = {n for n, p in m.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
+    if top:  # on the top layer only (of the tiny model's 2), trained on the cached output of the one below
+        assert all(".layers.1." in n for n in trainable) and m.timings.get("frozen_cache_seconds")
     base = tiny_llama(len(m.tok), seed=0)  # what load_backbone built before the adapters
     frozen = {n.replace("base_model.model.", "").replace(".base_layer", ""): p for n, p in m.model.named_parameters()
               if "lora_" not in n}

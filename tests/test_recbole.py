@@ -136,3 +136,11 @@ def test_a_resumed_recbole_run_keeps_a_best_epoch_from_before_the_stop(syn, tmp_
     resumed, _ = _resumable_fit(syn, tmp_path / "b")
     assert resumed.info()["resumed_at_epoch"] == 4
     _same_weights(whole, resumed)
+
+
+def test_a_max_len_beyond_the_longest_history_still_ranks(syn, tmp_path):
+    # RecBole sizes CORE's position table by the longest training sequence (under 30 here); the adapter
+    # padded test histories to max_len, past the table's end (IndexError)
+    m = fit(syn, tmp_path, "CORE", max_len=50, epochs=1)
+    scores = m.predict(syn.inputs("test", np.arange(5)), np.arange(5))
+    assert scores.shape == (5, syn.n_items) and np.isfinite(scores).all()

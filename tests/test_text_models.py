@@ -79,3 +79,43 @@ def test_unisrec_pretrains_across_domains_and_beats_popularity(ids, syn, tmp_pat
 def test_unknown_fusion_is_refused():
     with pytest.raises(BenchError, match="fusion"):
         make_model("llm-sasrec", {"fusion": "concat"})
+
+
+def test_residual_kmeans_gives_every_item_its_own_id():
+    from baselines.semantic_ids import residual_kmeans
+
+    rng = np.random.default_rng(0)
+    vectors = np.concatenate([rng.normal(size=(30, 8)), np.repeat(rng.normal(size=(1, 8)), 5, 0)])  # 5 identical texts
+    ids = residual_kmeans(vectors.astype(np.float32), levels=2, codes=4, seed=0)
+    assert ids.shape == (35, 3) and ids[:, :2].max() < 4
+    assert len({tuple(r) for r in ids}) == 35  # the collision code tells apart what k-means cannot
+    assert len(set(ids[30:, 2])) == 5 and (ids[30:, :2] == ids[30, :2]).all()  # one tuple, five collision codes
+
+
+def test_the_code_decoder_is_a_distribution_over_the_catalog_item_by_item_or_all_at_once():
+    import torch
+
+    from baselines.semantic_ids import CodeDecoder, residual_kmeans
+
+    ids = torch.from_numpy(residual_kmeans(np.random.default_rng(1).normal(size=(40, 6)), 2, 3, seed=0))
+    dec = CodeDecoder(ids, [int(ids[:, j].max()) + 1 for j in range(3)], hidden=16)
+    state = torch.randn(5, 16)
+    with torch.no_grad():
+        every = dec.all_items(state)
+        one_by_one = dec.log_prob(state.repeat_interleave(40, 0), torch.arange(40).repeat(5)).reshape(5, 40)
+    np.testing.assert_allclose(every.exp().sum(1).numpy(), 1.0, rtol=1e-5)  # constrained: only catalog IDs
+    np.testing.assert_allclose(every.numpy(), one_by_one.numpy(), atol=1e-5)
+
+
+def test_semantic_ids_beat_popularity_on_sequential_data(syn, tmp_path):
+    pop = fit("pop", {}, syn, tmp_path)
+    m = fit("semantic-ids", {"backbone": "tiny", "levels": 2, "codes": 8, "hidden": 32, "max_len": 20, "patience": 100,
+                             "lr": 3e-3, "epochs": 30, "all_windows": True, "batch_size": 32}, syn, tmp_path)
+    assert ndcg10(m, syn) > ndcg10(pop, syn) + 0.05
+    info = m.info()
+    assert info["code_sizes"][:2] == [8, 8] and info["items_with_a_collision_code"] >= 0
+
+
+def test_semantic_ids_refuse_a_single_code():
+    with pytest.raises(BenchError, match="codes"):
+        make_model("semantic-ids", {"codes": 1})
