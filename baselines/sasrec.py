@@ -88,10 +88,15 @@ class SASRec:
         first = (tok > 0).sum(1) - 1 - n_targets  # column of each row's first trained target
         with autocast(self.bf16, self.device):
             h = self.net(inp)
-            keep = (tgt > 0) & (torch.arange(tgt.shape[1], device=tgt.device) >= first[:, None])
-            # Logits only at real positions: the full-softmax head is the costly part.
-            logits = self.item_logits(h[keep])
-        return F.cross_entropy(logits.float(), tgt[keep] - 1)
+        keep = (tgt > 0) & (torch.arange(tgt.shape[1], device=tgt.device) >= first[:, None])
+        return self.next_item_loss(h[keep], tgt[keep] - 1)
+
+    def next_item_loss(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the next `items` from their positions' states `h` (a subclass may
+        predict items another way: baselines/semantic_ids.py)."""
+        with autocast(self.bf16, self.device):
+            logits = self.item_logits(h)  # only at real positions: the full-softmax head is the costly part
+        return F.cross_entropy(logits.float(), items)
 
     def _final_state(self, histories: list[np.ndarray]) -> torch.Tensor:
         return self.net(pad_right(histories, self.max_len).to(self.device), last_only=True)

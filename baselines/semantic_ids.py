@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from baselines.llm_items import item_vectors
-from baselines.neural import pad_right
 from baselines.sasrec import SASRec
 from bench.errors import BenchError
 from bench.models import FitContext
-from bench.precision import autocast
 from bench.split import Split
 
 
@@ -144,16 +141,9 @@ class SemanticIDRec(SASRec):
     def item_logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.net.decoder.all_items(h.float())
 
-    def loss(self, batch: tuple[list[np.ndarray], torch.Tensor], rng) -> torch.Tensor:
-        """As SASRec's, with the next item's ID generated code by code instead of a softmax over items."""
-        pieces, n_targets = batch
-        tok = pad_right(pieces, self._train_width()).to(self.device)
-        inp, tgt = tok[:, :-1] * (tok[:, 1:] > 0), tok[:, 1:]
-        first = (tok > 0).sum(1) - 1 - n_targets
-        with autocast(self.bf16, self.device):
-            h = self.net(inp)
-            keep = (tgt > 0) & (torch.arange(tgt.shape[1], device=tgt.device) >= first[:, None])
-            return -self.net.decoder.log_prob(h[keep].float(), tgt[keep] - 1).mean()
+    def next_item_loss(self, h: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The next item's ID generated code by code, instead of SASRec's softmax over items."""
+        return -self.net.decoder.log_prob(h.float(), items).mean()
 
     def info(self) -> dict:
         ids = self.net.decoder.ids
