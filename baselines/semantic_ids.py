@@ -18,13 +18,15 @@ decoder and residual k-means (scikit-learn), at about SASRec's cost.
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from baselines.llm_items import item_vectors
 from baselines.sasrec import SASRec
-from bench.errors import BenchError
 from bench.models import FitContext
 from bench.split import Split
 
@@ -125,10 +127,9 @@ class CodeDecoder(nn.Module):
 
 
 class SemanticIDRec(SASRec):
-    def __init__(self, backbone: str = "bundled:smollm2-135m", levels: int = 3, codes: int = 32, **sasrec):
+    def __init__(self, backbone: str = "bundled:smollm2-135m", levels: Annotated[int, Field(ge=1)] = 3,
+                 codes: Annotated[int, Field(ge=2)] = 32, **sasrec):
         super().__init__(**sasrec)
-        if levels < 1 or codes < 2:
-            raise BenchError(f"semantic-ids: levels must be >= 1 and codes >= 2, not {levels} and {codes}")
         self.backbone, self.levels, self.codes = backbone, levels, codes
 
     def _adapt_items(self, split: Split, ctx: FitContext) -> None:
