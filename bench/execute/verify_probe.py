@@ -47,7 +47,9 @@ def split_for(job: dict, split):
     from bench.split import leave_one_out
 
     longest = int(job["params"].get("max_len", 50)) + 3
-    return leave_one_out(load_dataset("synthetic", **{**SYNTHETIC, "max_len": longest, "min_len": longest - 5}))
+    # a history never repeats an item, so the catalog must outnumber the longest one
+    return leave_one_out(load_dataset("synthetic", **{**SYNTHETIC, "n_items": longest + 20, "max_len": longest,
+                                                      "min_len": longest - 5}))
 
 
 def run_job(job: dict, split) -> dict:
