@@ -117,6 +117,12 @@ def bundled_model(folder: str, file: str, cache: Path | None = None):
     return model
 
 
+def decoder(model):
+    """The transformer without its LM head (works for plain and peft-wrapped causal LMs)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model
+
+
 def add_lora(model, r: int, alpha: int, dropout: float = 0.0, top_layers: int = 0):
     """LoRA adapters on every linear map of the decoder layers, or only the top `top_layers` (then the
     layers below stay exactly as pretrained, so their output can be cached: calrec/frozen.py)."""
@@ -136,7 +142,8 @@ def residual_dropout(model, p: float, top_layers: int = 0) -> None:
     without dropout, so the trained layers get it the way GPT-2 placed its residual dropout."""
     import torch.nn.functional as F
 
-    layers = model.model.layers if top_layers == 0 else model.model.layers[-top_layers:]
+    layers = decoder(model).layers  # through a peft wrapper too (LoRA with dropout)
+    layers = layers if top_layers == 0 else layers[-top_layers:]
     drop = lambda module, args, out: F.dropout(out, p, module.training)  # noqa: E731
     for layer in layers:
         layer.self_attn.o_proj.register_forward_hook(drop)

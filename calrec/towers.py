@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calrec.backbone import decoder
 from calrec.parallel import gather_rows
 from calrec.text import PromptTokens
 from calrec.trie import CatalogTrie
@@ -127,12 +128,6 @@ def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list
     return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width), items_span, target, labels,
                  labels.flatten().nonzero().squeeze(1), torch.tensor([p.next_pos for p in prompts]), item_ids, item_mask,
                  torch.tensor(item_keys), logq, vocab, allowed, n_items, **cached)
-
-
-def decoder(model):
-    """The transformer without its LM head (works for plain and peft-wrapped causal LMs)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model
 
 
 def hidden_states(model, ids: torch.Tensor, mask: torch.Tensor, frozen: torch.Tensor | None = None,

@@ -251,7 +251,7 @@ def test_end_to_end_through_the_evaluator(syn, inference, tmp_path):
     assert any("valid_NDCG@10" in row for row in ctx.curves)
 
 
-@pytest.mark.parametrize("top", [{}, {"train_layers": 1, "frozen_cache": True, "examples": "epochs", "nig_targets": "all",
+@pytest.mark.parametrize("top", [{}, {"train_layers": 1, "frozen_cache": True, "examples": "epochs", "nig_targets": "all", "dropout": 0.1,
                                      "template": "compact", "vocab": "trie"}])
 def test_lora_trains_only_adapters_and_serves_through_the_evaluator(syn, tmp_path, top):
     m = make_model("calrec", {"backbone": "tiny", "lora_r": 4, "stage2_steps": 4, "eval_every": 2, "lr": 3e-3,
