@@ -80,10 +80,12 @@ def requested_device(cell) -> str:
 
 
 def _device_default(cls) -> str | None:
-    """The `device` default of a model class, looked up the class hierarchy: a subclass that passes its
-    keyword arguments on (UniSRec, SASRec + LLM vectors: `**sasrec`) takes its parent's."""
-    for klass in inspect.getmro(cls):
-        if "__init__" in vars(klass) and (p := inspect.signature(klass.__init__).parameters.get("device")) is not None:
+    """The `device` default of a model class, where its constructor (or a parent's it passes **kwargs
+    to) takes one."""
+    from bench.suites.schema import constructors
+
+    for init in constructors(cls):
+        if (p := inspect.signature(init).parameters.get("device")) is not None:
             return p.default
     return None
 

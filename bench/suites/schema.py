@@ -248,18 +248,24 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def init_hints(cls: type) -> dict[str, Any]:
-    """Annotations of the constructor's parameters, following **kwargs up the class hierarchy."""
-    hints: dict[str, Any] = {}
+def constructors(cls: type):
+    """The `__init__`s a call of `cls(**params)` reaches: its own, then its parents' for as long as
+    each passes **kwargs on (UniSRec and SASRec + LLM vectors take SASRec's settings that way)."""
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None or klass is object:
             continue
+        yield init
+        if not any(p.kind == p.VAR_KEYWORD for p in inspect.signature(init).parameters.values()):
+            break
+
+
+def init_hints(cls: type) -> dict[str, Any]:
+    """Annotations of the constructor's parameters, following **kwargs up the class hierarchy."""
+    hints: dict[str, Any] = {}
+    for init in constructors(cls):
         resolved = typing.get_type_hints(init, include_extras=True)  # keep Annotated ranges
-        params = inspect.signature(init).parameters.values()
-        for p in params:
+        for p in inspect.signature(init).parameters.values():
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name in resolved:
                 hints.setdefault(p.name, resolved[p.name])
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
     return hints
