@@ -161,3 +161,12 @@ def freeze_below(model, top_layers: int) -> None:
         p.requires_grad_(False)
     for p in [*layers[-top_layers:].parameters(), *model.model.norm.parameters()]:
         p.requires_grad_(True)
+
+
+def compile_layers(model) -> None:
+    """`torch.compile` each decoder layer in place (parameter names unchanged, so trained states
+    save and load as before). The layers, not the whole model: the model's mask building stays
+    eager, and the layers share one compiled graph (same code, same shapes)."""
+    for layer in decoder(model).layers:
+        if getattr(layer, "_compiled_call_impl", None) is None:
+            layer.compile(dynamic=True)

@@ -100,7 +100,8 @@ class TrieScorer:
         attend[:, p:, :p] = real[:, None, :]
         attend[:, p:, p:] = self.ancestors[None]
         attend[:, torch.arange(p + f), torch.arange(p + f)] = True  # a padding row attends to itself (no NaN)
-        hidden = decoder(model)(input_ids=seq, attention_mask=attend[:, None].to(device), position_ids=positions).last_hidden_state
+        hidden = decoder(model)(input_ids=seq, attention_mask=attend[:, None].to(device), position_ids=positions,
+                                use_cache=False).last_hidden_state
         state_at = torch.where(self.edge_state < 0, p - 1, p + self.edge_state).to(device)
         h = hidden[:, state_at]  # (users, edges, d)
         w = model.get_output_embeddings().weight[self.edge_token.to(device)]  # (edges, d)

@@ -63,6 +63,7 @@ class TrainConfig:
     fused_adamw: bool | str = "auto"  # fused AdamW kernel; auto: on a GPU
     log_every: int = 1  # steps per training-curve row (each row reads the losses: a host sync)
     pack: int = 0  # >0: both towers' texts packed into rows of this many tokens, one forward (calrec/packed.py)
+    compile: bool = False  # torch.compile each decoder layer for training (dynamic shapes; pays off on a GPU)
     lr: float = 5e-5
     weight_decay: float = 0.0  # AdamW's decoupled decay on the trained weights
     dropout: float = 0.0  # on the residual branches (attention output, MLP) of the trained decoder layers

@@ -11,7 +11,10 @@ want), and the losses read the states through flat indices built here, on the CP
 
 `pack` is built from the padded `Batch` that `collate` makes, so spans, labels and trie masks mean
 exactly what they mean there; `packed_loss` is `calrec_loss` over the packed layout, and gives the
-same losses and gradients (tests/test_calrec_packed.py: fp32, within 1e-5). The top-layers-only path
+same losses and gradients (tests/test_calrec_packed.py: fp32, within 1e-5). Under the trie, with
+`BranchMasks` on the device, a step carries one row index per label instead of a (labels, V) mask
+built on the host, and labels whose token is certain (a node with one child) are dropped before
+the LM head: they add exactly 0 to the loss and its gradient. The top-layers-only path
 on cached frozen states (calrec/frozen.py) stays padded: it is the CPU recipe's.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch import nn
 
 from calrec.towers import Batch, LossWeights, StepShare, decoder, nonempty, weighted_losses
+from calrec.trie import BranchMasks
 
 
 @dataclass
@@ -44,6 +48,9 @@ class Packed:
     allowed: torch.Tensor | None
     labelled_items: int
     users: int  # B
+    labelled_tokens: int = 0  # labels before any were dropped (L_NIG's divisor per token)
+    allowed_row: torch.Tensor | None = None  # (labels,) row of each label's mask in `branch_table`
+    branch_table: torch.Tensor | None = None  # BranchMasks.allowed, already on the device
 
     def to(self, device) -> "Packed":
         def move(x):
@@ -85,11 +92,21 @@ def _place(lengths: list[int], length: int) -> list[tuple[int, int]]:
     return at
 
 
-def pack(batch: Batch, length: int, rows: int | None = None) -> Packed:
+def pack(batch: Batch, length: int, rows: int | None = None, branches: BranchMasks | None = None) -> Packed:
     """The padded step `batch` (from `collate`, without frozen states) as packed rows of `length`
-    tokens; `rows` pads the row count to a fixed number (static shapes), else as few as fit."""
+    tokens; `rows` pads the row count to a fixed number (static shapes), else as few as fit. With
+    `branches` (and a trie batch), labels at one-child nodes are dropped and the rest carry the row
+    of their mask in `branches.allowed`."""
     if batch.user_frozen is not None:
         raise ValueError("packed steps run the whole decoder: build the batch without frozen states")
+    trie_labels = batch.label_node is not None
+    if trie_labels and branches is None and batch.allowed is None:
+        raise ValueError("a trie batch collated without masks needs the trie's BranchMasks to be packed")
+    label_index, allowed, allowed_row, table = batch.label_index, batch.allowed, None, None
+    if trie_labels and branches is not None:
+        row = branches.row[batch.label_node]
+        keep = row >= 0
+        label_index, allowed, allowed_row, table = label_index[keep], None, row[keep], branches.allowed
     u_len = batch.user_mask.sum(1).tolist()
     i_len = batch.item_mask.sum(1).tolist()
     at = _place(u_len + i_len, length)
@@ -119,14 +136,15 @@ def pack(batch: Batch, length: int, rows: int | None = None) -> Packed:
         return start + span.shape[1] - 1 - nonempty(span).flip(1).float().argmax(dim=1)
 
     width = batch.user_ids.shape[1]
-    owner, col = batch.label_index // width, batch.label_index % width
+    owner, col = label_index // width, label_index % width
     return Packed(
         ids, position, doc, u_start[owner] + col, u_start + batch.next_pos,
         flat(batch.history_span, u_start), flat(batch.items_span, u_start), flat(batch.target_span, u_start),
         flat(batch.item_mask.bool(), i_start),
         {"history": last(batch.history_span, u_start), "items": last(batch.items_span, u_start),
          "target": last(batch.target_span, u_start), "item": last(batch.item_mask.bool(), i_start)},
-        batch.item_key, batch.item_logq, batch.vocab, batch.allowed, batch.labelled_items, b)
+        batch.item_key, batch.item_logq, batch.vocab, allowed, batch.labelled_items, b, len(batch.label_index),
+        allowed_row, table)
 
 
 def _pool(flat_hidden: torch.Tensor, span: tuple[torch.Tensor, torch.Tensor], last: torch.Tensor, n: int,
@@ -145,7 +163,12 @@ def _pool(flat_hidden: torch.Tensor, span: tuple[torch.Tensor, torch.Tensor], la
 def packed_loss(model, head: nn.Module | None, p: Packed, w: LossWeights,
                 share: StepShare | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`calrec_loss` on a packed step: one forward for both towers, the same losses and gradients."""
-    hidden = decoder(model)(input_ids=p.ids, attention_mask=p.attention_mask(), position_ids=p.position).last_hidden_state
+    if p.allowed_row is not None:  # the trie's masks, gathered where the table lives
+        p = replace(p, allowed=p.branch_table[p.allowed_row])
+    if share is None:  # L_NIG's divisor counts the labels `pack` dropped, as `calrec_loss`'s mean does
+        share = StepShare(p.labelled_items if w.nig_per == "item" else p.labelled_tokens)
+    hidden = decoder(model)(input_ids=p.ids, attention_mask=p.attention_mask(), position_ids=p.position,
+                            use_cache=False).last_hidden_state
     flat = hidden.flatten(0, 1)
 
     def user() -> torch.Tensor:

@@ -141,7 +141,7 @@ class CALRec(Inference):
                            target=t.target, examples=t.examples, nig_targets=self.cfg.towers.nig_targets,
                            nig_per=self.cfg.towers.nig_per,
                            vocab=self.cfg.towers.vocab, micro_batch=t.micro_batch, contrastive_batch=t.contrastive_batch,
-                           log_every=t.log_every, fused=self.fused_adamw, pack=t.pack,
+                           log_every=t.log_every, fused=self.fused_adamw, pack=t.pack, compile=t.compile,
                            shuffle_history=self.cfg.text.shuffle_history, bf16=self.bf16, device=self.device)
 
     def _training_key(self, seed: int) -> dict:
@@ -154,7 +154,7 @@ class CALRec(Inference):
             key["fused_adamw"] = True
         # Switches absent while off, so weights trained before they existed keep their key.
         off = {"micro_batch": 0, "contrastive_batch": 0, "nig_per": "token", "frozen_cache": False,
-               "natural_titles": False, "weight_decay": 0.0, "dropout": 0.0, "pack": 0}
+               "natural_titles": False, "weight_decay": 0.0, "dropout": 0.0, "pack": 0, "compile": False}
         return {k: v for k, v in key.items() if v is not None and not (k in off and v == off[k])}
 
     def _selection(self) -> dict:

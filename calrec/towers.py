@@ -42,6 +42,7 @@ class Batch:
     item_logq: torch.Tensor  # (B,) log of the item's share of training targets (logQ correction)
     vocab: torch.Tensor | None = None  # sorted token ids the LM head scores (vocab='catalog'|'trie'); None: all
     allowed: torch.Tensor | None = None  # (n_labels, len(vocab)) bool: tokens that continue a catalog item (trie)
+    label_node: torch.Tensor | None = None  # (n_labels,) the trie node each label continues (trie)
     labelled_items: int = 0  # items whose tokens are labelled (the per-item normaliser of L_NIG)
     user_frozen: torch.Tensor | None = None  # (B, Lu, d) cached states below the trained layers (calrec/frozen.py)
     item_frozen: torch.Tensor | None = None  # (B, Li, d)
@@ -95,10 +96,12 @@ def spans_mask(rows: list[list[tuple[int, int]]], width: int) -> torch.Tensor:
 
 def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list[int], pad: int,
             nig_targets: str = "last", item_logq: list[float] | None = None, vocab: torch.Tensor | None = None,
-            trie: CatalogTrie | None = None, frozen: tuple[list[torch.Tensor], list[torch.Tensor], int] | None = None) -> Batch:
+            trie: CatalogTrie | None = None, frozen: tuple[list[torch.Tensor], list[torch.Tensor], int] | None = None,
+            masks: bool = True) -> Batch:
     """`nig_targets`: 'last' labels the target item's tokens (paper); 'all' also every history
     item's text and end token, each predicted from the items before it. With `trie`, each label
-    gets the set of tokens that continue a catalog item after the item's tokens before it. With
+    gets its trie node and (unless `masks` is off: packed steps gather them on the device from the
+    nodes) the set of tokens that continue a catalog item after the item's tokens before it. With
     `frozen` (each row's cached user and item states and the layers to run on them), the forward
     passes start above the frozen layers."""
     if nig_targets not in ("last", "all"):
@@ -112,11 +115,12 @@ def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list
     labels = target | spans_mask([p.items for p in prompts], width) if nig_targets == "all" else target
     items_span = spans_mask([[(s, e - 1) for s, e in p.items] for p in prompts], width)  # without the newline
     logq = torch.tensor(item_logq if item_logq is not None else [0.0] * len(prompts), dtype=torch.float32)
-    allowed = None
+    allowed = label_node = None
     if trie is not None:  # label order is row-major: each row's labelled items in prompt order
         nodes = [n for p in prompts for i in (p.item_ids if nig_targets == "all" else p.item_ids[-1:])
                  for n in trie.paths[i]]
-        allowed = trie.mask(nodes, vocab)
+        label_node = torch.tensor(nodes, dtype=torch.long)
+        allowed = trie.mask(nodes, vocab) if masks else None
         if len(nodes) != int(labels.sum()):
             raise ValueError("vocab='trie': labelled tokens are not item continuations (the paper template ends "
                              "history items differently from its target: use nig_targets='last' or template='compact')")
@@ -127,7 +131,7 @@ def collate(prompts: list[PromptTokens], items: list[list[int]], item_keys: list
                       top_layers=frozen[2])
     return Batch(user_ids, user_mask, span_mask([p.history for p in prompts], width), items_span, target, labels,
                  labels.flatten().nonzero().squeeze(1), torch.tensor([p.next_pos for p in prompts]), item_ids, item_mask,
-                 torch.tensor(item_keys), logq, vocab, allowed, n_items, **cached)
+                 torch.tensor(item_keys), logq, vocab, allowed, label_node, n_items, **cached)
 
 
 def hidden_states(model, ids: torch.Tensor, mask: torch.Tensor, frozen: torch.Tensor | None = None,
@@ -136,7 +140,7 @@ def hidden_states(model, ids: torch.Tensor, mask: torch.Tensor, frozen: torch.Te
     states below the top `top` layers, cached), only the top layers run."""
     if frozen is not None:
         return top_states(model, frozen, mask, top)
-    return decoder(model)(input_ids=ids, attention_mask=mask).last_hidden_state
+    return decoder(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
 
 @contextmanager
@@ -156,7 +160,7 @@ def layer_range(model, lo: int, hi: int, final_norm: bool):
 def bottom_states(model, ids: torch.Tensor, mask: torch.Tensor, top: int) -> torch.Tensor:
     """The residual stream after the frozen layers (all but the top `top`), before the final norm."""
     with layer_range(model, 0, len(decoder(model).layers) - top, final_norm=False) as dec:
-        return dec(input_ids=ids, attention_mask=mask).last_hidden_state
+        return dec(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
 
 def top_states(model, frozen: torch.Tensor, mask: torch.Tensor, top: int) -> torch.Tensor:
@@ -164,7 +168,8 @@ def top_states(model, frozen: torch.Tensor, mask: torch.Tensor, top: int) -> tor
     from the token ids (rows right-padded, positions from 0, as there)."""
     n = len(decoder(model).layers)
     with layer_range(model, n - top, n, final_norm=True) as dec:
-        return dec(inputs_embeds=frozen.to(dec.norm.weight.dtype), attention_mask=mask).last_hidden_state
+        states = frozen.to(dec.norm.weight.dtype)
+        return dec(inputs_embeds=states, attention_mask=mask, use_cache=False).last_hidden_state
 
 
 def nonempty(span: torch.Tensor) -> torch.Tensor:

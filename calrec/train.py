@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from bench.precision import autocast
 from bench.split import Split
 from bench.execute.distributed import agree, world
+from calrec.backbone import compile_layers
 from calrec.config import TextConfig, TowerConfig, TrainConfig
 from calrec.frozen import FrozenStates
 from calrec.packed import pack, packed_loss
@@ -84,6 +85,7 @@ class StageConfig:
     log_every: int = _TRAIN.log_every  # steps per curve row: reading the losses is a host sync (idles a GPU)
     fused: bool = False  # fused AdamW kernel
     pack: int = 0  # >0: each forward's texts packed into rows of this many tokens (calrec/packed.py)
+    compile: bool = False  # torch.compile each decoder layer (dynamic shapes): fused kernels after a warm-up
     bf16: bool = True
     device: str = "cpu"
 
@@ -133,6 +135,8 @@ class Examples:
         self.logq = domain.item_logq()
         self.vocab = torch.tensor(domain.builder.vocab) if cfg.vocab in ("catalog", "trie") else None
         self.trie = domain.builder.trie if cfg.vocab == "trie" else None
+        # Packed steps gather the trie's masks on the device from this table (calrec/packed.py).
+        self.branches = self.trie.branch_masks(self.vocab).to(cfg.device) if self.trie and cfg.pack else None
 
     @property
     def epochs(self) -> float:
@@ -191,7 +195,7 @@ def steps(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.
 def collate_examples(rows: list, s: Examples, cfg: StageConfig, pad: int) -> Batch:
     frozen = ([e[4] for e in rows], [e[5] for e in rows], s.d.frozen.top) if s.d.frozen is not None else None
     return collate([e[0] for e in rows], [e[1] for e in rows], [e[2] for e in rows], pad, cfg.nig_targets,
-                   [e[3] for e in rows], s.vocab, s.trie, frozen)
+                   [e[3] for e in rows], s.vocab, s.trie, frozen, masks=s.branches is None)
 
 
 def batches(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.random.Generator, pad: int) -> Iterator[Batch]:
@@ -239,7 +243,7 @@ def step_gradients(model, head, s: Examples, rows: list, cfg: StageConfig, weigh
         batch = collate_examples(rows[at + rank * micro : at + (rank + 1) * micro], s, cfg, pad)
         with autocast(cfg.bf16, cfg.device):
             if cfg.pack:  # the same losses and gradients, without padding, both towers in one pass
-                loss, parts = packed_loss(model, head, pack(batch, cfg.pack).to(cfg.device), weights, share)
+                loss, parts = packed_loss(model, head, pack(batch, cfg.pack, branches=s.branches).to(cfg.device), weights, share)
             else:
                 loss, parts = calrec_loss(model, head, batch.to(cfg.device), weights, share)
         loss.backward()
@@ -255,6 +259,8 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
     """Runs the stage. With `validate` and eval_every, `validate()` returns a dict of validation
     numbers; the weights with the best `select` entry (lowest for an NLL, else highest) are kept."""
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
+    if cfg.compile:
+        compile_layers(model)
     groups = params if not cfg.weight_decay else [  # decay the matrices only: norm gains and biases keep their scale
         {"params": [p for p in params if p.ndim >= 2]}, {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=cfg.fused or None)

@@ -10,7 +10,24 @@ the catalog's items, p(item | prompt) = prod_t p(token_t | prompt, prefix, allow
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
+
+
+@dataclass
+class BranchMasks:
+    """The allowed tokens at the trie's branching nodes (two children or more) as one table, so a
+    step's masks are gathered where the table lives (on the accelerator) from one row index per
+    label, instead of being built on the host and copied. A label at a node with one child needs
+    no logits at all: its token is certain, log-probability exactly 0, gradient exactly 0. A trie
+    of n items has fewer than n branching nodes, so the table is at most (items, V)."""
+
+    row: torch.Tensor  # (nodes,) long, on the CPU: each node's row in `allowed`, -1 where it has one child
+    allowed: torch.Tensor  # (branching nodes, V) bool
+
+    def to(self, device) -> "BranchMasks":
+        return replace(self, allowed=self.allowed.to(device))
 
 
 class CatalogTrie:
@@ -46,6 +63,13 @@ class CatalogTrie:
         out = torch.zeros(len(nodes), len(vocab) if vocab is not None else size, dtype=torch.bool)
         out[torch.repeat_interleave(torch.arange(len(nodes)), counts), col] = True
         return out
+
+    def branch_masks(self, vocab: torch.Tensor | None = None, size: int | None = None) -> BranchMasks:
+        """`mask` of every branching node, rows indexed by `BranchMasks.row` (columns as in `mask`)."""
+        branching = [n for n, c in enumerate(self.child) if len(c) > 1]
+        row = torch.full((len(self.child),), -1, dtype=torch.long)
+        row[branching] = torch.arange(len(branching))
+        return BranchMasks(row, self.mask(branching, vocab, size))
 
     def step(self, nodes: list[int], tokens: list[int]) -> list[int]:
         """Each node's child along its token (a token the trie does not allow leaves the trie: -1)."""

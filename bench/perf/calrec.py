@@ -1,7 +1,7 @@
 """CALRec speed on this machine with the bundled SmolLM2-135M and real ML-100k prompts.
 
     python -m bench.perf.calrec [--steps 3] [--users 8] [--max-history 20] [--bf16-rows]
-    python -m bench.perf.calrec --mfu [--device cuda] [--batches 16,64,128] [--steps 20] [--pack 2048]
+    python -m bench.perf.calrec --mfu [--device cuda] [--batches 16,64,128] [--steps 20] [--pack 2048] [--compile]
 
 --mfu: the training path as `calrec.train` runs it (step_gradients, clipping, AdamW), for the
 current settings and each speed switch, with model FLOP utilisation against this device's measured
@@ -11,7 +11,9 @@ al., 2022, appendix B): 6 x non-embedding parameters + 12 x layers x width x seq
 Rows: current (batch B in one pass, the losses read every step, AdamW foreach); + no per-step
 sync (log_every 50) and fused AdamW; + larger forward batches with the in-batch negatives kept at B
 (`contrastive_batch`); with --pack L, each batch again with both towers' texts packed into rows of L
-tokens (calrec/packed.py: no padding, one forward pass; model FLOPs counted per text, as above).
+tokens (calrec/packed.py: no padding, one forward pass; model FLOPs counted per text, as above);
+with --compile, the last row again with every decoder layer compiled (`compile: true`; its first
+three steps, compilation included, are not counted).
 
 Training tokens/s (user + item tower tokens, forward + backward + AdamW step):
   plain   fp32, full LM logits over the whole sequence (HF `labels=` path), NIG loss only
@@ -35,7 +37,7 @@ from bench.execute.runner import get_split
 from bench.suites.load import DatasetEntry
 from bench.text import BM25Catalog
 from bench.precision import autocast, native_bf16, resolve_device
-from calrec.backbone import BUNDLED, add_lora, load_backbone
+from calrec.backbone import BUNDLED, add_lora, compile_layers, load_backbone
 from calrec.generate import sample
 from calrec.retrieve import group_generations, quasi_round_robin
 from calrec.text import PromptBuilder
@@ -135,7 +137,7 @@ def step_flops(model, rows: list, n_labels: int) -> float:
 
 
 def mfu_rows(model, split, builder, device: str, bf16: bool, batches_: list[int], steps_: int, peak: float,
-             pack_length: int = 0) -> None:
+             pack_length: int = 0, compile_: bool = False) -> None:
     """Training tokens/s and MFU for the current path and each speed switch (see the docstring)."""
     from calrec.towers import labelled_tokens
 
@@ -143,23 +145,28 @@ def mfu_rows(model, split, builder, device: str, bf16: bool, batches_: list[int]
     base = copy.deepcopy(model).cpu()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     b0 = batches_[0]
-    configs = [(f"current: batch {b0}, one pass, losses read every step", b0, 0, False, 1, 0)]
-    configs.append(("+ fused AdamW, losses read every 50 steps", b0, 0, True, 50, 0))
-    configs += [(f"+ batch {b} in one pass, negatives in groups of {b0}", b, b0, True, 50, 0) for b in batches_[1:]]
+    configs = [(f"current: batch {b0}, one pass, losses read every step", b0, 0, False, 1, 0, False)]
+    configs.append(("+ fused AdamW, losses read every 50 steps", b0, 0, True, 50, 0, False))
+    configs += [(f"+ batch {b} in one pass, negatives in groups of {b0}", b, b0, True, 50, 0, False) for b in batches_[1:]]
     if pack_length:
-        configs += [(f"+ packed rows of {pack_length} tokens, batch {b}", b, b0 if b != b0 else 0, True, 50, pack_length)
-                    for b in batches_]
-    for label, batch, group, fused, log_every, pack in configs:
+        configs += [(f"+ packed rows of {pack_length} tokens, batch {b}", b, b0 if b != b0 else 0, True, 50, pack_length,
+                     False) for b in batches_]
+    if compile_:
+        configs.append(("+ compiled layers: " + configs[-1][0].removeprefix("+ "), *configs[-1][1:-1], True))
+    for label, batch, group, fused, log_every, pack, compiled in configs:
         m = copy.deepcopy(base).to(device).train()
         params = [p for p in m.parameters() if p.requires_grad]
+        if compiled:
+            compile_layers(m)
         cfg = StageConfig(steps_, batch, contrastive_batch=group, fused=fused, log_every=log_every, bf16=bf16,
                           device=device, examples="epochs", nig_targets="all", pack=pack)
         opt = torch.optim.AdamW(params, lr=1e-5, fused=fused or None)
         rng = np.random.default_rng(0)
         data = steps([Examples(Domain("ml-100k", split, builder, 0), cfg, rng)], np.ones(1), cfg, rng)
         tokens = flops = 0.0
-        for step in range(steps_ + 1):
-            if step == 1:  # the first step warms up (allocator, kernels) and is not counted
+        warm = 3 if compiled else 1
+        for step in range(steps_ + warm):
+            if step == warm:  # warm-up steps (allocator, kernels, compilation) are not counted
                 sync()
                 t = time.perf_counter()
             s, rows = next(data)
@@ -169,7 +176,7 @@ def mfu_rows(model, split, builder, device: str, bf16: bool, batches_: list[int]
             opt.zero_grad(set_to_none=True)
             if step % log_every == 0:
                 float(parts["total"])  # what reading the curve costs: a host sync
-            if step:
+            if step >= warm:
                 tokens += sum(len(e[0].ids) + len(e[1]) for e in rows)
                 flops += step_flops(m, rows, sum(labelled_tokens(e[0], "all") for e in rows))
         sync()
@@ -194,6 +201,7 @@ def main() -> None:
     ap.add_argument("--batches", default="8,32", help="--mfu: the current batch, then larger forward batches")
     ap.add_argument("--peak-size", type=int, default=0, help="--mfu: matmul size for the GEMM peak (0: 8192 GPU, 2048 CPU)")
     ap.add_argument("--pack", type=int, default=0, help="--mfu: also each batch packed into rows of this many tokens")
+    ap.add_argument("--compile", action="store_true", help="--mfu: the last row again with compiled decoder layers")
     args = ap.parse_args()
     torch.manual_seed(0)
     split = get_split(DatasetEntry("ml-100k", "ml-100k", {}))
@@ -207,7 +215,8 @@ def main() -> None:
         name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
         print(f"{name}: GEMM peak {peak / 1e12:.2f} TFLOP/s ({'bf16' if bf16 else 'fp32'}, {n}x{n}); "
               f"paper template, every item labelled, history {args.max_history}")
-        mfu_rows(model, split, builder, device, bf16, [int(b) for b in args.batches.split(",")], args.steps, peak, args.pack)
+        mfu_rows(model, split, builder, device, bf16, [int(b) for b in args.batches.split(",")], args.steps, peak, args.pack,
+                 args.compile)
         return
     users = np.arange(args.users)
     histories = split.inputs("test", users)

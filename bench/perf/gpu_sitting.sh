@@ -17,7 +17,7 @@ start=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - start) )); }
 
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$out/device.txt" 2>&1 || true
-timeout "${MFU_S:-120}" python3 -m bench.perf.calrec --mfu --device cuda --batches 16,64,128 --steps 10 --pack 2048 \
+timeout "${MFU_S:-150}" python3 -m bench.perf.calrec --mfu --device cuda --batches 16,64,128 --steps 10 --pack 2048 --compile \
   > "$out/calrec_mfu.txt" 2>&1 || echo "mfu: ended with $?" >> "$out/calrec_mfu.txt"
 
 runs="$results/runs/$(basename "$suite" .yaml)"
