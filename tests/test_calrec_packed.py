@@ -152,12 +152,17 @@ def test_packed_steps_refuse_the_frozen_cache():
 
 
 @pytest.mark.slow
-def test_compiled_layers_train_as_eager_ones(setup, tmp_path):
+@pytest.mark.parametrize("path", ["packed", "frozen cache"])
+def test_compiled_layers_train_as_eager_ones(setup, tmp_path, path):
     """`compile: true` (torch.compile per decoder layer, here inductor on the CPU) changes kernels, not
-    what is trained: the packed fit's curve matches the eager one's (fp32, rtol 1e-4)."""
+    what is trained: the fit's curve matches the eager one's (fp32, rtol 1e-4), on packed steps and on
+    the CPU recipe's top layer over the frozen cache."""
     syn, _ = setup
+    params = {"pack": 1024} if path == "packed" else {
+        "train_layers": 1, "frozen_cache": True, "examples": "epochs", "vocab": "trie", "template": "compact",
+        "nig_targets": "all", "nig_per": "item", "user_pooling": "next"}
     models = {}
-    curves = packed_fit_curves(syn, tmp_path, {"eager": {}, "compiled": {"compile": True}}, models, pack=1024)
+    curves = packed_fit_curves(syn, tmp_path, {"eager": {}, "compiled": {"compile": True}}, models, **params)
     compiled = [getattr(layer, "_compiled_call_impl", None) is not None
                 for name in ("eager", "compiled") for layer in models[name].model.model.layers]
     assert compiled == [False] * 2 + [True] * 2  # the switch reached the layers
