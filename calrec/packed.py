@@ -24,7 +24,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import nn
 
-from calrec.towers import Batch, LossWeights, StepShare, decoder, nonempty, weighted_losses
+from calrec.backbone import decoder
+from calrec.towers import Batch, LossWeights, StepShare, nonempty, weighted_losses
 from calrec.trie import BranchMasks
 
 
