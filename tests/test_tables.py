@@ -343,6 +343,22 @@ def test_tables_name_rows_whose_seeds_trained_at_different_precisions():
         "row calrec seeds 0, 2 in bf16 autocast, seed 1 in fp32"]
 
 
+def test_a_rows_budget_is_read_from_its_runs():
+    """The notes say what each row trained on: CALRec's steps x windows per stage with tokens and
+    passes, an epoch model's epochs per seed; nothing for an untrained or unrecorded row."""
+    from bench.report.notes import row_budget
+
+    stage = lambda steps, tokens, epochs: {"steps": steps, "tokens": tokens, "epochs": epochs, "train_seconds": 1.0}
+    calrec = {"model_info": {"config": {"training": {"batch_size": 16}}, "timings": {
+        "frozen_cache_seconds": {"ml-100k": 9.0}, "stage1": stage(400, 715_713, 1.0062), "stage2": stage(800, 1_387_483, 2.5073)}}}
+    assert row_budget([calrec]) == ("stage I 400 x 16 (0.72M tokens, 1.01 passes), "
+                                    "stage II 800 x 16 (1.39M tokens, 2.51 passes)")
+    zero = {"model_info": {"config": {"training": {"batch_size": 16}}, "timings": {"frozen_cache_seconds": {}}}}
+    assert row_budget([zero]) == "untrained"
+    assert row_budget([{"model_info": {"epochs_run": 17}}, {"model_info": {"epochs_run": 20}}]) == "17/20 epochs"
+    assert row_budget([{"model_info": {}}]) is None and row_budget([{}]) is None
+
+
 def test_the_seeds_table_shows_every_cell_and_tells_unrun_seeds_from_unplanned_ones(tmp_path):
     import json
 

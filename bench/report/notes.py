@@ -58,6 +58,10 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
             notes.append(f"{suite.variant(r).label}: hyperparameters searched on validation only (Optuna; study "
                          f"{tuning['study']} in {tuning['storage']}, {counts}); best trial {tuning['trial']}, "
                          f"{tuning['metric']} {tuning['value']:.4f}.")
+    if budgets := [f"{suite.variant(r).label}: {b}" for r in rows if runs[r].records and (b := row_budget(runs[r].records))]:
+        notes.append("Training budgets, as the stored runs trained (CALRec: optimiser steps x windows a step per stage, "
+                     "with the tokens and passes over the stage's training windows of the row's first seed; an "
+                     "epoch-trained model: epochs run per seed, early stopping included): " + "; ".join(budgets) + ".")
     if ci:
         notes.append(CI_NOTE)
     off = []
@@ -114,6 +118,23 @@ def protocol_notes(suite, runs, rows, reference, test, n_comparisons, missing, c
     if missing.cells:
         notes.append(f"Not run yet ({_count(missing.cells)}): {compact_cells(missing.cells)}.")
     return notes
+
+
+STAGE_NAMES = {"stage1": "stage I", "stage2": "stage II"}
+
+
+def row_budget(recs: list[dict]) -> str | None:
+    """A row's training budget in a few words (None: nothing trained, or nothing recorded)."""
+    info = recs[0].get("model_info") or {}
+    if info.get("epochs_run"):
+        return "/".join(str(int((r.get("model_info") or {}).get("epochs_run") or 0)) for r in recs) + " epochs"
+    batch = ((info.get("config") or {}).get("training") or {}).get("batch_size")
+    trained = [(name, t) for name, t in (info.get("timings") or {}).items()
+               if name.startswith("stage") and isinstance(t, dict) and t.get("steps")]
+    if not trained or not batch:
+        return "untrained" if info.get("timings") is not None and not trained else None
+    return ", ".join(f"{STAGE_NAMES.get(name, name)} {t['steps']:,} x {batch} ({t.get('tokens', 0) / 1e6:.2f}M tokens, "
+                     f"{t.get('epochs', 0):.2f} passes)" for name, t in trained)
 
 
 def seeds_by(suite, runs, rows, key) -> dict[str, dict[str, list[str]]]:
