@@ -48,6 +48,17 @@ def _bench(clone, *args):
 
 
 @pytest.mark.slow
+def test_cells_of_one_code_are_checked_at_their_newest_clean_commit():
+    """Cells sharing a fingerprint ran the same model code; the check runs at the newest clean commit
+    among them, whose harness knows every switch any of their jobs sets."""
+    from bench.execute.verify import pick_commit
+
+    time = {"old": 1, "new": 2}.get
+    assert pick_commit("old", "new", time) == "new" and pick_commit("new", "old", time) == "new"
+    assert pick_commit("new-dirty", "old", time) == "old" and pick_commit("old", "new-dirty", time) == "old"
+    assert pick_commit("old-dirty", "new-dirty", lambda c: time(c.removesuffix("-dirty"))) == "new-dirty"
+
+
 def test_verify_rewrites_a_refactor_and_refuses_a_change_that_moves_numbers(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", "--no-checkout", str(ROOT), str(clone)], check=True)

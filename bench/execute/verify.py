@@ -164,6 +164,22 @@ def _worktree(commit: str, where: Path) -> Path | None:
     return where if done.returncode == 0 else None
 
 
+@lru_cache(maxsize=None)
+def _commit_time(commit: str) -> int:
+    done = subprocess.run(["git", "show", "-s", "--format=%ct", commit.removesuffix("-dirty")], cwd=ROOT,
+                          capture_output=True, text=True)
+    return int(done.stdout.strip() or 0) if done.returncode == 0 else 0
+
+
+def pick_commit(a: str, b: str, time=_commit_time) -> str:
+    """Of two commits that ran one code (one fingerprint), the one to check it at: a clean one over a
+    "-dirty" one, else the newer, whose harness knows every parameter either cell's job passes (an
+    older one may predate a switch the newer cell set, and fail on it)."""
+    if a.endswith("-dirty") != b.endswith("-dirty"):
+        return b if a.endswith("-dirty") else a
+    return b if time(b) > time(a) else a
+
+
 def verify(stale: dict[str, dict]) -> dict[str, str | None]:
     """For each stale cell (name -> record): None where the check shows today's code computes what its
     commit computed, else why it stays stale. Cells that recorded one fingerprint ran on one code, so
@@ -178,8 +194,7 @@ def verify(stale: dict[str, dict]) -> dict[str, str | None]:
         job = _job(record)
         commit, jobs = by_code.setdefault(record["code"]["fingerprint"], (record["commit"], {}))
         jobs[_key(job)] = job
-        if commit.endswith("-dirty") and not record["commit"].endswith("-dirty"):  # a clean commit of the same code
-            by_code[record["code"]["fingerprint"]] = (record["commit"], jobs)
+        by_code[record["code"]["fingerprint"]] = (pick_commit(commit, record["commit"]), jobs)
     if not by_code:
         return outcome
     then: dict[str, dict[str, dict]] = {}
