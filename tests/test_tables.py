@@ -343,6 +343,18 @@ def test_tables_name_rows_whose_seeds_trained_at_different_precisions():
         "row calrec seeds 0, 2 in bf16 autocast, seed 1 in fp32"]
 
 
+def test_the_arrow_note_of_a_table_whose_reference_alone_has_runs():
+    from types import SimpleNamespace as NS
+    from bench.report.notes import arrow_note
+
+    suite = NS(variant=lambda r: NS(label=f"row {r}"))
+    runs = {"a": NS(seeds=[0]), "b": NS(seeds=[1])}
+    tested = {"kinds": {}, "family": "column", "size": 0, "total": 0}
+    assert arrow_note(suite, runs, ["a"], "a", "t-test", tested) == (
+        "↑/↓: higher/lower than row a; no other row is tested against it yet.")
+    assert arrow_note(suite, runs, ["a", "b"], "a", "t-test", tested).endswith("(no shared seed: row b).")
+
+
 def test_a_rows_budget_is_read_from_its_runs():
     """The notes say what each row trained on: CALRec's steps x windows per stage with tokens and
     passes, an epoch model's epochs per seed; nothing for an untrained or unrecorded row."""

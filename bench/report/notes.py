@@ -192,6 +192,9 @@ def arrow_note(suite, runs, rows, reference, test, tested: dict) -> str:
                f"{', '.join(map(str, ref.seeds))})" for r in rows if kinds.get(r) == "users"
                and len([s for s in runs[r].seeds if s in ref.seeds]) < len(ref.seeds)]
     unshared = [label(r) for r in rows if r != reference and r not in kinds]
+    if not parts:  # the reference alone has runs so far
+        return (f"{UP}/{DOWN}: higher/lower than {label(reference)}; no other row is tested against it yet"
+                + (f" (no shared seed: {', '.join(unshared)})." if unshared else "."))
     family = ("within each metric column (a family of {size} comparisons; {total} tests in this table)"
               if tested["family"] == "column" else "over the whole table (a family of {total} comparisons)").format(**tested)
     return (f"{UP}/{DOWN}: higher/lower than {label(reference)}, by " + "; by ".join(parts)
