@@ -3,9 +3,11 @@ Face causal LM by path, or a tiny randomly initialised Llama with a word-level t
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from bench.errors import BenchError
 from bench.execute.scratch import launch_path
@@ -170,3 +172,29 @@ def compile_layers(model) -> None:
     for layer in decoder(model).layers:
         if getattr(layer, "_compiled_call_impl", None) is None:
             layer.compile(dynamic=True)
+
+def pad_batch(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded to the longest: right-padded for training, left-padded for generation
+    (so every prompt ends at the last column)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, cols] = torch.tensor(r, dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
+@contextmanager
+def layer_range(model, lo: int, hi: int, final_norm: bool):
+    """The decoder runs only layers[lo:hi] (and its final norm only if `final_norm`) inside the block."""
+    dec = decoder(model)
+    layers, norm = dec.layers, dec.norm
+    dec.layers = nn.ModuleList(list(layers)[lo:hi])
+    if not final_norm:
+        dec.norm = nn.Identity()
+    try:
+        yield dec
+    finally:
+        dec.layers, dec.norm = layers, norm

@@ -18,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from calrec.backbone import decoder
-from calrec.towers import pad_batch
+from calrec.backbone import decoder, pad_batch
 from calrec.trie import CatalogTrie
 
 

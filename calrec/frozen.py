@@ -2,8 +2,9 @@
 
 With `train_layers: k` the embeddings and the bottom L - k decoder layers never change; with
 `examples: epochs` every window of a domain is fixed and SmolLM2 has no dropout, so the bottom's
-output for a window is the same every epoch. It is computed once per (backbone, windows, text
-settings, data version), in the training precision (bf16 where native), and each step runs only
+output for a window is the same every epoch. It is computed once per (backbone, token rows, frozen
+depth, precision, the code and libraries that compute it), in the training precision (bf16 where
+native), kept in the run store's shared cache across cells, and each step runs only
 the top k layers on it: from the layer FLOPs, ~3.2x faster per token at k = 4 than running the
 bottom every step (its forward, ~L - k layer units, against 3k units of the top's forward and
 backward).
@@ -25,9 +26,15 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.precision import autocast
+from calrec.backbone import decoder, layer_range, pad_batch
 from calrec.cache import read_cache, write_cache
 from calrec.text import PromptBuilder, PromptTokens
-from calrec.towers import bottom_states, pad_batch
+
+# The code the cached states come from: loading the backbone and running its bottom layers
+# (calrec/backbone.py), batching rows for that pass (this module), the autocast rule. A change
+# elsewhere in calrec (losses, training, inference) leaves the states, and the cache, as they were;
+# what is fed in is keyed by its tokens (`rows_digest`).
+STATES_CODE = ("calrec/backbone.py", "calrec/frozen.py", "bench/precision.py")
 
 
 @dataclass
@@ -55,6 +62,12 @@ class Ragged:
             and int(self.offsets[-1]) == len(self.data)
 
 
+def bottom_states(model, ids: torch.Tensor, mask: torch.Tensor, top: int) -> torch.Tensor:
+    """The residual stream after the frozen layers (all but the top `top`), before the final norm."""
+    with layer_range(model, 0, len(decoder(model).layers) - top, final_norm=False) as dec:
+        return dec(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+
+
 @torch.no_grad()
 def compute_states(model, rows: list[list[int]], top: int, pad: int, bf16: bool, device: str, desc: str,
                    batch: int = 16) -> Ragged:
@@ -72,6 +85,24 @@ def compute_states(model, rows: list[list[int]], top: int, pad: int, bf16: bool,
     return Ragged.of(out, model.config.hidden_size, dtype)
 
 
+def cached_states(model, rows: list[list[int]], top: int, pad: int, bf16: bool, device: str, desc: str, key: dict,
+                  folder: Path | None) -> Ragged:
+    """`compute_states`, kept in `folder` (the shared cache) under `key`, the rows' tokens and the
+    code that computes them, so the next cell of another row reads it (the validation prompts)."""
+    if folder is None:
+        return compute_states(model, rows, top, pad, bf16, device, desc)
+    key = {**key, "rows": rows_digest(rows), "top": top, "bf16": bf16, **states_code()}
+    path = folder / f"{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.pt"
+    saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), weights_only=False), key)
+    if saved is not None and saved["states"].consistent([len(r) for r in rows]):
+        return saved["states"]
+    states = compute_states(model, rows, top, pad, bf16, device, desc)
+    buf = io.BytesIO()
+    torch.save({"key": key, "states": states}, buf)
+    write_cache(path, buf.getvalue())
+    return states
+
+
 @dataclass
 class FrozenStates:
     """A domain's cached windows: each window's prompt (target included) and bottom states, and
@@ -84,15 +115,33 @@ class FrozenStates:
 
 
 def cache_key(builder: PromptBuilder, positions: np.ndarray, data_version: str, top: int, bf16: bool,
-              model_name: str, shuffle_seed: int | None, code: str | None) -> dict:
+              model_name: str, shuffle_seed: int | None) -> dict:
     """What the cached states depend on: the backbone, the windows and their text, the frozen
-    depth, the precision, the data (and under a harness run, the code)."""
+    depth, the precision, the data; `frozen_states` adds the token rows themselves and the code and
+    library versions that compute them (`states_code`)."""
     windows = hashlib.sha1(np.ascontiguousarray(positions).tobytes()).hexdigest()[:16]
     texts = hashlib.sha1(json.dumps(builder.items).encode()).hexdigest()[:16]
-    key = {"backbone": model_name, "template": builder.template, "item_tokens": texts, "windows": windows,
-           "max_history": builder.max_history, "max_prompt_tokens": builder.max_prompt_tokens, "top": top,
-           "bf16": bf16, "data": data_version, "shuffle_seed": shuffle_seed}
-    return {**key, "code": code} if code else key
+    return {"backbone": model_name, "template": builder.template, "item_tokens": texts, "windows": windows,
+            "max_history": builder.max_history, "max_prompt_tokens": builder.max_prompt_tokens, "top": top,
+            "bf16": bf16, "data": data_version, "shuffle_seed": shuffle_seed}
+
+
+def rows_digest(rows: list[list[int]]) -> str:
+    h = hashlib.sha1()
+    for r in rows:
+        h.update(np.asarray(r, dtype=np.int64).tobytes() + b"|")
+    return h.hexdigest()[:16]
+
+
+def states_code() -> dict:
+    """The code behind the states (`STATES_CODE`, each file's syntax tree without docstrings, as the
+    harness fingerprints code) and the libraries that run it."""
+    import transformers
+
+    from bench.execute.fingerprint import ROOT, SCHEME, code_content, fingerprint_of
+
+    code = fingerprint_of({rel: code_content((ROOT / rel).read_bytes(), SCHEME) for rel in STATES_CODE})
+    return {"code": code, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def frozen_states(model, builder: PromptBuilder, train: list[np.ndarray], positions: np.ndarray, top: int, pad: int,
@@ -106,7 +155,9 @@ def frozen_states(model, builder: PromptBuilder, train: list[np.ndarray], positi
             hist = shuffle.permutation(hist)
         prompts.append(builder.user_prompt(hist, target=int(train[u][t])))
     lengths = [len(p.ids) for p in prompts]
-    item_lengths = [len(builder.item_ids(i)) for i in range(len(builder.items))]
+    item_rows = [builder.item_ids(i) for i in range(len(builder.items))]
+    item_lengths = [len(r) for r in item_rows]
+    key = {**key, "prompts": rows_digest([p.ids for p in prompts]), "item_rows": rows_digest(item_rows), **states_code()}
     path = None
     if folder is not None:
         path = folder / f"{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.pt"
@@ -116,8 +167,7 @@ def frozen_states(model, builder: PromptBuilder, train: list[np.ndarray], positi
         if saved is not None:
             tqdm.write(f"{path}: does not fit the windows it is keyed by; rebuilding it")
     windows = compute_states(model, [p.ids for p in prompts], top, pad, bf16, device, "frozen layers: windows")
-    items = compute_states(model, [builder.item_ids(i) for i in range(len(builder.items))], top, pad, bf16, device,
-                           "frozen layers: items")
+    items = compute_states(model, item_rows, top, pad, bf16, device, "frozen layers: items")
     if path is not None:
         buf = io.BytesIO()
         torch.save({"key": key, "windows": windows, "items": items}, buf)

@@ -18,8 +18,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from calrec.backbone import decoder
-from calrec.towers import pad_batch
+from calrec.backbone import decoder, pad_batch
 from calrec.trie import CatalogTrie
 
 SHARED_PREFIX = "calrec_shared_prefix"

@@ -18,7 +18,8 @@ import torch
 from calrec.catalog_scores import TrieScorer, catalog_logprobs
 from calrec.generate import continuation_logprobs, sample
 from calrec.retrieve import fill_list, group_generations, quasi_round_robin, reciprocal_rank_fusion, top_items
-from calrec.towers import collate, hidden_states, pad_batch, pool, user_tower
+from calrec.backbone import pad_batch
+from calrec.towers import collate, hidden_states, pool, user_tower
 
 
 class Inference:

@@ -34,7 +34,7 @@ from bench.split import Split, leave_one_out
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone, residual_dropout
 from calrec.cache import read_cache, write_cache
-from calrec.frozen import Ragged, cache_key, compute_states, frozen_states
+from calrec.frozen import Ragged, cache_key, cached_states, frozen_states
 from calrec.inference import Inference
 from calrec.config import CALRecConfig, stage1_settings
 from calrec.text import PromptBuilder, domain_noun
@@ -75,6 +75,7 @@ class CALRec(Inference):
         torch.manual_seed(seed)
         self.seed, self.split = seed, split
         self.mask_history = history_masking
+        self.shared_cache = cache
         self.model, self.tok = load_backbone(t.backbone, [" ".join(a.values()) for a in split.item_text], seed=seed,
                                              cache=cache)
         if t.lora_r:  # on the top train_layers layers (0: all)
@@ -236,7 +237,7 @@ class CALRec(Inference):
             positions = epoch_positions(domain.split.train, cfg, domain.builder.max_history + 1)
             shuffle = np.random.default_rng([self.seed, 3]) if self.cfg.text.shuffle_history else None
             key = cache_key(domain.builder, positions, domain.split.version, t.train_layers, self.bf16, t.backbone,
-                            self.seed if shuffle is not None else None, ctx.extra.get("code_fingerprint"))
+                            self.seed if shuffle is not None else None)
             folder = ctx.extra.get("shared_cache", ctx.workdir) / "calrec-frozen"
             t0 = time.perf_counter()
             self._frozen[domain.name] = frozen_states(self.model, domain.builder, domain.split.train, positions,
@@ -269,15 +270,17 @@ class CALRec(Inference):
         return out
 
     def _valid_frozen_states(self, prompts: list) -> Ragged | None:
-        """With frozen_cache, the validation prompts' frozen-layer output, computed at the first
-        evaluation of a fit (the prompts and the frozen layers are fixed): every evaluation then runs
-        the top layers only, as training does."""
+        """With frozen_cache, the validation prompts' frozen-layer output, read from the shared cache
+        (or computed there) at the first evaluation of a fit (the prompts and the frozen layers are
+        fixed): every evaluation then runs the top layers only, as training does."""
         t = self.cfg.training
         if not t.frozen_cache:
             return None
         if self._valid_frozen is None:
-            self._valid_frozen = compute_states(self.model, [p.ids for p in prompts], t.train_layers, self.tok.pad_token_id,
-                                                self.bf16, self.device, "frozen layers: validation")
+            folder = self.shared_cache / "calrec-frozen" if self.shared_cache else None
+            self._valid_frozen = cached_states(self.model, [p.ids for p in prompts], t.train_layers, self.tok.pad_token_id,
+                                               self.bf16, self.device, "frozen layers: validation",
+                                               {"backbone": t.backbone, "data": self.split.version}, folder)
         return self._valid_frozen
 
     @torch.no_grad()

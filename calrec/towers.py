@@ -11,14 +11,13 @@ had cosine 0.987: ~600 tokens of mostly template average the user away.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calrec.backbone import decoder
+from calrec.backbone import decoder, layer_range, pad_batch
 from calrec.parallel import gather_rows
 from calrec.text import PromptTokens
 from calrec.trie import CatalogTrie
@@ -57,17 +56,6 @@ class Batch:
                                 if isinstance(getattr(self, f.name), torch.Tensor)})
 
 
-def pad_batch(rows: list[list[int]], pad: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows padded to the longest: right-padded for training, left-padded for generation
-    (so every prompt ends at the last column)."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        cols = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, cols] = torch.tensor(r, dtype=torch.long)
-        mask[i, cols] = 1
-    return ids, mask
 
 
 def pad_states(rows: list[torch.Tensor], width: int) -> torch.Tensor:
@@ -143,24 +131,8 @@ def hidden_states(model, ids: torch.Tensor, mask: torch.Tensor, frozen: torch.Te
     return decoder(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
 
-@contextmanager
-def layer_range(model, lo: int, hi: int, final_norm: bool):
-    """The decoder runs only layers[lo:hi] (and its final norm only if `final_norm`) inside the block."""
-    dec = decoder(model)
-    layers, norm = dec.layers, dec.norm
-    dec.layers = nn.ModuleList(list(layers)[lo:hi])
-    if not final_norm:
-        dec.norm = nn.Identity()
-    try:
-        yield dec
-    finally:
-        dec.layers, dec.norm = layers, norm
 
 
-def bottom_states(model, ids: torch.Tensor, mask: torch.Tensor, top: int) -> torch.Tensor:
-    """The residual stream after the frozen layers (all but the top `top`), before the final norm."""
-    with layer_range(model, 0, len(decoder(model).layers) - top, final_norm=False) as dec:
-        return dec(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
 
 def top_states(model, frozen: torch.Tensor, mask: torch.Tensor, top: int) -> torch.Tensor:

@@ -130,7 +130,7 @@ def stage_batch(split, tok, model, top, bf16, tmp_path, folder=None):
     b = PromptBuilder(tok, split.item_text, "movie", 5, 48, 768, "compact")
     cfg = StageConfig(steps=1, batch_size=6, examples="epochs", nig_targets="all", vocab="trie", bf16=bf16)
     positions = epoch_positions(split.train, cfg, b.max_history + 1)
-    key = cache_key(b, positions, split.version, top, bf16, "tiny", None, None)
+    key = cache_key(b, positions, split.version, top, bf16, "tiny", None)
     frozen = frozen_states(model, b, split.train, positions, top, tok.pad_token_id, bf16, "cpu", key, folder, None)
     plain, cached = (Domain("syn", split, b, 0, f) for f in (None, frozen))
     rows = Examples(cached, cfg, np.random.default_rng(0)).draw(6)
@@ -235,6 +235,27 @@ def test_training_on_the_frozen_cache_through_the_model(syn, tmp_path):
     r = score_users(m, syn, np.arange(6), "test", True, 3, "t")
     assert len(r) == 6
     assert dataclasses.asdict(m.cfg)["training"]["frozen_cache"]
+
+
+def test_frozen_states_outlive_code_changes_that_cannot_move_them(syn, tmp_path, monkeypatch):
+    """The shared cache keys frozen states by their token rows and the code that computes them
+    (calrec/frozen.py STATES_CODE), not by the cell's whole fingerprint: a fit under other harness code
+    (a changed loss, say) reads the windows' and the validation prompts' states back, while its stage
+    weights, keyed by the whole fingerprint, are trained again. A change to that code rebuilds them."""
+    import calrec.frozen as fz
+
+    calls = []
+    real = fz.compute_states
+    monkeypatch.setattr(fz, "compute_states", lambda *a, **k: calls.append(a[6]) or real(*a, **k))
+    params = dict(backbone="tiny", train_layers=1, frozen_cache=True, nig_per="item", stage2_steps=2, eval_every=1)
+    fit(syn, tmp_path, {"code_fingerprint": "v1"}, **params)
+    assert sorted(calls) == ["frozen layers: items", "frozen layers: validation", "frozen layers: windows"]
+    calls.clear()
+    m = fit(syn, tmp_path, {"code_fingerprint": "v2"}, **params)
+    assert calls == [] and "cached" not in m.timings["stage2"]
+    monkeypatch.setattr(fz, "states_code", lambda: {"code": "other"})
+    fit(syn, tmp_path, {"code_fingerprint": "v3"}, **params)
+    assert len(calls) == 3
 
 
 def test_validation_on_the_frozen_cache_gives_the_uncached_nll(syn, tmp_path):
