@@ -115,7 +115,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--verify", action="store_true",
                    help="also rewrite stale cells where a check shows today's code computes what their commit computed "
                         "(each row's model, made tiny, fitted on synthetic data at the recorded commit and now: identical "
-                        "predictions and curves); the others stay stale, each with why")
+                        "predictions and curves); the others stay stale, each with why. CALRec's cached stage weights that a "
+                        "verified cell trained or read move to today's key with it, so rows sharing them do not retrain")
     f.set_defaults(func=cmd_refingerprint)
     return p
 

@@ -240,4 +240,8 @@ def cmd_refingerprint(args) -> int:
             print(f"still stale: {line}")
         print(f"verified: {len(report['verified'])} cell(s) rewritten to today's code, "
               f"{len(report['still stale'])} still stale")
+        from bench.execute.verify_carry import carry_verified_weights
+
+        carried = carry_verified_weights(args.results)
+        print(f"cached weights carried to today's code: {len(carried)} entr{'y' if len(carried) == 1 else 'ies'}")
     return 0
