@@ -5,6 +5,8 @@ being used. Each entry is written atomically with its sha256 beside it
 bytes, and bytes changed inside a still-valid container (a damaged weight) are caught on reading."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -12,6 +14,20 @@ from tqdm.auto import tqdm
 
 from bench.execute.distributed import agree, gather_objects, is_main
 from bench.execute.store import atomic_write_checked, read_checked
+
+
+def digest(key: dict) -> str:
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def stage_path(shared: Path, stage: str, key: dict) -> Path:
+    """Where a stage's trained weights are kept: one file per training key (code fingerprint included)."""
+    return shared / f"calrec-{stage}" / f"{digest(key)}.pt"
+
+
+def validation_path(shared: Path, key: dict, valid: str) -> Path:
+    """Where the validation numbers of the weights trained under `key` are kept, per validation sample."""
+    return shared / "calrec-validation" / f"{digest({**key, 'valid': valid})}.json"
 
 
 def write_cache(path: Path, data: bytes) -> None:

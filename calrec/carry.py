@@ -12,13 +12,12 @@ that cell was verified from and the cell's seed, and its training record is the 
 stored (steps, tokens, selection, seconds: identical). Nothing is overwritten; an entry already
 under today's key stays as it is.
 
-The path of an entry is `stage_path`, the one rule `CALRec._cached_stage` and
-`CALRec._final_validation` follow (tests/test_calrec_carry.py fits under the new key and checks
-that it reads what was carried).
+Entries are where `calrec.cache.stage_path` and `validation_path` put them, the rules the model
+reads and writes them by (tests/test_calrec_carry.py fits under the new key and checks that it
+reads what was carried).
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -26,21 +25,9 @@ from pathlib import Path
 
 import torch
 
-from calrec.cache import read_cache, write_cache
+from calrec.cache import read_cache, stage_path, validation_path, write_cache
 
 STAGES = ("stage1", "stage2")
-
-
-def digest(obj: dict) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def stage_path(shared: Path, stage: str, key: dict) -> Path:
-    return shared / f"calrec-{stage}" / f"{digest(key)}.pt"
-
-
-def validation_path(shared: Path, key: dict, valid: str) -> Path:
-    return shared / "calrec-validation" / f"{digest({**key, 'valid': valid})}.json"
 
 
 @dataclass(frozen=True)
@@ -112,4 +99,4 @@ def _carry_validation(shared: Path, key: dict, new_key: dict, valid_digests: set
     return []
 
 
-__all__ = ["VerifiedCell", "carry_weights", "stage_path", "validation_path"]
+__all__ = ["VerifiedCell", "carry_weights"]

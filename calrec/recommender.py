@@ -33,7 +33,7 @@ from bench.execute.scoring import validation_metrics, validation_ndcg10
 from bench.split import Split, leave_one_out
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone, residual_dropout
-from calrec.cache import read_cache, write_cache
+from calrec.cache import read_cache, stage_path, validation_path, write_cache
 from calrec.frozen import Ragged, cache_key, cached_states, frozen_states
 from calrec.inference import Inference
 from calrec.config import CALRecConfig, stage1_settings
@@ -174,8 +174,7 @@ class CALRec(Inference):
     def _cached_stage(self, stage: str, key: dict, ctx: FitContext, train) -> None:
         """Load the stage's weights (and its training curve) if this exact configuration ran before;
         else train and save them atomically."""
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-        path = ctx.extra.get("shared_cache", ctx.workdir) / f"calrec-{stage}" / f"{digest}.pt"
+        path = stage_path(ctx.extra.get("shared_cache", ctx.workdir), stage, key)
         saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), map_location=self.device, weights_only=False), key)
         if saved is not None:
             load_trainable_state(self.model, self.head, saved["state"])
@@ -195,8 +194,7 @@ class CALRec(Inference):
     def _final_validation(self, ctx: FitContext, key: dict) -> dict:
         """Validation numbers of the chosen weights (never test), computed once per trained model:
         the inference variants that share the weights share them."""
-        digest = hashlib.sha1(json.dumps({**key, "valid": self._valid_digest()}, sort_keys=True).encode()).hexdigest()[:16]
-        path = ctx.extra.get("shared_cache", ctx.workdir) / "calrec-validation" / f"{digest}.json"
+        path = validation_path(ctx.extra.get("shared_cache", ctx.workdir), key, self._valid_digest())
         saved = read_cache(path, json.loads, valid=_validation_numbers)
         if saved is not None:
             return saved

@@ -9,8 +9,8 @@ import torch
 
 from bench.cli import main
 from bench.execute.verify_carry import verified_chain
-from calrec.cache import write_cache
-from calrec.carry import VerifiedCell, carry_weights, stage_path, validation_path
+from calrec.cache import stage_path, validation_path, write_cache
+from calrec.carry import VerifiedCell, carry_weights
 
 SUITE = """
 seeds: [0]
