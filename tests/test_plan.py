@@ -96,11 +96,22 @@ def test_same_settings_take_their_own_time_and_calrec_scales_by_tokens(tmp_path)
                 timings={"stage2": {"steps": 4, "tokens": 200, "train_seconds": 20.0}})
     train, _, basis = estimate(more, "cpu", [half])
     assert train == 160.0 and "window size: 1 stored run with the same prompts" in basis
-    # Nor one with the same prompts (another template): scaled by steps, and says so.
-    paper = _rec({"backbone": "tiny", "stage2_steps": 4, "template": "paper"},
-                 timings={"stage2": {"steps": 4, "tokens": 200, "train_seconds": 20.0}})
-    train, _, basis = estimate(more, "cpu", [paper])
+    # Nor one with the same prompts (another template; the cell's is the default, paper): scaled by
+    # steps, and says so.
+    compact = _rec({"backbone": "tiny", "stage2_steps": 4, "template": "compact"},
+                   timings={"stage2": {"steps": 4, "tokens": 200, "train_seconds": 20.0}})
+    train, _, basis = estimate(more, "cpu", [compact])
     assert train == 80.0 and "rough guess" in basis
+    # A setting left out is read as its default: a run that names natural_titles: false builds the same prompts.
+    named = _rec({"backbone": "tiny", "stage2_steps": 4, "batch_size": 4, "natural_titles": False},
+                 timings={"stage2": {"steps": 4, "tokens": 200, "train_seconds": 20.0}})
+    assert estimate(more, "cpu", [named])[0] == 160.0
+    # Runs that train only the top layers (a token there costs far less) say nothing of training every
+    # layer: no estimate, and why, rather than one 5-30x too low.
+    top = _rec({"backbone": "tiny", "stage2_steps": 4, "train_layers": 1},
+               timings={"stage2": {"steps": 4, "tokens": 200, "train_seconds": 20.0}})
+    train, predict, basis = estimate(more, "cpu", [top])
+    assert train is None and predict is None and "train_layers: 0" in basis
 
 
 def test_a_calrec_rerun_costs_its_whole_fit_and_the_stages_it_loaded(tmp_path):

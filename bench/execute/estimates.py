@@ -10,7 +10,11 @@ by the planned training budget (epochs, or CALRec's stage steps), an upper bound
 ends training sooner. CALRec's steps differ widely in size (template, history, batch), so it is
 scaled by tokens where it can: the tokens a step of a run with the same training settings took (on
 any device) times this device's seconds a token; without such a run it is scaled by steps and labelled
-a rough guess (a paper-template step costs ~10x a compact, cached one). Prediction scales by the
+a rough guess (a paper-template step costs ~10x a compact, cached one). Settings left out of a run's
+config are compared as CALRec's defaults. A CALRec run that trains other layers, or another way
+(LoRA, the frozen-layer cache), says nothing of what a token costs (every layer trained, uncached:
+~30x a cached top-4 token on 2 cores), so with no such run on the device a cell has no estimate,
+and says why, rather than one that low. Prediction scales by the
 number of test users. Rows that reuse another cell's trained weights (CALRec's inference variants)
 count their training once, and rows that share a CALRec stage I (the same seed and settings but for
 stage II's) count its training once.
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 import numpy as np
 
@@ -48,10 +52,17 @@ def _runs(n: int) -> str:
     return f"{n} stored run{'s' if n > 1 else ''}"
 
 
-def scaled_training(model: str, params: dict, want: float | None, same: list[dict], recs: list[dict]) -> tuple[float, str]:
-    """Training seconds of a cell whose settings no stored run on its device shares, and how it was found."""
+def scaled_training(model: str, params: dict, want: float | None, same: list[dict], recs: list[dict]
+                    ) -> tuple[float | None, str]:
+    """Training seconds of a cell whose settings no stored run on its device shares, and how it was found;
+    None where no run there says what its tokens cost (CALRec training other layers, or uncached)."""
     if want == 0:
         return 0.0, ""
+    if model == "calrec":  # a token costs ~5-30x more with every layer trained, or without the frozen cache
+        compute = compute_settings(params)
+        same = [r for r in same if compute_settings(r["config"]["model"]["params"]) == compute]
+        if not same:
+            return None, f"no stored run on this device trains as it does ({compute})"
     if model == "calrec" and want:  # by tokens: CALRec's steps differ widely in size
         setting = training_settings(model, params)
         twins = [tokens_run(r) / units_run(r) for r in recs  # any device: a step's size does not depend on it
@@ -133,6 +144,8 @@ def from_other_datasets(cell: Cell, device: str, others: list[dict], stats: dict
 
     if model == "calrec" and trained:  # by tokens, as on its own dataset (prompts are capped at max_history items)
         train, how = scaled_training(model, params, want, trained, others)
+        if train is None:
+            return None, None, how
         scaled = ""
     elif not trained:  # not trained by epochs (popularity, ItemKNN, BM25): its whole fit scales
         ratio = [by_interactions(r) for r in same]
@@ -182,6 +195,8 @@ def estimate(cell: Cell, device: str, recs: list[dict], others: list[dict] = (),
         train = float(np.median([fit_seconds(r) for r in exact])) * speed
     else:
         train, how = scaled_training(model, params, budget(model, params), local, recs)
+        if train is None:
+            return None, None, how
     build, built = own_cache_build(model, params, local)
     train, how = train + build * speed, how + built
     users = n_test_users(cell, local)
@@ -253,12 +268,25 @@ def training_settings(model: str, params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-# CALRec settings that set how many tokens a training window holds.
+# CALRec settings that set how many tokens a training window holds, and what a token costs.
 PROMPT_SETTINGS = ("template", "item_fields", "max_history", "max_prompt_tokens", "natural_titles", "examples", "target")
+COMPUTE_SETTINGS = ("backbone", "train_layers", "frozen_cache", "lora_r")
+
+
+def _calrec_settings(params: dict, names: tuple[str, ...]) -> dict:
+    """`names` as CALRec reads them: a setting left out is its default (compared as such)."""
+    from calrec.config import GROUPS
+
+    defaults = {f.name: f.default for dc in GROUPS.values() for f in fields(dc) if f.default is not MISSING}
+    return {k: params.get(k, defaults.get(k)) for k in names}
 
 
 def prompt_settings(params: dict) -> str:
-    return json.dumps({k: params.get(k) for k in PROMPT_SETTINGS}, sort_keys=True, default=str)
+    return json.dumps(_calrec_settings(params, PROMPT_SETTINGS), sort_keys=True, default=str)
+
+
+def compute_settings(params: dict) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in _calrec_settings(params, COMPUTE_SETTINGS).items())
 
 
 def _batch(params: dict) -> int:
