@@ -17,9 +17,9 @@ from bench.suites.load import load_suite
 
 START, END = "<!-- headline:start (python -m bench headline) -->", "<!-- headline:end -->"
 # (suite, variant) rows, in order: the `full` suite's main models, then CALRec's CPU recipe of the
-# `ablation` suite (the same ML-100k split and all 943 test users).
+# `ablation` suite on equal budgets, stage II alone and I+II (the same ML-100k split, all 943 test users).
 ROWS = [("full", v) for v in ("pop", "itemknn", "bm25-text", "sasrec", "bert4rec", "recbole-sasrec", "recbole-gru4rec",
-                              "recbole-caser", "recbole-stamp", "calrec")] + [("ablation", "calrec-stage2"), ("ablation", "calrec")]
+                              "recbole-caser", "recbole-stamp", "calrec")] + [("ablation", "calrec-ii"), ("ablation", "calrec-i-ii")]
 DATASETS = ("ml-100k", "ml-1m")
 METRICS = ("Recall@10", "NDCG@10")
 
