@@ -6,10 +6,12 @@ bytes, and bytes changed inside a still-valid container (a damaged weight) are c
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from tqdm.auto import tqdm
 
 from bench.execute.distributed import agree, gather_objects, is_main
@@ -20,9 +22,25 @@ def digest(key: dict) -> str:
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def stage_dir(shared: Path, stage: str) -> Path:
+    """The folder of a stage's trained weights (`stage1`, `stage2`)."""
+    return shared / f"calrec-{stage}"
+
+
 def stage_path(shared: Path, stage: str, key: dict) -> Path:
     """Where a stage's trained weights are kept: one file per training key (code fingerprint included)."""
-    return shared / f"calrec-{stage}" / f"{digest(key)}.pt"
+    return stage_dir(shared, stage) / f"{digest(key)}.pt"
+
+
+def read_stage(path: Path, key: dict | None = None, device: str | torch.device = "cpu") -> dict | None:
+    """A stage entry as `write_stage` saved it ({"state", "timing", "key", "curves"}), by read_cache's rules."""
+    return read_cache(path, lambda b: torch.load(io.BytesIO(b), map_location=device, weights_only=False), key)
+
+
+def write_stage(path: Path, entry: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(entry, buf)
+    write_cache(path, buf.getvalue())
 
 
 def validation_path(shared: Path, key: dict, valid: str) -> Path:

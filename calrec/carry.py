@@ -12,20 +12,18 @@ that cell was verified from and the cell's seed, and its training record is the 
 stored (steps, tokens, selection, seconds: identical). Nothing is overwritten; an entry already
 under today's key stays as it is.
 
-Entries are where `calrec.cache.stage_path` and `validation_path` put them, the rules the model
-reads and writes them by (tests/test_calrec_carry.py fits under the new key and checks that it
+Entries are where `calrec.cache.stage_path` and `validation_path` put them, read and written by
+`read_stage` and `write_stage`: the rules the model reads and writes them by (tests/test_calrec_carry.py fits under the new key and checks that it
 reads what was carried).
 """
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
-from calrec.cache import read_cache, stage_path, validation_path, write_cache
+from calrec.cache import read_cache, read_stage, stage_dir, stage_path, validation_path, write_cache, write_stage
 
 STAGES = ("stage1", "stage2")
 
@@ -57,12 +55,12 @@ def carry_weights(shared: Path, cells: list[VerifiedCell]) -> list[Path]:
     written: list[Path] = []
     if not by_code:
         return written
-    entries = {stage: sorted((shared / f"calrec-{stage}").glob("*.pt")) for stage in STAGES}
+    entries = {stage: sorted(stage_dir(shared, stage).glob("*.pt")) for stage in STAGES}
     valid_digests = set()
     loaded = {}
     for stage, paths in entries.items():
         for path in paths:
-            saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), map_location="cpu", weights_only=False))
+            saved = read_stage(path)
             if isinstance(saved, dict) and isinstance(saved.get("key"), dict):
                 loaded[path] = (stage, saved)
                 valid_digests.add((saved["key"].get(stage) or {}).get("valid"))
@@ -75,9 +73,7 @@ def carry_weights(shared: Path, cells: list[VerifiedCell]) -> list[Path]:
             new_key = {**key, "code": cell.fingerprint}
             target = stage_path(shared, stage, new_key)
             if not target.exists():
-                buf = io.BytesIO()
-                torch.save({**saved, "key": new_key}, buf)
-                write_cache(target, buf.getvalue())
+                write_stage(target, {**saved, "key": new_key})
                 written.append(target)
             written += _carry_validation(shared, key, new_key, valid_digests, cell.validation)
             break

@@ -14,7 +14,6 @@ one stage-I run, and the inference variants share one trained model (selection d
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -33,7 +32,7 @@ from bench.execute.scoring import validation_metrics, validation_ndcg10
 from bench.split import Split, leave_one_out
 from bench.text import BM25Catalog
 from calrec.backbone import add_lora, freeze_below, load_backbone, residual_dropout
-from calrec.cache import read_cache, stage_path, validation_path, write_cache
+from calrec.cache import read_cache, read_stage, stage_path, validation_path, write_cache, write_stage
 from calrec.frozen import Ragged, cache_key, cached_states, frozen_states
 from calrec.inference import Inference
 from calrec.config import CALRecConfig, stage1_settings
@@ -175,7 +174,7 @@ class CALRec(Inference):
         """Load the stage's weights (and its training curve) if this exact configuration ran before;
         else train and save them atomically."""
         path = stage_path(ctx.extra.get("shared_cache", ctx.workdir), stage, key)
-        saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), map_location=self.device, weights_only=False), key)
+        saved = read_stage(path, key, self.device)
         if saved is not None:
             load_trainable_state(self.model, self.head, saved["state"])
             ctx.curves.extend(saved.get("curves", []))
@@ -184,10 +183,8 @@ class CALRec(Inference):
         first = len(ctx.curves)
         timing = train()
         if is_main():
-            buf = io.BytesIO()
-            torch.save({"state": trainable_state(self.model, self.head), "timing": timing, "key": key,
-                        "curves": ctx.curves[first:]}, buf)
-            write_cache(path, buf.getvalue())
+            write_stage(path, {"state": trainable_state(self.model, self.head), "timing": timing, "key": key,
+                               "curves": ctx.curves[first:]})
         barrier()
         self.timings[stage] = timing
 
