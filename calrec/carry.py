@@ -13,15 +13,14 @@ stored (steps, tokens, selection, seconds: identical). Nothing is overwritten; a
 under today's key stays as it is.
 
 Entries are where `calrec.cache.stage_path` and `validation_path` put them, read and written by
-`read_stage` and `write_stage`: the rules the model reads and writes them by (tests/test_calrec_carry.py fits under the new key and checks that it
-reads what was carried).
+`read_stage` and `write_stage`: the rules the model reads and writes them by
+(tests/test_calrec_carry.py fits under the new key and checks that it reads what was carried).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
 
 from calrec.cache import read_cache, read_stage, stage_dir, stage_path, validation_path, write_cache, write_stage
 

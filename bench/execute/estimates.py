@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import MISSING, fields
+from functools import cache
 
 import numpy as np
 
@@ -273,11 +274,16 @@ PROMPT_SETTINGS = ("template", "item_fields", "max_history", "max_prompt_tokens"
 COMPUTE_SETTINGS = ("backbone", "train_layers", "frozen_cache", "lora_r")
 
 
-def _calrec_settings(params: dict, names: tuple[str, ...]) -> dict:
-    """`names` as CALRec reads them: a setting left out is its default (compared as such)."""
+@cache
+def _calrec_defaults() -> dict:
     from calrec.config import GROUPS
 
-    defaults = {f.name: f.default for dc in GROUPS.values() for f in fields(dc) if f.default is not MISSING}
+    return {f.name: f.default for dc in GROUPS.values() for f in fields(dc) if f.default is not MISSING}
+
+
+def _calrec_settings(params: dict, names: tuple[str, ...]) -> dict:
+    """`names` as CALRec reads them: a setting left out is its default (compared as such)."""
+    defaults = _calrec_defaults()
     return {k: params.get(k, defaults.get(k)) for k in names}
 
 
