@@ -202,11 +202,11 @@ def test_seed_level_tests_carry_a_per_user_reading_and_the_findings_say_whether_
 
     suite = load_suite("ablation")
     runs, _ = load_runs(suite, ROOT / "results", "ml-100k")
-    rows = ["calrec-stage2", "calrec", "calrec-zero-shot"]
-    tests = {c.row: c for c in compare_rows(suite, runs, rows, "calrec-stage2", ["NDCG@10"])}
-    seeds, single = tests["calrec"], tests["calrec-zero-shot"]
+    rows = ["calrec-i-ii", "calrec-ii", "calrec-untrained"]
+    tests = {c.row: c for c in compare_rows(suite, runs, rows, "calrec-i-ii", ["NDCG@10"])}
+    seeds, single = tests["calrec-ii"], tests["calrec-untrained"]
     assert seeds.kind == "seeds" and 0 < seeds.p_users < 1
-    a, b = runs["calrec"].user_metric("NDCG@10", suite.ks, seeds.seeds), runs["calrec-stage2"].user_metric("NDCG@10", suite.ks, seeds.seeds)
+    a, b = runs["calrec-ii"].user_metric("NDCG@10", suite.ks, seeds.seeds), runs["calrec-i-ii"].user_metric("NDCG@10", suite.ks, seeds.seeds)
     from scipy import stats
     assert seeds.p_users == pytest.approx(stats.ttest_rel(a, b).pvalue)
     assert agreement(seeds).endswith("(agrees)" if (seeds.p < 0.05) == (seeds.p_users < 0.05) else "(disagrees)")
