@@ -363,3 +363,23 @@ def test_what_fits_in_a_sitting_keeps_shared_training_together_and_lower_seeds_f
     assert main(["plan", "--suite", str(suite.path), "--results", str(tmp_path / "r"), "--hours", "3"]) == 0
     out = capsys.readouterr().out
     assert "### What fits in 3 h here" in out and "Nothing left fits." in out  # nothing has run: no estimates
+
+
+def test_a_run_records_its_peak_memory_and_the_plan_warns_where_it_would_not_fit(tmp_path, monkeypatch):
+    """A cell past the machine's memory is killed without a word: each run records its peak resident
+    memory, and the plan names the cells to run whose settings peaked near this machine's memory."""
+    import json
+
+    import bench.execute.plan as plan_module
+    from bench.execute.plan import plan_markdown
+
+    suite, res = _suite(tmp_path), tmp_path / "r"
+    assert main(["run", "--suite", str(suite.path), "--results", str(res), "--models", "knn", "--seeds", "0"]) == 0
+    [run] = res.glob("runs/*/syn/knn/seed0/run.json")
+    memory = json.loads(run.read_text())["memory"]
+    assert 0 < memory["host_peak_mb"] <= memory["host_total_mb"]
+    assert "Memory:" not in plan_markdown(suite, res)  # a small model fits
+    monkeypatch.setattr(plan_module, "total_memory_mb", lambda: memory["host_peak_mb"])  # as on a machine this small
+    md = plan_markdown(suite, res)
+    assert "- Memory:" in md and "syn/knn/seed1 (" in md and "syn/knn/seed0" not in md.split("- Memory:")[1]
+    assert "syn/sas/" not in md.split("- Memory:")[1]  # no stored run of its settings: nothing said

@@ -14,6 +14,7 @@ from bench.execute.fingerprint import checkpoint_key, staleness
 from bench.execute.records import family, frozen_cache_seconds, record_device, stored_records
 from bench.report.costs import device as machine
 from bench.execute.planned import PlannedCell, duration
+from bench.execute.provenance import total_memory_mb
 from bench.execute.runner import data_version, plan
 from bench.execute.sitting import sitting_markdown
 from bench.execute.store import RunStore, config_hash
@@ -110,6 +111,7 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False, hours: float | No
             "on this one. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
             "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root, history)
+            + memory_note(cells, history)
             + ("" if hours is None else "\n" + sitting_markdown(run, cells, hours)))
 
 
@@ -131,3 +133,26 @@ def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:
             f"another precision (bf16 is in its key; here `bf16: auto` is {'bf16' if native_bf16() else 'fp32'}), the first "
             f"cell of each dataset and setting builds it again: up to {duration(max(shown))} "
             f"({'on this machine' if local else 'on other machines'}, as stored runs record).\n")
+
+
+def memory_note(cells: list[PlannedCell], history: dict, share: float = 0.9) -> str:
+    """Cells to run whose settings a stored run trained at a peak resident memory above `share` of this
+    machine's: a cell past the machine's memory is killed without a word, hours in."""
+    total = total_memory_mb()
+    if not total:
+        return ""
+    heavy = []
+    for p in cells:
+        if not p.state.startswith("to run"):
+            continue
+        params = p.cell.variant.params_for(p.cell.dataset.key)
+        kind = family(p.cell.variant.model, params)
+        peaks = [int((r.get("memory") or {}).get("host_peak_mb") or 0) for r in history.get((kind, p.cell.dataset.spec), [])
+                 if r["config"]["model"]["params"] == params]
+        if peaks and max(peaks) > share * total:
+            heavy.append(f"{p.cell.name} ({max(peaks) / 1024:.1f} GB)")
+    if not heavy:
+        return ""
+    return (f"- Memory: stored runs of the same settings peaked near or above this machine's {total / 1024:.1f} GB, so "
+            f"these cells may be killed for memory here (fewer rows a forward pass, `micro_batch`, lowers a CALRec "
+            f"cell's peak): {', '.join(heavy)}.\n")

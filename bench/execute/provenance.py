@@ -76,6 +76,56 @@ def machine() -> dict:
     return out
 
 
+def reset_peak_memory() -> None:
+    """Start counting a cell's peak memory: Linux resets a process's peak resident set on request (where
+    it does not, the peak read later is the process's since it started, an upper bound)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_rss_mb() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) // 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return int(peak // (1024 * 1024 if sys.platform == "darwin" else 1024))
+
+
+def total_memory_mb() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def peak_memory() -> dict:
+    """The peak resident memory of this process since `reset_peak_memory`, the machine's memory, and
+    on a GPU the peak memory torch allocated there (MiB). A cell past the machine's memory is killed
+    before it can say so, so `bench plan` reads these to warn before the next one starts."""
+    out = {"host_peak_mb": _peak_rss_mb(), "host_total_mb": total_memory_mb()}
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            out["gpu_peak_mb"] = int(torch.cuda.max_memory_allocated() // 2**20)
+            out["gpu_total_mb"] = int(torch.cuda.get_device_properties(0).total_memory // 2**20)
+    return out
+
+
 def _gpu_driver() -> str | None:
     """The NVIDIA driver's version, as nvidia-smi reports it (torch does not say); None without it."""
     smi = shutil.which("nvidia-smi")

@@ -20,7 +20,7 @@ from bench.errors import BenchError
 from bench.evaluate import metric_names, metrics_from_ranks
 from bench.models import FitContext, make_model
 from bench.execute.fingerprint import ROOT, checkpoint_key, code_record, staleness
-from bench.execute.provenance import machine, versions
+from bench.execute.provenance import machine, peak_memory, reset_peak_memory, versions
 from bench.execute.scoring import cold_test_targets, masked_test_targets, score_users
 from bench.execute.scratch import scratch_cwd
 from bench.execute.space import check_space
@@ -189,6 +189,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     model = make_model(cell.variant.model, config["model"]["params"])
     seed_everything(cell.seed)
+    reset_peak_memory()
     t0 = time.perf_counter()
     with scratch_cwd(cell.name):
         model.fit(split, ctx)
@@ -209,6 +210,7 @@ def _compute_cell(cell: Cell, store: RunStore, out: Path, config: dict, chash: s
         "command": shlex.join([sys.executable.rsplit("/", 1)[-1], "-m", "bench", *sys.argv[1:]]),
         "versions": versions(),
         "machine": machine(),
+        "memory": peak_memory(),  # this process's (rank 0's under torchrun), fit and scoring
         "ranks": world()[1],  # processes of a data-parallel launch (torchrun), 1 otherwise
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - (t2 - t0))),
         # a model resumed from its checkpoint reports the training time of the processes before
