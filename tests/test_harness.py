@@ -58,6 +58,9 @@ def test_run_is_resumable_and_tables_are_written(suite_file, tmp_path, capsys):
     cost = (res / "tables/tiny/syn-cost.md").read_text().splitlines()
     knn_row = next(line for line in cost if line.startswith("| knn "))
     assert "| 0, 1 " in knn_row and "cores" in knn_row  # one row per variant, its seeds and device
+    assert "Peak memory (GB)" in cost[2] and "Peak memory: the highest" in cost[-1]
+    peak = max(json.loads((res / f"runs/tiny/syn/knn/seed{s}/run.json").read_text())["memory"]["host_peak_mb"] for s in (0, 1))
+    assert f" {peak / 1024:.1f} |" in knn_row
     assert run("plot", "--suite", str(suite_file), "--results", str(res)) == 0
     plots = {p.name for p in (res / "plots/tiny").iterdir()}
     assert {"syn-metric-at-k.png", "syn-ablation-knn-vs-random.png", "syn-ablation-knn-vs-random.pdf"} <= plots

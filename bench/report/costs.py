@@ -44,17 +44,31 @@ def cost_rows(suite: Suite, runs: dict[str, VariantRuns]) -> list[list[str]]:
                      _mean_sd([r["fit_seconds"] for r in records], ".1f"),
                      _mean_sd([r["predict_seconds"] for r in records], ".1f"),
                      _mean_sd(epochs, ".0f"), _mean_sd(best, ".0f"),
-                     ", ".join(f"{p:,}" for p in params), "; ".join(sorted({device(r) for r in records}))])
+                     ", ".join(f"{p:,}" for p in params), peak_memory(records), "; ".join(sorted({device(r) for r in records}))])
     return rows
 
 
+def peak_memory(records: list[dict]) -> str:
+    """The highest peak over a row's seeds, in GB: the host's resident set, and a GPU's allocation where
+    one ran it ("" for runs stored before runs recorded it)."""
+    host = [m["host_peak_mb"] for r in records if (m := r.get("memory")) and m.get("host_peak_mb")]
+    gpu = [m["gpu_peak_mb"] for r in records if (m := r.get("memory")) and m.get("gpu_peak_mb")]
+    return "; ".join(([f"{max(host) / 1024:.1f}"] if host else []) + ([f"GPU {max(gpu) / 1024:.1f}"] if gpu else []))
+
+
 def cost_markdown(suite: Suite, dataset: str, runs: dict[str, VariantRuns]) -> str:
-    headers = ["Model", "Seeds", "Fit (s)", "Predict (s)", "Epochs run", "Best epoch", "Parameters", "Device"]
-    body = tabulate(cost_rows(suite, runs), headers=headers, tablefmt="pipe", disable_numparse=True,
-                    colalign=("left", "left") + ("right",) * 5 + ("left",))
+    headers = ["Model", "Seeds", "Fit (s)", "Predict (s)", "Epochs run", "Best epoch", "Parameters", "Peak memory (GB)",
+               "Device"]
+    rows = cost_rows(suite, runs)
+    if not any(row[7] for row in rows):  # no run of this table recorded it: no empty column
+        headers, rows = headers[:7] + headers[8:], [row[:7] + row[8:] for row in rows]
+    body = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True,
+                    colalign=("left", "left") + ("right",) * (len(headers) - 3) + ("left",))
+    memory = ("Peak memory: the highest over the row's seeds of the process's peak resident set over fit and scoring "
+              "(and a GPU's peak allocation), blank for runs stored before runs recorded it. " if len(headers) == 9 else "")
     return (f"### {suite.name}: {dataset}, cost per run\n\n{body}\n\n"
             "- Wall time of `fit` (training, with validation for early stopping) and of `predict` (scoring the test "
             "users), from each run's `run.json`; mean ± standard deviation over seeds. Predict covers the suite's test "
             "users only (a sample where the suite says so). Device says where the model ran; times also depend on what "
             "else the machine ran then. Variants that reuse cached weights (CALRec's stage and inference ablations) "
-            "show only their own work.\n")
+            "show only their own work. " + memory).rstrip() + "\n"
