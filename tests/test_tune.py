@@ -171,6 +171,7 @@ def test_track_logs_the_smoke_suite_to_mlflow_and_reads_it_back(tmp_path):
     stored = json.loads((res / "runs/smoke/synthetic/itemknn/seed0/metrics.json").read_text())
     record = json.loads((res / "runs/smoke/synthetic/itemknn/seed0/run.json").read_text())
     assert knn.data.metrics["NDCG_at_10"] == pytest.approx(stored["NDCG@10"])
+    assert knn.data.metrics["host_peak_mb"] > 0  # the cell's peak memory, beside its wall times
     assert knn.data.params["model.name"] == "itemknn" and knn.data.params["seed"] == "0"
     assert knn.data.tags["commit"] == record["commit"] and knn.data.tags["config_hash"] == record["config_hash"]
     assert {a.path for a in client.list_artifacts(knn.info.run_id)} >= {"run.json", "per_user.csv.gz", "metrics.json"}

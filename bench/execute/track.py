@@ -145,6 +145,7 @@ class MlflowTracker:
             return None
         metrics = json.loads((folder / "metrics.json").read_text())
         metrics.update({"fit_seconds": rec["fit_seconds"], "predict_seconds": rec["predict_seconds"]})
+        metrics.update({k: v for k, v in (rec.get("memory") or {}).items() if k.endswith("_peak_mb") and v is not None})
         curves = pd.read_csv(folder / "curves.csv").to_dict("records") if (folder / "curves.csv").is_file() else []
         files = [folder / n for n in ("run.json", "metrics.json", "per_user.csv.gz", "curves.csv")]
         return self._log(experiment, cell.name, tags, flatten(rec["config"]), metrics, curves, files)
