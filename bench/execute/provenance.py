@@ -84,11 +84,20 @@ def reset_peak_memory() -> None:
             f.write("5")
     except OSError:
         pass
-    if "torch" in sys.modules:
+    if _cuda_in_use():
         import torch
 
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _cuda_in_use() -> bool:
+    """Whether this process has used a GPU (torch imported and CUDA initialised): only then is there a
+    GPU peak to reset or read, and asking does not initialise CUDA in a CPU-only cell."""
+    if "torch" not in sys.modules:
+        return False
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
 def _peak_rss_mb() -> int:
@@ -117,12 +126,11 @@ def peak_memory() -> dict:
     on a GPU the peak memory torch allocated there (MiB). A cell past the machine's memory is killed
     before it can say so, so `bench plan` reads these to warn before the next one starts."""
     out = {"host_peak_mb": _peak_rss_mb(), "host_total_mb": total_memory_mb()}
-    if "torch" in sys.modules:
+    if _cuda_in_use():
         import torch
 
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["gpu_peak_mb"] = int(torch.cuda.max_memory_allocated() // 2**20)
-            out["gpu_total_mb"] = int(torch.cuda.get_device_properties(0).total_memory // 2**20)
+        out["gpu_peak_mb"] = int(torch.cuda.max_memory_allocated() // 2**20)
+        out["gpu_total_mb"] = int(torch.cuda.get_device_properties(0).total_memory // 2**20)
     return out
 
 

@@ -51,21 +51,25 @@ def cost_rows(suite: Suite, runs: dict[str, VariantRuns]) -> list[list[str]]:
 def peak_memory(records: list[dict]) -> str:
     """The highest peak over a row's seeds, in GB: the host's resident set, and a GPU's allocation where
     one ran it ("" for runs stored before runs recorded it)."""
-    host = [m["host_peak_mb"] for r in records if (m := r.get("memory")) and m.get("host_peak_mb")]
-    gpu = [m["gpu_peak_mb"] for r in records if (m := r.get("memory")) and m.get("gpu_peak_mb")]
-    return "; ".join(([f"{max(host) / 1024:.1f}"] if host else []) + ([f"GPU {max(gpu) / 1024:.1f}"] if gpu else []))
+    out = []
+    for name, prefix in (("host_peak_mb", ""), ("gpu_peak_mb", "GPU ")):
+        peaks = [m[name] for r in records if (m := r.get("memory")) and m.get(name)]
+        if peaks:
+            out.append(f"{prefix}{max(peaks) / 1024:.1f}")
+    return "; ".join(out)
 
 
 def cost_markdown(suite: Suite, dataset: str, runs: dict[str, VariantRuns]) -> str:
     headers = ["Model", "Seeds", "Fit (s)", "Predict (s)", "Epochs run", "Best epoch", "Parameters", "Peak memory (GB)",
                "Device"]
     rows = cost_rows(suite, runs)
-    if not any(row[7] for row in rows):  # no run of this table recorded it: no empty column
+    shown = any(row[7] for row in rows)  # where no run of this table recorded it, no empty column
+    if not shown:
         headers, rows = headers[:7] + headers[8:], [row[:7] + row[8:] for row in rows]
     body = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True,
                     colalign=("left", "left") + ("right",) * (len(headers) - 3) + ("left",))
     memory = ("Peak memory: the highest over the row's seeds of the process's peak resident set over fit and scoring "
-              "(and a GPU's peak allocation), blank for runs stored before runs recorded it. " if len(headers) == 9 else "")
+              "(and a GPU's peak allocation), blank for runs stored before runs recorded it. " if shown else "")
     return (f"### {suite.name}: {dataset}, cost per run\n\n{body}\n\n"
             "- Wall time of `fit` (training, with validation for early stopping) and of `predict` (scoring the test "
             "users), from each run's `run.json`; mean ± standard deviation over seeds. Predict covers the suite's test "
