@@ -296,9 +296,7 @@ def compute_settings(params: dict) -> str:
 
 
 def _batch(params: dict) -> int:
-    from calrec.config import TrainConfig
-
-    return int(params.get("batch_size") or TrainConfig.batch_size)
+    return int(_calrec_settings(params, ("batch_size",))["batch_size"])
 
 
 # CALRec settings that shape stage II only: cells differing in nothing else share one stage I.
