@@ -328,3 +328,25 @@ def test_a_runs_folder_that_cannot_be_written_fails_each_cell_with_one_line(tmp_
     assert main(["run", "--suite", str(suite), "--results", str(tmp_path / "r"), "--force"]) == 1
     said = capsys.readouterr()
     assert f"syn/pop/seed0 (failed: OSError: [Errno {err}]" in said.err and "Traceback" not in said.out + said.err
+
+
+def test_plots_of_rows_a_suite_no_longer_has_are_removed_and_others_kept(tmp_path, capsys):
+    """A plot of a table or row taken out of the suite file showed numbers no stored run backs any more."""
+    suite = tmp_path / "mine.yaml"
+    body = ("seeds: [0]\nks: [1, 10]\ndatasets:\n  syn: {spec: synthetic, n_users: 60, n_items: 30, seed: 1}\n"
+            "models:\n  pop: {model: pop}\n  random: {model: random}\n")
+    suite.write_text(body + "ablations: {t: [pop, random], gone: [pop, random]}\n")
+    results = tmp_path / "results"
+    assert main(["run", "--suite", str(suite), "--results", str(results)]) == 0
+    assert main(["plot", "--suite", str(suite), "--results", str(results)]) == 0
+    out = results / "plots" / "mine"
+    assert (out / "syn-ablation-gone.png").is_file()
+    (out / "other-dataset-main.png").write_bytes(b"x")  # not a dataset this suite drew: not ours to judge
+    (out / "notes.txt").write_text("kept")
+    suite.write_text(body + "ablations: {t: [pop, random]}\n")  # the table `gone` taken out
+    capsys.readouterr()
+    assert main(["plot", "--suite", str(suite), "--results", str(results)]) == 0
+    assert not (out / "syn-ablation-gone.png").exists() and not (out / "syn-ablation-gone.pdf").exists()
+    assert "removed" in capsys.readouterr().out
+    assert (out / "syn-ablation-t.png").is_file() and (out / "other-dataset-main.png").is_file()
+    assert (out / "notes.txt").read_text() == "kept"

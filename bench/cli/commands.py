@@ -139,7 +139,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from bench.report.plots import plot_suite
+    from bench.report.plots import plot_suite, stale_plots
     from bench.suites.load import load_suite
 
     suite = load_suite(args.suite, args.results)
@@ -149,6 +149,9 @@ def cmd_plot(args) -> int:
                          f"(python -m bench run --suite {args.suite} first)")
     for p in written:
         print(p)
+    for p in stale_plots(suite, args.results / "plots" / suite.name, written):
+        p.unlink()
+        print(f"removed {p} (not drawn from the stored runs any more)")
     return 0
 
 
