@@ -350,3 +350,33 @@ def test_plots_of_rows_a_suite_no_longer_has_are_removed_and_others_kept(tmp_pat
     assert "removed" in capsys.readouterr().out
     assert (out / "syn-ablation-t.png").is_file() and (out / "other-dataset-main.png").is_file()
     assert (out / "notes.txt").read_text() == "kept"
+
+
+def test_a_cell_killed_outright_is_named_by_plan_and_run_and_a_finished_one_leaves_nothing(tmp_path, capsys):
+    """The kernel's out-of-memory killer ends a cell without a word: before, the next plan said "not run
+    yet" and the next run started it again as if nothing had happened."""
+    import json
+    import subprocess
+    import sys
+
+    from bench.execute.attempt import attempt_file, read_attempt
+
+    suite = tmp_path / "mine.yaml"
+    suite.write_text("seeds: [0]\nks: [10]\ndatasets:\n  syn: {spec: synthetic, n_users: 40, n_items: 20, seed: 1}\n"
+                     "models:\n  pop: {model: pop}\n")
+    results = tmp_path / "results"
+    cell = results / "runs" / "mine" / "syn" / "pop" / "seed0"
+    cell.parent.mkdir(parents=True)
+    killed = ("import os, signal, sys, time; from pathlib import Path; from bench.execute.attempt import recorded_attempt\n"
+              "with recorded_attempt(Path(sys.argv[1]), every=0.05):\n"
+              "    time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", killed, str(cell)]).returncode == -9
+    left = read_attempt(cell)
+    assert left["pid"] and left["host_peak_mb"] > 0 and left["updated"] >= left["started"]
+    assert main(["plan", "--suite", str(suite), "--results", str(results)]) == 0
+    assert "ended without a result or an error" in capsys.readouterr().out
+    json.loads(attempt_file(cell).read_text())  # the plan only reads it
+    assert main(["run", "--suite", str(suite), "--results", str(results)]) == 0
+    assert "an earlier attempt" in "".join(capsys.readouterr())
+    assert (cell / "metrics.json").is_file() and not attempt_file(cell).exists()
+    assert not list(cell.parent.glob(".*.attempt.json"))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from bench.execute.attempt import describe, read_attempt
 from bench.execute.estimates import (dataset_stats, epoch_cost_ratios, estimate, stage1_key,
                                      stage1_seconds, this_machine, training_key)
 from bench.execute.executors import wants_gpu
@@ -51,7 +52,10 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
         else:
             state = f"stale (--stale reruns): {stale}"
         if why is not None or (stale and not stale.startswith("no code")):  # what a run would (re)compute
-            state += "; running now (another process holds its lock)" if store.is_locked(folder) else ""
+            if store.is_locked(folder):
+                state += "; running now (another process holds its lock)"
+            elif (left := read_attempt(folder)) is not None:
+                state += f"; {describe(left)}"
             progress = store.progress(store.cache_dir(suite.name, cell.dataset.key, cell.variant.key, cell.seed))
             if progress and progress.get("key") == checkpoint_key(chash, cell.variant.model, cell.dataset.spec):
                 trained_s = float(progress.get("seconds") or 0.0)

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bench.datasets import load_dataset
+from bench.execute.attempt import describe, read_attempt, recorded_attempt
 from bench.execute.distributed import agree, check_models, is_main, world
 from bench.errors import BenchError
 from bench.evaluate import metric_names, metrics_from_ranks
@@ -158,8 +159,11 @@ def run_cell(cell: Cell, store: RunStore, force: bool = False, stale: bool = Fal
             return agree("cached")
         if why not in (None, "not run yet"):
             tqdm.write(f"{cell.name}: recomputing: {why}")
+        if (left := read_attempt(out)) is not None:  # the lock is ours: whoever left it is gone
+            tqdm.write(f"{cell.name}: {describe(left)}; computing it again")
         agree("compute")
-        return _compute_cell(cell, store, out, config, chash)
+        with recorded_attempt(out):
+            return _compute_cell(cell, store, out, config, chash)
     finally:
         lock.close()
 
