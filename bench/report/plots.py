@@ -204,6 +204,46 @@ def plot_suite(suite: Suite, root: Path) -> list[Path]:
     return written
 
 
+def findings_plot(suite: Suite, dataset: str, runs: dict[str, VariantRuns], missing: Missing, out: Path) -> list[Path]:
+    """The findings as a forest plot: each row's NDCG@10 difference from its reference with its 95%
+    interval, coloured by what the Holm-adjusted test reads, grouped by question."""
+    found = [f for f in findings(suite, dataset, runs, missing) if not isinstance(f[3], str)]
+    if not found:
+        return []
+    colour = {1: "tab:green", -1: "tab:red", 0: "tab:gray"}
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(found) + 1.2))
+    for y, (question, row, ref, c) in enumerate(found):
+        low, high = c.interval()
+        ax.errorbar(c.difference, y, xerr=[[c.difference - low], [high - c.difference]], fmt="o", capsize=3,
+                    color=colour[c.significant])
+        if question:
+            if y:
+                ax.axhline(y - 0.5, color="0.85", linewidth=0.8)
+            ax.text(1.02, y, question, transform=ax.get_yaxis_transform(), fontsize=7, style="italic", va="center")
+    ax.set_yticks(range(len(found)), [f"{row} vs {ref}" for _, row, ref, _ in found], fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"{METRIC}: row minus reference (unadjusted 95% interval)")
+    ax.set_title(f"{dataset}: each question's rows against their reference\n(colour: the Holm-adjusted test; red lower, "
+                 f"green higher, grey not separated; intervals are not adjusted)", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, out / f"{dataset}-findings")
+
+
+def _to_docs_front_page(suite: Suite, dataset: str, root: Path, drawn: list[Path]) -> None:
+    """The README's findings plot also on the docs site's front page (docs/img/findings.png), when
+    the plots are those of this checkout's own results."""
+    import shutil
+
+    from bench.execute.fingerprint import ROOT
+    from bench.report.findings import DATASET, SUITE
+
+    png = [p for p in drawn if p.suffix == ".png"]
+    if suite.name == SUITE and dataset == DATASET and png and Path(root).resolve() == (ROOT / "results").resolve():
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png[0], ROOT / "docs" / "img" / "findings.png")
+
+
 def stale_plots(suite: Suite, out: Path, written: list[Path]) -> list[Path]:
     """The plots in `out` of a dataset drawn this time that were not drawn again: a row or table the suite
     no longer has, or a cell no longer stored. Left there, they would show numbers no run backs."""
