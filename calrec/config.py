@@ -70,6 +70,7 @@ class TrainConfig:
     warmup: int = 10
     schedule: str = "constant"  # 'constant' or 'cosine' after warmup
     examples: str = "sampled"  # 'sampled' (random user, random position) or 'epochs'
+    window_tilings: int = 1  # epochs' windows: k tilings in turn, each shifted back by window/k items (calrec/train.py)
     target: str = "random"
     eval_every: int = 50
     patience: int = 3
@@ -147,6 +148,10 @@ class CALRecConfig:
         if t.frozen_cache and not (t.train_layers and t.examples == "epochs"):
             raise BenchError("calrec: frozen_cache needs train_layers > 0 and examples 'epochs' "
                              "(the cached layers must be frozen and the windows fixed)")
+        if not (isinstance(t.window_tilings, int) and t.window_tilings >= 1) or (
+                t.window_tilings > 1 and not (t.examples == "epochs" and self.towers.nig_targets == "all")):
+            raise BenchError(f"calrec: window_tilings must be an integer >= 1, and above 1 needs examples 'epochs' and "
+                             f"nig_targets 'all' (it shifts the tiled windows), not {t.window_tilings!r}")
         if t.pack < 0 or (t.pack and t.frozen_cache):
             raise BenchError(f"calrec: pack must be >= 0 and needs frozen_cache off (packed steps run every layer), "
                              f"not pack {t.pack!r} with frozen_cache {t.frozen_cache!r}")

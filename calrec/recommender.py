@@ -38,8 +38,8 @@ from calrec.inference import Inference
 from calrec.config import CALRecConfig, stage1_settings
 from calrec.text import PromptBuilder, domain_noun
 from calrec.towers import LossWeights, collate, hidden_states, pad_states, token_logprobs
-from calrec.train import (Domain, StageConfig, domain_probabilities, epoch_positions, load_trainable_state, train_stage,
-                          trainable_state)
+from calrec.train import (Domain, StageConfig, domain_probabilities, epoch_positions, load_trainable_state, tiling_shifts,
+                          train_stage, trainable_state)
 
 
 class CALRec(Inference):
@@ -61,7 +61,7 @@ class CALRec(Inference):
         self._inference_model = None
         self._item_vectors = None
         self._trie_scorer = None
-        self._frozen: dict = {}  # domain name -> FrozenStates
+        self._frozen: dict = {}  # domain name -> its FrozenStates, one a window tiling
         self._valid_frozen: Ragged | None = None  # the validation prompts' frozen-layer output (frozen_cache)
 
     # ----------------------------------------------------------------- fitting
@@ -142,7 +142,8 @@ class CALRec(Inference):
                            nig_per=self.cfg.towers.nig_per,
                            vocab=self.cfg.towers.vocab, micro_batch=t.micro_batch, contrastive_batch=t.contrastive_batch,
                            log_every=t.log_every, fused=self.fused_adamw, pack=t.pack, compile=t.compile,
-                           shuffle_history=self.cfg.text.shuffle_history, bf16=self.bf16, device=self.device)
+                           shuffle_history=self.cfg.text.shuffle_history, window_tilings=t.window_tilings,
+                           bf16=self.bf16, device=self.device)
 
     def _training_key(self, seed: int) -> dict:
         """Everything that shapes the trained weights (and nothing that only shapes inference)."""
@@ -154,7 +155,8 @@ class CALRec(Inference):
             key["fused_adamw"] = True
         # Switches absent while off, so weights trained before they existed keep their key.
         off = {"micro_batch": 0, "contrastive_batch": 0, "nig_per": "token", "frozen_cache": False,
-               "natural_titles": False, "weight_decay": 0.0, "dropout": 0.0, "pack": 0, "compile": False}
+               "natural_titles": False, "weight_decay": 0.0, "dropout": 0.0, "pack": 0, "compile": False,
+               "window_tilings": 1}
         return {k: v for k, v in key.items() if v is not None and not (k in off and v == off[k])}
 
     def _selection(self) -> dict:
@@ -229,15 +231,16 @@ class CALRec(Inference):
         if not t.frozen_cache:
             return domain
         if domain.name not in self._frozen:
-            positions = epoch_positions(domain.split.train, cfg, domain.builder.max_history + 1)
             shuffle = np.random.default_rng([self.seed, 3]) if self.cfg.text.shuffle_history else None
-            key = cache_key(domain.builder, positions, domain.split.version, t.train_layers, self.bf16, t.backbone,
-                            self.seed if shuffle is not None else None)
             folder = ctx.extra.get("shared_cache", ctx.workdir) / "calrec-frozen"
-            t0 = time.perf_counter()
-            self._frozen[domain.name] = frozen_states(self.model, domain.builder, domain.split.train, positions,
-                                                      t.train_layers, self.tok.pad_token_id, self.bf16, self.device,
-                                                      key, folder, shuffle)
+            t0, window, states = time.perf_counter(), domain.builder.max_history + 1, []
+            for shift in tiling_shifts(cfg, window):  # one cache a tiling, each keyed by its windows
+                positions = epoch_positions(domain.split.train, cfg, window, shift)
+                key = cache_key(domain.builder, positions, domain.split.version, t.train_layers, self.bf16, t.backbone,
+                                self.seed if shuffle is not None else None)
+                states.append(frozen_states(self.model, domain.builder, domain.split.train, positions, t.train_layers,
+                                            self.tok.pad_token_id, self.bf16, self.device, key, folder, shuffle))
+            self._frozen[domain.name] = tuple(states)
             self.timings.setdefault("frozen_cache_seconds", {})[domain.name] = round(time.perf_counter() - t0, 1)
         return replace(domain, frozen=self._frozen[domain.name])
 

@@ -15,7 +15,11 @@ Examples (`examples`):
   sampled  a random user, then a random target position (or the last one): the first version
   epochs   every (user, position) pair once per epoch, shuffled; with nig_targets='all', windows of
            max_history + 1 items tiled from the end of each sequence, so every training item is a
-           label exactly once per epoch
+           label exactly once per epoch. With `window_tilings` k > 1, epoch e tiles from (e mod k) *
+           window / k items before the end instead (and adds the window ending at the last item, so
+           every item is still a label each epoch; a few of the newest twice): an item meets other
+           neighbours and another position in its window from one epoch to the next, where one tiling
+           shows the model the same windows every epoch
 """
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ class Domain:
     split: Split
     builder: PromptBuilder
     key_offset: int  # item keys are key_offset + item index: unique across domains
-    frozen: FrozenStates | None = None  # the frozen layers' output for its epoch windows (calrec/frozen.py)
+    frozen: tuple[FrozenStates, ...] | None = None  # the frozen layers' output for each tiling's windows (calrec/frozen.py)
 
     @property
     def n_users(self) -> int:
@@ -79,6 +83,7 @@ class StageConfig:
     nig_per: str = _TOWERS.nig_per  # L_NIG's mean over labelled 'token's or 'item's
     vocab: str = _TOWERS.vocab  # LM head over the 'full' vocabulary, the domain's 'catalog' tokens, or its item 'trie'
     shuffle_history: bool = _TEXT.shuffle_history  # control: destroys order information
+    window_tilings: int = _TRAIN.window_tilings  # epochs' windows: tilings shifted by window / k, in turn
     bucket: int = 8  # batches drawn together and sorted by length (less padding)
     micro_batch: int = _TRAIN.micro_batch  # rows per forward pass and rank (0: the step's batch split over the ranks)
     contrastive_batch: int = _TRAIN.contrastive_batch  # rows each InfoNCE row contrasts with (0: one forward pass, all ranks)
@@ -107,14 +112,21 @@ def domain_probabilities(domains: list[Domain], exponent: float) -> np.ndarray:
     return w / w.sum()
 
 
-def epoch_positions(train: list[np.ndarray], cfg: StageConfig, window: int) -> np.ndarray:
-    """(user, target position) pairs that make up one epoch of a domain."""
+def tiling_shifts(cfg: StageConfig, window: int) -> list[int]:
+    """How far before the end each tiling of the epochs' windows starts (one tiling: [0])."""
+    return [k * window // cfg.window_tilings for k in range(cfg.window_tilings)]
+
+
+def epoch_positions(train: list[np.ndarray], cfg: StageConfig, window: int, shift: int = 0) -> np.ndarray:
+    """(user, target position) pairs that make up one epoch of a domain (`shift`: the tiling's, see above)."""
     pairs = []
     for u, seq in enumerate(train):
         if len(seq) < 2:
             continue
         if cfg.nig_targets == "all":  # every item is labelled once: windows tiled back from the end
             ends = range(len(seq) - 1, -1, -window)  # (the oldest window may hold a target alone)
+            if shift:  # tiled from `shift` items before the end, and the newest items in the window ending last
+                ends = [len(seq) - 1, *range(len(seq) - 1 - shift, -1, -window)]
         elif cfg.target == "last":
             ends = [len(seq) - 1]
         else:
@@ -130,8 +142,11 @@ class Examples:
         self.d, self.cfg, self.rng = domain, cfg, rng
         train = domain.split.train
         self.eligible = np.flatnonzero(np.fromiter((len(s) >= 2 for s in train), dtype=bool, count=len(train)))
-        self.epoch = epoch_positions(train, cfg, domain.builder.max_history + 1) if cfg.examples == "epochs" else None
-        self.order, self.at, self.seen = np.empty(0, dtype=np.int64), 0, 0
+        window = domain.builder.max_history + 1
+        self.tilings = ([epoch_positions(train, cfg, window, s) for s in tiling_shifts(cfg, window)]
+                        if cfg.examples == "epochs" else None)
+        self.epoch = self.tilings[0] if self.tilings else None
+        self.order, self.at, self.seen, self.epochs_started, self.tiling = np.empty(0, dtype=np.int64), 0, 0, 0, 0
         self.logq = domain.item_logq()
         self.vocab = torch.tensor(domain.builder.vocab) if cfg.vocab in ("catalog", "trie") else None
         self.trie = domain.builder.trie if cfg.vocab == "trie" else None
@@ -143,33 +158,37 @@ class Examples:
         size = len(self.epoch) if self.epoch is not None else sum(len(s) - 1 for s in self.d.split.train if len(s) >= 2)
         return self.seen / max(size, 1)
 
-    def _positions(self, n: int) -> list[tuple[int, int, int]]:
-        """(user, target position, window index in the epoch; -1 when sampled)."""
+    def _positions(self, n: int) -> list[tuple[int, int, int, int]]:
+        """(user, target position, window index in the epoch; -1 when sampled, the epoch's tiling)."""
         if self.epoch is None:
             train = self.d.split.train
             out = []
             for u in self.rng.choice(self.eligible, size=n):
                 t = int(self.rng.integers(1, len(train[u]))) if self.cfg.target == "random" else len(train[u]) - 1
-                out.append((int(u), t, -1))
+                out.append((int(u), t, -1, 0))
             return out
         out = []
         while len(out) < n:
             if self.at == len(self.order):
+                if len(self.tilings) > 1:  # this epoch's tiling, in turn
+                    self.tiling = self.epochs_started % len(self.tilings)
+                    self.epoch = self.tilings[self.tiling]
+                self.epochs_started += 1
                 self.order, self.at = self.rng.permutation(len(self.epoch)), 0
             take = self.order[self.at : self.at + n - len(out)]
             self.at += len(take)
-            out.extend((int(u), int(t), int(j)) for j, (u, t) in zip(take, self.epoch[take]))
+            out.extend((int(u), int(t), int(j), self.tiling) for j, (u, t) in zip(take, self.epoch[take]))
         return out
 
     def draw(self, n: int) -> list[tuple]:
         """(prompt, item tokens, item key, logq[, cached window states, cached item states]) per example."""
         out = []
-        frozen = self.d.frozen
-        for u, t, j in self._positions(n):
+        for u, t, j, k in self._positions(n):
             seq = self.d.split.train[u]
             item = int(seq[t])
             head = (self.d.builder.item_ids(item), self.d.key_offset + item, float(self.logq[item]))
-            if frozen is not None:  # the window as it was cached (its history shuffled once, if at all)
+            if self.d.frozen is not None:  # the window as it was cached (its history shuffled once, if at all)
+                frozen = self.d.frozen[k]
                 out.append((frozen.prompts[j], *head, frozen.windows[j], frozen.items[item]))
                 continue
             hist = seq[:t]
@@ -193,7 +212,7 @@ def steps(streams: list[Examples], probs: np.ndarray, cfg: StageConfig, rng: np.
 
 
 def collate_examples(rows: list, s: Examples, cfg: StageConfig, pad: int) -> Batch:
-    frozen = ([e[4] for e in rows], [e[5] for e in rows], s.d.frozen.top) if s.d.frozen is not None else None
+    frozen = ([e[4] for e in rows], [e[5] for e in rows], s.d.frozen[0].top) if s.d.frozen is not None else None
     return collate([e[0] for e in rows], [e[1] for e in rows], [e[2] for e in rows], pad, cfg.nig_targets,
                    [e[3] for e in rows], s.vocab, s.trie, frozen, masks=s.branches is None)
 

@@ -132,7 +132,7 @@ def stage_batch(split, tok, model, top, bf16, tmp_path, folder=None):
     positions = epoch_positions(split.train, cfg, b.max_history + 1)
     key = cache_key(b, positions, split.version, top, bf16, "tiny", None)
     frozen = frozen_states(model, b, split.train, positions, top, tok.pad_token_id, bf16, "cpu", key, folder, None)
-    plain, cached = (Domain("syn", split, b, 0, f) for f in (None, frozen))
+    plain, cached = (Domain("syn", split, b, 0, f) for f in (None, (frozen,)))
     rows = Examples(cached, cfg, np.random.default_rng(0)).draw(6)
     s_plain, s_cached = Examples(plain, cfg, np.random.default_rng(0)), Examples(cached, cfg, np.random.default_rng(0))
     return collate_examples([r[:4] for r in rows], s_plain, cfg, tok.pad_token_id), collate_examples(rows, s_cached, cfg, tok.pad_token_id)

@@ -70,7 +70,7 @@ def training_speed(m, split, steps: int, cache_windows: int) -> dict:
         items = compute_states(m.model, [m.builder.item_ids(i) for i in range(split.n_items)], top, pad, m.bf16, m.device,
                                "cache: items")
         out["cache_seconds"] = slice_s * len(positions) / len(some) + time.perf_counter() - t0
-        domain = replace(domain, frozen=FrozenStates([prompts[k] for k in some], windows, items, top))
+        domain = replace(domain, frozen=(FrozenStates([prompts[k] for k in some], windows, items, top),))
     s = Examples(domain, cfg, np.random.default_rng(0))
     s.epoch = positions[some]  # draw the measured slice only (its window k is the cache's row k)
     params = [p for p in m.model.parameters() if p.requires_grad]
