@@ -77,9 +77,10 @@ def read_attempt(cell: Path) -> dict | None:
 def describe(info: dict) -> str:
     """One clause: what the record says of the attempt that left it."""
     peak, total = info.get("host_peak_mb"), info.get("host_total_mb")
+    known = isinstance(peak, (int, float)) and isinstance(total, (int, float))
     memory = (f", at a peak of {peak / 1024:.1f} GB resident of the machine's {total / 1024:.1f} GB when last read"
-              f" ({info.get('updated', '?')})" if isinstance(peak, (int, float)) and isinstance(total, (int, float)) else "")
-    killed = ("likely killed for memory" if isinstance(peak, (int, float)) and isinstance(total, (int, float))
-              and peak > 0.85 * total else "killed outright (`dmesg` names the out-of-memory killer if it was that)")
+              f" ({info.get('updated', '?')})" if known else "")
+    killed = ("likely killed for memory" if known and peak > 0.85 * total
+              else "killed outright (`dmesg` names the out-of-memory killer if it was that)")
     return (f"an earlier attempt (started {info.get('started', '?')} on {info.get('host', '?')}, pid {info.get('pid', '?')}) "
             f"ended without a result or an error{memory}: {killed}")
