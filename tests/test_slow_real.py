@@ -76,7 +76,7 @@ def test_the_ablations_zero_shot_row_scores_the_same_on_every_seed(tmp_path):
     from bench.report.results import seed_independent
     from bench.suites.load import load_suite
 
-    v = load_suite("ablation").variant("calrec-zero-shot")
+    v = load_suite("ablation").variant("calrec-untrained")
     assert seed_independent(v.model, v.params_for("ml-100k")) and list(v.seeds) == [0]
     split = leave_one_out(load_dataset("ml-100k"))
     params = {**v.params_for("ml-100k"), "valid_users": 4, "max_history": 5}
