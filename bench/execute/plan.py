@@ -85,7 +85,9 @@ def plan_suite(suite: Suite, root: Path, gpu: bool = False, history: dict | None
         trained.add(key)
         if s1 is not None:
             stage1_trained.add(s1)
-        out.append(PlannedCell(cell, state, device, train, predict, basis, after))
+        peak = max((int((r.get("memory") or {}).get("host_peak_mb") or 0) for r in mine
+                    if r["config"]["model"]["params"] == params), default=0)
+        out.append(PlannedCell(cell, state, device, train, predict, basis, after, peak))
     return out
 
 
@@ -115,7 +117,7 @@ def plan_markdown(suite: Suite, root: Path, gpu: bool = False, hours: float | No
             "on this one. A model never run on "
             "a dataset is scaled from its runs on others (an epoch by what other models' epochs cost more there, else by "
             "interactions; scoring by items), a rough guess.\n" + cache_note(cells, root, history)
-            + memory_note(cells, history)
+            + memory_note(cells)
             + ("" if hours is None else "\n" + sitting_markdown(run, cells, hours)))
 
 
@@ -139,22 +141,14 @@ def cache_note(cells: list[PlannedCell], root: Path, history: dict) -> str:
             f"({'on this machine' if local else 'on other machines'}, as stored runs record).\n")
 
 
-def memory_note(cells: list[PlannedCell], history: dict, share: float = 0.9) -> str:
+def memory_note(cells: list[PlannedCell], share: float = 0.9) -> str:
     """Cells to run whose settings a stored run trained at a peak resident memory above `share` of this
     machine's: a cell past the machine's memory is killed without a word, hours in."""
     total = total_memory_mb()
     if not total:
         return ""
-    heavy = []
-    for p in cells:
-        if not p.state.startswith("to run"):
-            continue
-        params = p.cell.variant.params_for(p.cell.dataset.key)
-        kind = family(p.cell.variant.model, params)
-        peaks = [int((r.get("memory") or {}).get("host_peak_mb") or 0) for r in history.get((kind, p.cell.dataset.spec), [])
-                 if r["config"]["model"]["params"] == params]
-        if peaks and max(peaks) > share * total:
-            heavy.append(f"{p.cell.name} ({max(peaks) / 1024:.1f} GB)")
+    heavy = [f"{p.cell.name} ({p.peak_mb / 1024:.1f} GB)" for p in cells
+             if p.state.startswith("to run") and p.peak_mb > share * total]
     if not heavy:
         return ""
     return (f"- Memory: stored runs of the same settings peaked near or above this machine's {total / 1024:.1f} GB, so "

@@ -16,6 +16,7 @@ class PlannedCell:
     predict_s: float | None
     basis: str
     after: str | None = None  # the earlier to-run cell whose training this one reuses: run them together
+    peak_mb: int = 0  # the highest peak resident memory of stored runs of the same settings (0: none recorded)
 
     @property
     def seconds(self) -> float | None:
