@@ -20,6 +20,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 
 from bench.precision import autocast
 from calrec.backbone import decoder, layer_range, pad_batch
-from calrec.cache import read_cache, write_cache
+from calrec.cache import digest, read_cache, write_cache
 from calrec.text import PromptBuilder, PromptTokens
 
 # The code the cached states come from: loading the backbone and running its bottom layers
@@ -85,22 +86,30 @@ def compute_states(model, rows: list[list[int]], top: int, pad: int, bf16: bool,
     return Ragged.of(out, model.config.hidden_size, dtype)
 
 
-def cached_states(model, rows: list[list[int]], top: int, pad: int, bf16: bool, device: str, desc: str, key: dict,
-                  folder: Path | None) -> Ragged:
-    """`compute_states`, kept in `folder` (the shared cache) under `key`, the rows' tokens and the
-    code that computes them, so the next cell of another row reads it (the validation prompts)."""
+def kept(folder: Path | None, key: dict, fits: Callable[[dict], bool], compute: Callable[[], dict]) -> dict:
+    """What `compute()` returns (states by name), kept in `folder` (the shared cache) under `key`: read
+    where an entry is intact and `fits` the rows it is keyed by, else computed (and saved there)."""
     if folder is None:
-        return compute_states(model, rows, top, pad, bf16, device, desc)
-    key = {**key, "rows": rows_digest(rows), "top": top, "bf16": bf16, **states_code()}
-    path = folder / f"{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.pt"
-    saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), weights_only=False), key)
-    if saved is not None and saved["states"].consistent([len(r) for r in rows]):
-        return saved["states"]
-    states = compute_states(model, rows, top, pad, bf16, device, desc)
+        return compute()
+    path = folder / f"{digest(key)}.pt"
+    saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), weights_only=False), key, valid=fits)
+    if saved is not None:
+        return saved
+    states = compute()
     buf = io.BytesIO()
-    torch.save({"key": key, "states": states}, buf)
+    torch.save({"key": key, **states}, buf)
     write_cache(path, buf.getvalue())
     return states
+
+
+def cached_states(model, rows: list[list[int]], top: int, pad: int, bf16: bool, device: str, desc: str, key: dict,
+                  folder: Path | None) -> Ragged:
+    """`compute_states`, kept in `folder` under `key`, the rows' tokens and the code that computes
+    them, so the next cell of another row reads it (the validation prompts)."""
+    key = {**key, "rows": rows_digest(rows), "top": top, "bf16": bf16, **states_code()}
+    lengths = [len(r) for r in rows]
+    return kept(folder, key, lambda saved: saved["states"].consistent(lengths),
+                lambda: {"states": compute_states(model, rows, top, pad, bf16, device, desc)})["states"]
 
 
 @dataclass
@@ -158,18 +167,9 @@ def frozen_states(model, builder: PromptBuilder, train: list[np.ndarray], positi
     item_rows = [builder.item_ids(i) for i in range(len(builder.items))]
     item_lengths = [len(r) for r in item_rows]
     key = {**key, "prompts": rows_digest([p.ids for p in prompts]), "item_rows": rows_digest(item_rows), **states_code()}
-    path = None
-    if folder is not None:
-        path = folder / f"{hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]}.pt"
-        saved = read_cache(path, lambda b: torch.load(io.BytesIO(b), weights_only=False), key)
-        if saved is not None and saved["windows"].consistent(lengths) and saved["items"].consistent(item_lengths):
-            return FrozenStates(prompts, saved["windows"], saved["items"], top)
-        if saved is not None:
-            tqdm.write(f"{path}: does not fit the windows it is keyed by; rebuilding it")
-    windows = compute_states(model, [p.ids for p in prompts], top, pad, bf16, device, "frozen layers: windows")
-    items = compute_states(model, item_rows, top, pad, bf16, device, "frozen layers: items")
-    if path is not None:
-        buf = io.BytesIO()
-        torch.save({"key": key, "windows": windows, "items": items}, buf)
-        write_cache(path, buf.getvalue())
-    return FrozenStates(prompts, windows, items, top)
+    got = kept(folder, key,
+               lambda saved: saved["windows"].consistent(lengths) and saved["items"].consistent(item_lengths),
+               lambda: {"windows": compute_states(model, [p.ids for p in prompts], top, pad, bf16, device,
+                                                  "frozen layers: windows"),
+                        "items": compute_states(model, item_rows, top, pad, bf16, device, "frozen layers: items")})
+    return FrozenStates(prompts, got["windows"], got["items"], top)

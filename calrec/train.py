@@ -145,13 +145,22 @@ class Examples:
         window = domain.builder.max_history + 1
         self.tilings = ([epoch_positions(train, cfg, window, s) for s in tiling_shifts(cfg, window)]
                         if cfg.examples == "epochs" else None)
-        self.epoch = self.tilings[0] if self.tilings else None
-        self.order, self.at, self.seen, self.epochs_started, self.tiling = np.empty(0, dtype=np.int64), 0, 0, 0, 0
+        self.order, self.at, self.seen, self.epochs_started = np.empty(0, dtype=np.int64), 0, 0, 0
         self.logq = domain.item_logq()
         self.vocab = torch.tensor(domain.builder.vocab) if cfg.vocab in ("catalog", "trie") else None
         self.trie = domain.builder.trie if cfg.vocab == "trie" else None
         # Packed steps gather the trie's masks on the device from this table (calrec/packed.py).
         self.branches = self.trie.branch_masks(self.vocab).to(cfg.device) if self.trie and cfg.pack else None
+
+    @property
+    def tiling(self) -> int:
+        """The tiling the current epoch draws from: the tilings in turn, epoch by epoch (0 before the first)."""
+        return max(self.epochs_started - 1, 0) % len(self.tilings) if self.tilings is not None else 0
+
+    @property
+    def epoch(self) -> np.ndarray | None:
+        """The current epoch's (user, target position) pairs; None where examples are sampled."""
+        return self.tilings[self.tiling] if self.tilings is not None else None
 
     @property
     def epochs(self) -> float:
@@ -160,7 +169,7 @@ class Examples:
 
     def _positions(self, n: int) -> list[tuple[int, int, int, int]]:
         """(user, target position, window index in the epoch; -1 when sampled, the epoch's tiling)."""
-        if self.epoch is None:
+        if self.tilings is None:
             train = self.d.split.train
             out = []
             for u in self.rng.choice(self.eligible, size=n):
@@ -170,14 +179,11 @@ class Examples:
         out = []
         while len(out) < n:
             if self.at == len(self.order):
-                if len(self.tilings) > 1:  # this epoch's tiling, in turn
-                    self.tiling = self.epochs_started % len(self.tilings)
-                    self.epoch = self.tilings[self.tiling]
                 self.epochs_started += 1
                 self.order, self.at = self.rng.permutation(len(self.epoch)), 0
-            take = self.order[self.at : self.at + n - len(out)]
+            take, k = self.order[self.at : self.at + n - len(out)], self.tiling
             self.at += len(take)
-            out.extend((int(u), int(t), int(j), self.tiling) for j, (u, t) in zip(take, self.epoch[take]))
+            out.extend((int(u), int(t), int(j), k) for j, (u, t) in zip(take, self.epoch[take]))
         return out
 
     def draw(self, n: int) -> list[tuple]:

@@ -3,6 +3,7 @@ layers, the per-item generation loss, and the review's fixes (LoRA likelihood, h
 one source of defaults)."""
 import copy
 import dataclasses
+import io
 
 import numpy as np
 import pytest
@@ -176,6 +177,16 @@ def test_the_frozen_cache_is_reused_and_rebuilt_when_damaged(syn, tok, tmp_path,
     entry.write_bytes(entry.read_bytes()[:100])  # cut short
     stage_batch(syn, tok, model, 1, False, tmp_path, folder)
     assert len(calls) == 2 and "rebuilding" in capsys.readouterr().out + capsys.readouterr().err
+    saved = torch.load(entry, weights_only=False)  # whole bytes, right key, but a window short
+    w = saved["windows"]
+    saved["windows"] = fz.Ragged.of([w[r] for r in range(len(w) - 1)], w.data.shape[-1], w.data.dtype)
+    buf = io.BytesIO()
+    torch.save(saved, buf)
+    fz.write_cache(entry, buf.getvalue())
+    stage_batch(syn, tok, model, 1, False, tmp_path, folder)
+    assert len(calls) == 4 and "holds something other than what it should" in capsys.readouterr().out
+    stage_batch(syn, tok, model, 1, False, tmp_path, folder)
+    assert len(calls) == 4  # the rebuilt entry is read back
     stage_batch(syn, tok, model, 2, False, tmp_path, folder)  # another depth: another entry
     assert len(list(folder.glob("*.pt"))) == 2
 

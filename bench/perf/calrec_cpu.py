@@ -72,7 +72,7 @@ def training_speed(m, split, steps: int, cache_windows: int) -> dict:
         out["cache_seconds"] = slice_s * len(positions) / len(some) + time.perf_counter() - t0
         domain = replace(domain, frozen=(FrozenStates([prompts[k] for k in some], windows, items, top),))
     s = Examples(domain, cfg, np.random.default_rng(0))
-    s.epoch = positions[some]  # draw the measured slice only (its window k is the cache's row k)
+    s.tilings = [positions[some]]  # draw the measured slice only (its window k is the cache's row k)
     params = [p for p in m.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     tokens, seconds = 0, 0.0
