@@ -23,7 +23,10 @@ Examples (`examples`):
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -278,6 +281,25 @@ def step_gradients(model, head, s: Examples, rows: list, cfg: StageConfig, weigh
     return out
 
 
+@functools.cache
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+    except OSError:  # not glibc (musl, ...): nothing to trim
+        return None
+
+
+def return_freed_memory(device: str) -> None:
+    """Hands the heap memory a CPU step freed back to the system. glibc keeps it in its arenas,
+    fragmented by the steps' varying shapes: on the paper's setup (every layer, 8 rows a pass) the
+    resident memory between steps grew ~0.4 GB a step, to 24 GB (killed) by step 71; trimmed after
+    each step it stayed near 3 GB, peaking ~16 GB inside a step (2-core Xeon, bf16). Costs
+    milliseconds a step; the numbers do not change."""
+    libc = _libc()
+    if str(device) == "cpu" and libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: StageConfig, weights: LossWeights,
                 rng: np.random.Generator, pad: int, validate: Callable[[], dict] | None, curves: list[dict],
                 stage: str, select: str = "valid_NDCG@10") -> dict:
@@ -309,6 +331,7 @@ def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: Stag
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        return_freed_memory(cfg.device)
         tokens += sum(len(e[0].ids) + len(e[1]) for e in rows)  # every rank's tokens, counted without a sync
         train_s += time.perf_counter() - t0  # validation time is not training throughput
         evaluate = validate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps)
