@@ -1,3 +1,4 @@
+import json
 import os
 
 from bench.perf.sasrec import replay
@@ -53,3 +54,25 @@ def test_the_gpu_sitting_script_packs_each_finished_cell(tmp_path):
     with tarfile.open(out / "tiny_syn_random_seed1.tgz") as t:
         assert "tiny/syn/random/seed1/run.json" in t.getnames()
     assert "packed:" in (out / "run.log").read_text()
+
+
+def test_the_memory_benchmark_measures_both_modes_step_by_step(tmp_path):
+    """bench.perf.calrec_memory on a tiny CALRec row: each mode in its own process, every step's
+    resident memory and peak recorded, the record appended with its command."""
+    from bench.perf import calrec_memory
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text("seeds: [0]\nks: [10]\ndatasets:\n  syn: {spec: synthetic, n_users: 30, n_items: 20, seed: 1}\n"
+                     "models:\n  tiny: {model: calrec, params: {backbone: tiny, template: compact, nig_targets: all, "
+                     "vocab: trie, examples: epochs, batch_size: 8, bf16: false, device: cpu, threads: 1, "
+                     "inference: likelihood, user_pooling: next, lr: 3.0e-3}}\n")
+    out = tmp_path / "memory.jsonl"
+    args = ["--suite", str(suite), "--row", "tiny", "--steps", "3", "--out", str(out)]
+    calrec_memory.main(args)
+    calrec_memory.main(args)  # appended, not replaced
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2 and records[0]["command"].endswith(" ".join(args))
+    runs = records[0]["runs"]
+    assert set(runs) == {"kept", "trimmed"} and records[0]["params"]["stage2_steps"] == 3
+    for run in runs.values():
+        assert len(run["steps"]) == 3 and all(0 < after <= peak for after, peak in run["steps"])

@@ -117,7 +117,7 @@ def main() -> None:
     torch.manual_seed(0)
     split = get_split(DatasetEntry("ml-100k", "ml-100k", {}))
     print(f"ML-100k, SmolLM2-135M, {torch.get_num_threads()} threads, bf16 {'on' if native_bf16() else 'off'}; "
-          f"{machine().get('cpu', '')}")
+          f"{machine().get('cpu_model', '')}")
     rows = {}
     for name in args.recipes.split(","):
         m = prepared(RECIPES[name], split)
