@@ -100,18 +100,32 @@ def _cuda_in_use() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_initialized()
 
 
-def _peak_rss_mb() -> int:
+def _status_mb(field: str) -> int | None:
+    """A memory line of this process's /proc/self/status (Linux), in MiB; None elsewhere."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) // 1024  # kB
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def peak_rss_mb() -> int:
+    """This process's peak resident memory so far (MiB)."""
+    if (peak := _status_mb("VmHWM")) is not None:
+        return peak
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
     return int(peak // (1024 * 1024 if sys.platform == "darwin" else 1024))
+
+
+def resident_mb() -> int:
+    """This process's resident memory now (MiB; Linux), else its peak so far."""
+    now = _status_mb("VmRSS")
+    return peak_rss_mb() if now is None else now
 
 
 def total_memory_mb() -> int | None:
@@ -125,7 +139,7 @@ def peak_memory() -> dict:
     """The peak resident memory of this process since `reset_peak_memory`, the machine's memory, and
     on a GPU the peak memory torch allocated there (MiB). A cell past the machine's memory is killed
     before it can say so, so `bench plan` reads these to warn before the next one starts."""
-    out = {"host_peak_mb": _peak_rss_mb(), "host_total_mb": total_memory_mb()}
+    out = {"host_peak_mb": peak_rss_mb(), "host_total_mb": total_memory_mb()}
     if _cuda_in_use():
         import torch
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -23,22 +22,13 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.execute.provenance import _peak_rss_mb
+from bench.execute.provenance import peak_rss_mb, resident_mb
 from bench.execute.runner import git_commit, machine, versions
 from bench.execute.store import atomic_write_text
 from bench.perf.calrec_curve import parse_set
 
 MODES = ("kept", "trimmed")
 MARK = "calrec_memory: "  # the child's result line on stdout (progress bars go to stderr)
-
-
-def resident_mb() -> int:
-    """This process's resident memory now (MiB; Linux), else its peak so far."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
-    except (OSError, ValueError, IndexError):
-        return _peak_rss_mb()
 
 
 def child(args) -> None:
@@ -59,7 +49,7 @@ def child(args) -> None:
     def after_step(device: str) -> None:
         if args.child == "trimmed":
             trim(device)
-        steps.append((resident_mb(), _peak_rss_mb()))
+        steps.append((resident_mb(), peak_rss_mb()))
 
     train.return_freed_memory = after_step
     split = get_split(dataset)
