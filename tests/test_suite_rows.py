@@ -51,15 +51,3 @@ def test_every_calrec_row_of_a_suite_trains_and_ranks(params, syn, tmp_path):
                           extra={"shared_cache": tmp_path, "history_masking": True}))
     ranks = score_users(m, syn, np.arange(3), "test", True, 3, "row")  # checks what the model returns
     assert len(ranks) == 3 and (ranks.above >= 0).all()
-
-
-def test_quick_calrec_trains_the_ablations_stage2_model():
-    """quick's CALRec rows claim to reuse the ablation's stage-II weights (only scoring is theirs):
-    that holds only while the training settings, seed and validation users are the same."""
-    quick, ablation = load_suite("quick"), load_suite("ablation")
-    q, a = quick.variant("calrec"), ablation.variant("calrec-stage2")
-    def declared(params):  # an absent switch and one set to null (stage1) are the same default
-        return {k: v for k, v in params.items() if v is not None}
-    assert declared(q.params_for("ml-100k")) == declared(a.params_for("ml-100k"))
-    assert quick.valid_sample == ablation.valid_sample
-    assert 0 in quick.seeds and 0 in ablation.seeds
