@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -66,16 +67,16 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     drawn = curves(args.since)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for name, c in drawn.items():
         xs, ys = zip(*c["points"])
-        ax.plot(xs, ys, marker="o", label=name[:60])
+        ax.plot(xs, ys, marker="o", label=textwrap.fill(name.replace(",", ", "), 40))  # whole, wrapped
         print(f"{name}: " + ", ".join(f"{x:.2f} ep {y:.3f}" for x, y in c["points"])
               + f"\n    {c['command']} (commit {c['commit']}, {c['machine']})")
     ax.set_xlabel("passes over ML-100k's training windows (epochs)")
     ax.set_ylabel("validation NLL per item (nats, 943 users)")
     ax.set_title("CALRec recipe probes: validation NLL by epoch (lower is better)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: long curves run top right
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)
