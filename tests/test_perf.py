@@ -76,3 +76,12 @@ def test_the_memory_benchmark_measures_both_modes_step_by_step(tmp_path):
     assert set(runs) == {"kept", "trimmed"} and records[0]["params"]["stage2_steps"] == 3
     for run in runs.values():
         assert len(run["steps"]) == 3 and all(0 < after <= peak for after, peak in run["steps"])
+
+
+def test_probe_passes_take_the_tilings_epoch_sizes_in_turn():
+    from bench.perf.calrec_probes import passes
+
+    assert passes(0, [5]) == 0
+    assert passes(10, [5]) == 2  # one tiling: windows over the epoch's size
+    assert passes(100 + 60, [100, 120, 110]) == 1.5  # the second epoch is the second tiling's
+    assert passes(100 + 120 + 110 + 50, [100, 120, 110]) == 3.5  # then the first again

@@ -21,25 +21,37 @@ RESULTS = Path(__file__).resolve().parents[2] / "results"
 QUICK_CELL = RESULTS / "runs/quick/ml-100k/calrec/seed0"
 
 
-def windows_per_epoch(params: dict) -> int:
-    """ML-100k training windows of max_history + 1 items tiled from each sequence's end (the recipe's epochs)."""
+def epoch_sizes(params: dict) -> list[int]:
+    """ML-100k training windows of max_history + 1 items in each epoch, one entry per window tiling (the
+    epochs take the tilings in turn; their sizes differ, as a shifted tiling adds the window ending last)."""
     from bench.execute.runner import get_split
     from bench.suites.load import load_suite
-    from calrec.train import StageConfig, epoch_positions
+    from calrec.train import StageConfig, epoch_positions, tiling_shifts
 
     split = get_split(load_suite("quick").datasets[0])
-    cfg = StageConfig(steps=1, nig_targets=params.get("nig_targets", "all"), examples="epochs")
-    return len(epoch_positions(split.train, cfg, params.get("max_history", 20) + 1))
+    cfg = StageConfig(steps=1, nig_targets=params.get("nig_targets", "all"), examples="epochs",
+                      window_tilings=params.get("window_tilings", 1))
+    window = params.get("max_history", 20) + 1
+    return [len(epoch_positions(split.train, cfg, window, s)) for s in tiling_shifts(cfg, window)]
+
+
+def passes(windows: int, sizes: list[int]) -> float:
+    """Epochs after `windows` training windows: whole epochs, tilings in turn, plus the running one's share."""
+    done = 0
+    while windows >= sizes[done % len(sizes)]:
+        windows -= sizes[done % len(sizes)]
+        done += 1
+    return done + windows / sizes[done % len(sizes)]
 
 
 def curves(since: str | None) -> dict[str, dict]:
     out = {}
     record = json.loads((QUICK_CELL / "run.json").read_text())
     params = record["config"]["model"]["params"]
-    per_epoch = windows_per_epoch(params)
+    sizes = epoch_sizes(params)
     rows = pd.read_csv(QUICK_CELL / "curves.csv").dropna(subset=["valid_nll"])
     out["current recipe (quick cell)"] = {
-        "points": [(r.step * params["batch_size"] / per_epoch, r.valid_nll) for r in rows.itertuples()],
+        "points": [(passes(r.step * params["batch_size"], sizes), r.valid_nll) for r in rows.itertuples()],
         "command": record["command"], "commit": record["commit"][:12], "machine": record["machine"].get("cpu_flags")}
     lines = (RESULTS / "perf/calrec_curves.jsonl").read_text().splitlines()
     seen = since is None
@@ -49,8 +61,8 @@ def curves(since: str | None) -> dict[str, dict]:
         if not seen or probe["params"].get("valid_users", 0) < 943 or not probe["curve"]:
             continue
         p = probe["params"]
-        per_epoch = windows_per_epoch(p)
-        out[probe["change"]] = {"points": [(c["step"] * p["batch_size"] / per_epoch, c["valid_nll"]) for c in probe["curve"]],
+        sizes = epoch_sizes(p)
+        out[probe["change"]] = {"points": [(passes(c["step"] * p["batch_size"], sizes), c["valid_nll"]) for c in probe["curve"]],
                                 "command": probe["command"], "commit": probe["commit"][:12],
                                 "machine": probe["machine"].get("cpu_flags") or probe["machine"].get("cpu_model")}
     return out
