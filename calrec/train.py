@@ -167,8 +167,11 @@ class Examples:
 
     @property
     def epochs(self) -> float:
-        size = len(self.epoch) if self.epoch is not None else sum(len(s) - 1 for s in self.d.split.train if len(s) >= 2)
-        return self.seen / max(size, 1)
+        """Passes so far: whole epochs plus the running one's share (tilings differ in size, so windows seen
+        over the current epoch's size would be off); sampled examples count against every (user, position)."""
+        if self.tilings is not None:
+            return max(self.epochs_started - 1, 0) + self.at / max(len(self.epoch), 1)
+        return self.seen / max(sum(len(s) - 1 for s in self.d.split.train if len(s) >= 2), 1)
 
     def _positions(self, n: int) -> list[tuple[int, int, int, int]]:
         """(user, target position, window index in the epoch; -1 when sampled, the epoch's tiling)."""
@@ -282,10 +285,11 @@ def step_gradients(model, head, s: Examples, rows: list, cfg: StageConfig, weigh
 
 
 @functools.cache
-def _libc():
+def _malloc_trim():
+    """glibc's malloc_trim, looked up once; None where there is none (not Linux, musl, ...)."""
     try:
-        return ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
-    except OSError:  # not glibc (musl, ...): nothing to trim
+        return getattr(ctypes.CDLL("libc.so.6"), "malloc_trim", None) if sys.platform.startswith("linux") else None
+    except OSError:
         return None
 
 
@@ -295,9 +299,9 @@ def return_freed_memory(device: str) -> None:
     resident memory between steps grew ~0.4 GB a step, to 24 GB (killed) by step 71; trimmed after
     each step it stayed near 3 GB, peaking ~16 GB inside a step (2-core Xeon, bf16). Costs
     milliseconds a step; the numbers do not change."""
-    libc = _libc()
-    if str(device) == "cpu" and libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None and str(device) == "cpu":
+        trim(0)
 
 
 def train_stage(model, head, domains: list[Domain], probs: np.ndarray, cfg: StageConfig, weights: LossWeights,

@@ -71,6 +71,18 @@ def test_epochs_take_the_tilings_in_turn_each_whole(syn, builder):
     assert len(one.tilings) == 1 and {p[3] for p in one._positions(3 * len(one.epoch))} == {0}
 
 
+def test_passes_count_each_tiling_by_its_own_size(syn, builder):
+    s = Examples(Domain("syn", syn, builder, 0), dataclasses.replace(ONE, window_tilings=3), np.random.default_rng(0))
+    sizes = [len(t) for t in s.tilings]
+    assert len(set(sizes)) > 1 and s.epochs == 0  # shifted tilings add the window ending last
+    s._positions(sizes[0])
+    assert s.epochs == 1
+    s._positions(sizes[1] // 2)
+    assert s.epochs == pytest.approx(1 + (sizes[1] // 2) / sizes[1])
+    s._positions(sizes[1] - sizes[1] // 2 + sizes[2])
+    assert s.epochs == 3
+
+
 def test_each_tiling_reads_its_own_cached_windows(syn, builder):
     model = tiny_llama(len(builder.tok), layers=2, heads=4, kv_heads=2, seed=0).eval()
     cfg = dataclasses.replace(ONE, window_tilings=2, bf16=False)
